@@ -1,0 +1,1 @@
+"""Shared library of AIWebImageService: config, database, jobs, dispatch, providers, storage."""

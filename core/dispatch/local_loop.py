@@ -1,0 +1,208 @@
+"""The local dispatch loop: claims due tasks with FOR UPDATE SKIP LOCKED and POSTs each to
+the worker's task endpoint, at most a limited number in flight, like a Cloud Tasks queue.
+
+The table is the queue: a restart loses nothing. A claimed task's next_attempt_at is
+pushed past the dispatch deadline while its delivery is in flight, so another dispatcher
+(or this one after a crash) picks it up only when that runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import httpx
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.classify import parse_retry_after
+from core.config import Settings
+from core.dispatch.limits import ConcurrencyLimit, FixedLimit
+from core.queries import q
+from core.retry import compute_backoff, policy_from_settings
+
+log = logging.getLogger(__name__)
+
+TASK_PATH = "/api/admin/worker/process-task"
+TASK_SECRET_HEADER = "X-Task-Secret"
+# Extra visibility beyond the dispatch deadline, so a slow answer is not raced by a
+# redelivery of the same task.
+VISIBILITY_MARGIN_S = 5.0
+# After this many consecutive unreachable deliveries the loop pauses claiming for a while.
+UNREACHABLE_BREAKER = 3
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: UUID
+    attempts: int
+    marker: datetime
+
+
+@dataclass
+class LoopStats:
+    delivered: int = 0
+    succeeded_http: int = 0
+    retried_http: int = 0
+    unreachable: int = 0
+    in_flight: int = 0
+
+
+class LocalDispatchLoop:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        worker_url: str,
+        *,
+        limit: ConcurrencyLimit | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.task_url = worker_url.rstrip("/") + TASK_PATH
+        self.limit = limit or FixedLimit(settings.LOCAL_MAX_CONCURRENCY)
+        self.policy = policy_from_settings(settings)
+        self.stats = LoopStats()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._unreachable_streak = 0
+        self._headers = {"content-type": "application/json"}
+        if settings.TASK_SECRET is not None:
+            self._headers[TASK_SECRET_HEADER] = settings.TASK_SECRET.get_secret_value()
+
+    def wake(self) -> None:
+        """Look for due tasks now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        timeout = httpx.Timeout(self.settings.DISPATCH_DEADLINE_S, connect=5.0)
+        limits = httpx.Limits(max_connections=max(self.limit.ceiling, 1) + 4)
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+            self._client = client
+            log.info("local dispatcher started", extra={"action": "dispatcher_start",
+                                                        "url": self.task_url})
+            while not stop.is_set():
+                try:
+                    claimed = await self._claim_round()
+                except (DBAPIError, OSError) as exc:
+                    log.warning("dispatcher cannot reach the database: %s", type(exc).__name__,
+                                extra={"action": "dispatcher_db_error"})
+                    claimed = 0
+                    await _sleep_or(stop, 1.0)
+                if claimed == 0 or len(self._in_flight) >= self.limit.current:
+                    await self._wait(stop)
+            await self._drain()
+
+    async def _claim_round(self) -> int:
+        if await self._paused():
+            return 0
+        if self._unreachable_streak >= UNREACHABLE_BREAKER:
+            # The worker is down: probe with a single delivery instead of a burst.
+            free = 1 if not self._in_flight else 0
+        else:
+            free = self.limit.current - len(self._in_flight)
+        if free <= 0:
+            return 0
+        visibility_s = self.settings.DISPATCH_DEADLINE_S + VISIBILITY_MARGIN_S
+        async with self.engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    q("dispatch_claim_due"), {"limit": free, "visibility_s": visibility_s}
+                )
+            ).all()
+        for row in rows:
+            claimed = Claimed(id=row.id, attempts=row.attempts, marker=row.next_attempt_at)
+            task = asyncio.create_task(self._deliver(claimed))
+            self._in_flight.add(task)
+            task.add_done_callback(self._done)
+        self.stats.in_flight = len(self._in_flight)
+        return len(rows)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self.stats.in_flight = len(self._in_flight)
+        self._wake.set()
+
+    async def _paused(self) -> bool:
+        async with self.engine.connect() as conn:
+            value = (
+                await conn.execute(q("queue_paused"), {"queue_name": self.settings.QUEUE_NAME})
+            ).scalar()
+        return bool(value)
+
+    async def _wait(self, stop: asyncio.Event) -> None:
+        self._wake.clear()
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        poll_s = self.settings.DISPATCH_POLL_S
+        if self._unreachable_streak >= UNREACHABLE_BREAKER:
+            poll_s = max(poll_s, min(self.policy.min_backoff_s, 5.0))
+        try:
+            await asyncio.wait(waiters, timeout=poll_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    async def _deliver(self, task: Claimed) -> None:
+        started = time.monotonic()
+        retry_after: float | None = None
+        try:
+            response = await self._client.post(
+                self.task_url, json={"task_id": str(task.id)}, headers=self._headers
+            )
+        except httpx.HTTPError as exc:
+            self._unreachable_streak += 1
+            self.stats.unreachable += 1
+            log.warning("delivery failed: %s", type(exc).__name__,
+                        extra={"action": "deliver_error", "task_id": str(task.id)})
+            self.limit.on_result(ok=False, overloaded=False)
+            await self._defer(task, retry_after=None)
+            return
+        self._unreachable_streak = 0
+        self.stats.delivered += 1
+        elapsed_ms = int((time.monotonic() - started) * 1000)
+        if 200 <= response.status_code < 300:
+            self.stats.succeeded_http += 1
+            self.limit.on_result(ok=True, overloaded=False)
+            return
+        self.stats.retried_http += 1
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        self.limit.on_result(ok=False, overloaded=response.status_code in (429, 503))
+        log.info("delivery answered %s", response.status_code,
+                 extra={"action": "deliver_retry", "task_id": str(task.id),
+                        "http_status": response.status_code, "latency_ms": elapsed_ms})
+        await self._defer(task, retry_after=retry_after)
+
+    async def _defer(self, task: Claimed, *, retry_after: float | None) -> None:
+        delay = compute_backoff(max(task.attempts, 1), self.policy)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.policy.max_backoff_s))
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    q("dispatch_defer"),
+                    {"task_id": task.id, "marker": task.marker, "delay_s": delay},
+                )
+        except (DBAPIError, OSError):
+            # The visibility timeout brings the task back anyway.
+            log.warning("could not defer task", extra={"action": "defer_error",
+                                                       "task_id": str(task.id)})
+
+    async def _drain(self, grace_s: float = 5.0) -> None:
+        if not self._in_flight:
+            return
+        _, pending = await asyncio.wait(self._in_flight, timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass

@@ -1,0 +1,73 @@
+"""An embedded PostgreSQL for the demo and the tests, used when DATABASE_URL is unset.
+
+pgserver ships the server binaries in its wheel and runs as root; the data folder lives in
+the checkout (``.pgdata/``) and is reused on the next run. The server listens on a unix
+socket only, so nothing outside this machine can reach it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PGDATA = REPO_ROOT / ".pgdata"
+_server: object | None = None
+
+
+def start(pgdata: Path = DEFAULT_PGDATA) -> str:
+    """Start (or reuse) the embedded server and return a SQLAlchemy URL for it."""
+    global _server
+    try:
+        import pgserver  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - pgserver is a declared dependency
+        return _start_with_initdb(pgdata)
+    pgdata.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: the server outlives this process so a demo restart or the next
+    # test session reuses it; `stop()` or `make stop` shuts it down cleanly.
+    _server = pgserver.get_server(str(pgdata), cleanup_mode=None)
+    uri: str = _server.get_uri()  # type: ignore[attr-defined]
+    log.info("embedded postgres ready", extra={"action": "embedded_pg_start"})
+    return to_sqlalchemy_url(uri)
+
+
+def stop(pgdata: Path = DEFAULT_PGDATA) -> None:
+    """Stop the embedded server cleanly (fast shutdown), if it runs."""
+    if not (pgdata / "postmaster.pid").exists():
+        return
+    import pgserver  # type: ignore[import-untyped]
+
+    server = pgserver.get_server(str(pgdata), cleanup_mode="stop")
+    server.cleanup()
+
+
+def to_sqlalchemy_url(uri: str) -> str:
+    """``postgresql://`` as libpq spells it, with the psycopg 3 driver named for SQLAlchemy."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if uri.startswith(prefix):
+            return "postgresql+psycopg://" + uri[len(prefix) :]
+    return uri
+
+
+def _start_with_initdb(pgdata: Path) -> str:  # pragma: no cover - fallback path
+    """Fallback when pgserver is missing: the machine's initdb/pg_ctl, run as postgres."""
+    bindir = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
+    if bindir is None or shutil.which("runuser") is None:
+        raise RuntimeError("DATABASE_URL is unset and no embedded PostgreSQL is available")
+    pgdata.mkdir(parents=True, exist_ok=True)
+    shutil.chown(pgdata, "postgres", "postgres")
+    run_as = ["runuser", "-u", "postgres", "--"]
+    if not (pgdata / "PG_VERSION").exists():
+        subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(pgdata), "-A", "trust",
+                        "-U", "postgres"], check=True, capture_output=True)
+    if not (pgdata / "postmaster.pid").exists():
+        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(pgdata), "-w", "-o",
+                        f"-h '' -k {pgdata}", "-l", str(pgdata / "log"), "start"],
+                       check=True, capture_output=True)
+        time.sleep(0.2)
+    return f"postgresql+psycopg://postgres@/postgres?host={pgdata}"

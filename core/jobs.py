@@ -1,0 +1,343 @@
+"""Jobs: submit a batch, read status, list, retry failed, cancel. Sync (admin API and
+dashboard); the task endpoint's hot path lives in core.delivery."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection, Engine
+
+from core.config import Settings, get_settings
+from core.cost import MODELS, QUALITIES, SIZES, estimate_cost_usd
+from core.db import transaction
+from core.dispatch import Dispatcher, TaskRef, get_dispatcher
+from core.errors import Conflict, InvalidInput, NotFound
+from core.queries import q
+from core.status import JOB_STATUSES, JOB_TERMINAL, TASK_STATUSES, progress_percentage
+from core.validation import BatchSpec
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    provider: str
+    model: str
+    size: str
+    quality: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GenerationOptions:
+        model = settings.OPENAI_IMAGE_MODEL if settings.provider_name == "openai" else "demo"
+        return cls(settings.provider_name, model, settings.OPENAI_IMAGE_SIZE,
+                   settings.OPENAI_IMAGE_QUALITY)
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: UUID
+    status: str
+    total_tasks: int
+    completed_tasks: int
+    failed_tasks: int
+    cancelled_tasks: int
+    style: str
+    count_per_prompt: int
+    provider: str
+    model: str
+    size: str
+    quality: str
+    estimated_cost_usd: Decimal | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def progress_percentage(self) -> float:
+        return progress_percentage(total=self.total_tasks, completed=self.completed_tasks,
+                                   failed=self.failed_tasks, cancelled=self.cancelled_tasks)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in JOB_TERMINAL
+
+    def summary(self) -> dict[str, Any]:
+        """The deployment guide's response shape."""
+        return {
+            "id": str(self.id),
+            "status": self.status,
+            "total_tasks": self.total_tasks,
+            "completed_tasks": self.completed_tasks,
+            "failed_tasks": self.failed_tasks,
+        }
+
+    def status_body(self) -> dict[str, Any]:
+        return {**self.summary(), "progress_percentage": self.progress_percentage}
+
+    def detail(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["id"] = str(self.id)
+        body["progress_percentage"] = self.progress_percentage
+        body["estimated_cost_usd"] = (
+            float(self.estimated_cost_usd) if self.estimated_cost_usd is not None else None
+        )
+        for key in ("created_at", "updated_at", "started_at", "finished_at"):
+            body[key] = body[key].isoformat() if body[key] else None
+        return body
+
+
+@dataclass(frozen=True)
+class TaskView:
+    id: UUID
+    job_id: UUID
+    prompt_index: int
+    image_index: int
+    prompt: str
+    style: str
+    status: str
+    attempts: int
+    last_error_code: str | None
+    last_error: str | None
+    image_path: str | None
+    thumbnail_path: str | None
+    latency_ms: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["id"], body["job_id"] = str(self.id), str(self.job_id)
+        for key in ("created_at", "updated_at", "started_at", "finished_at"):
+            body[key] = body[key].isoformat() if body[key] else None
+        return body
+
+
+def options_for(
+    settings: Settings, *, model: str | None = None, size: str | None = None,
+    quality: str | None = None,
+) -> GenerationOptions:
+    """The job's model settings: the request's choices over the configured defaults."""
+    base = GenerationOptions.from_settings(settings)
+    chosen_size = size or base.size
+    if chosen_size not in (*SIZES, "auto"):
+        raise InvalidInput("size", f"must be one of {', '.join(SIZES)} or auto")
+    chosen_quality = quality or base.quality
+    if chosen_quality not in (*QUALITIES, "auto"):
+        raise InvalidInput("quality", f"must be one of {', '.join(QUALITIES)} or auto")
+    if settings.provider_name == "demo":
+        # The demo model ignores the model name; the job row records what ran.
+        return GenerationOptions("demo", "demo", chosen_size, chosen_quality)
+    chosen_model = model or base.model
+    if chosen_model not in MODELS:
+        raise InvalidInput("model", f"unknown model {chosen_model!r}; one of {', '.join(MODELS)}")
+    return GenerationOptions("openai", chosen_model, chosen_size, chosen_quality)
+
+
+def _job(row: Any) -> JobView:
+    return JobView(**dict(row._mapping))
+
+
+def _task(row: Any) -> TaskView:
+    return TaskView(**dict(row._mapping))
+
+
+def submit_batch(
+    spec: BatchSpec,
+    *,
+    options: GenerationOptions | None = None,
+    engine: Engine | None = None,
+    dispatcher: Dispatcher | None = None,
+    settings: Settings | None = None,
+) -> JobView:
+    """Write the job and all its tasks in one transaction, then hand them to the queue.
+
+    The hand-over happens after the commit (transactional outbox): if it stops half way,
+    the rows are still pending and the sweeper finishes the job.
+    """
+    settings = settings or get_settings()
+    options = options or GenerationOptions.from_settings(settings)
+    job_id = uuid.uuid4()
+    rows: list[tuple[UUID, UUID, int, int, str, str]] = []
+    for prompt_index, prompt in enumerate(spec.prompts):
+        for image_index in range(spec.count_per_prompt):
+            rows.append((uuid.uuid4(), job_id, prompt_index, image_index, prompt, spec.style))
+    cost = estimate_cost_usd(options.provider, options.model, options.size, options.quality,
+                             len(rows))
+    with transaction(engine) as conn:
+        conn.execute(q("insert_job"), {
+            "id": job_id, "total_tasks": len(rows), "style": spec.style,
+            "count_per_prompt": spec.count_per_prompt, "provider": options.provider,
+            "model": options.model, "size": options.size, "quality": options.quality,
+            "estimated_cost_usd": cost,
+        })
+        _copy_tasks(conn, rows)
+        job = _job(conn.execute(q("job_by_id"), {"job_id": job_id}).one())
+    log.info("job submitted", extra={"action": "submit_batch", "job_id": str(job_id),
+                                     "total_tasks": len(rows)})
+    _hand_over(dispatcher or get_dispatcher(settings), [TaskRef(r[0], 0) for r in rows], job_id)
+    return job
+
+
+def _copy_tasks(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    # COPY, not INSERT ... VALUES: a 10,000-task batch is one round trip of a few MB.
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur, cur.copy(
+        "COPY generation_tasks (id, job_id, prompt_index, image_index, prompt, style, status)"
+        " FROM STDIN"
+    ) as copy:
+        for row in rows:
+            copy.write_row((*row, "pending"))
+
+
+def _hand_over(dispatcher: Dispatcher, refs: list[TaskRef], job_id: UUID) -> None:
+    try:
+        result = dispatcher.enqueue(refs)
+    except Exception as exc:  # the sweeper re-enqueues what stayed pending
+        log.error("enqueue failed; the sweeper will retry: %s", type(exc).__name__,
+                  extra={"action": "enqueue_error", "job_id": str(job_id)})
+        return
+    if result.failed:
+        log.warning("some tasks were not enqueued; the sweeper will retry",
+                    extra={"action": "enqueue_partial", "job_id": str(job_id),
+                           "failed": result.failed})
+
+
+def get_job(job_id: UUID, *, engine: Engine | None = None) -> JobView:
+    with transaction(engine) as conn:
+        row = conn.execute(q("job_by_id"), {"job_id": job_id}).first()
+    if row is None:
+        raise NotFound(f"job {job_id} not found")
+    return _job(row)
+
+
+def list_jobs(
+    *,
+    status: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    engine: Engine | None = None,
+) -> list[JobView]:
+    if status is not None and status not in JOB_STATUSES:
+        raise InvalidInput("status", f"must be one of {', '.join(JOB_STATUSES)}")
+    _check_page(limit, offset)
+    with transaction(engine) as conn:
+        rows = conn.execute(q("list_jobs"), {
+            "status": status, "created_after": created_after, "created_before": created_before,
+            "limit": limit, "offset": offset,
+        }).all()
+    return [_job(r) for r in rows]
+
+
+def list_tasks(
+    job_id: UUID,
+    *,
+    status: str | None = None,
+    error_code: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+    engine: Engine | None = None,
+) -> list[TaskView]:
+    if status is not None and status not in TASK_STATUSES:
+        raise InvalidInput("status", f"must be one of {', '.join(TASK_STATUSES)}")
+    _check_page(limit, offset)
+    with transaction(engine) as conn:
+        if conn.execute(q("job_by_id"), {"job_id": job_id}).first() is None:
+            raise NotFound(f"job {job_id} not found")
+        rows = conn.execute(q("list_tasks"), {
+            "job_id": job_id, "status": status, "error_code": error_code,
+            "limit": limit, "offset": offset,
+        }).all()
+    return [_task(r) for r in rows]
+
+
+def count_tasks(
+    job_id: UUID, *, status: str | None = None, error_code: str | None = None,
+    engine: Engine | None = None,
+) -> int:
+    with transaction(engine) as conn:
+        return int(conn.execute(q("count_tasks"), {
+            "job_id": job_id, "status": status, "error_code": error_code}).scalar_one())
+
+
+def task_counts(job_id: UUID, *, engine: Engine | None = None) -> dict[str, int]:
+    """Tasks per status, counted from the rows (the truth the counters must match)."""
+    with transaction(engine) as conn:
+        rows = conn.execute(q("task_counts_by_status"), {"job_id": job_id}).all()
+    return {r.status: int(r.n) for r in rows}
+
+
+def _check_page(limit: int, offset: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput("limit", f"must be between 1 and {MAX_PAGE}")
+    if offset < 0:
+        raise InvalidInput("offset", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    requeued: int
+    job: JobView
+
+
+def retry_failed(
+    job_id: UUID,
+    task_ids: Sequence[UUID] | None = None,
+    *,
+    engine: Engine | None = None,
+    dispatcher: Dispatcher | None = None,
+    settings: Settings | None = None,
+) -> RetryResult:
+    """Requeue a job's failed tasks (all, or those in ``task_ids``) with a fresh attempt
+    budget and a fresh dispatch generation."""
+    with transaction(engine) as conn:
+        job = conn.execute(q("lock_job"), {"job_id": job_id}).first()
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        if job.status == "cancelled":
+            raise Conflict(f"job {job_id} is cancelled; its failed tasks cannot be retried")
+        ids = [UUID(str(t)) for t in task_ids] if task_ids is not None else None
+        rows = conn.execute(q("requeue_failed_tasks"),
+                            {"job_id": job_id, "task_ids": ids}).all()
+        if rows:
+            conn.execute(q("reopen_job"), {"job_id": job_id, "n": len(rows)})
+        view = _job(conn.execute(q("job_by_id"), {"job_id": job_id}).one())
+    if rows:
+        log.info("failed tasks requeued", extra={"action": "retry_failed",
+                                                 "job_id": str(job_id), "count": len(rows)})
+        _hand_over(dispatcher or get_dispatcher(settings),
+                   [TaskRef(r.id, r.dispatch_generation) for r in rows], job_id)
+    return RetryResult(requeued=len(rows), job=view)
+
+
+def cancel_job(job_id: UUID, *, engine: Engine | None = None) -> JobView:
+    """Cancel: tasks not yet running become cancelled; running ones finish and keep their
+    result. Cancelling a cancelled job is a no-op; a finished job cannot be cancelled."""
+    with transaction(engine) as conn:
+        job = conn.execute(q("lock_job"), {"job_id": job_id}).first()
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        if job.status in JOB_TERMINAL and job.status != "cancelled":
+            raise Conflict(f"job {job_id} already finished ({job.status})")
+        if job.status != "cancelled":
+            n = conn.execute(q("cancel_job_tasks"), {"job_id": job_id}).rowcount
+            conn.execute(q("cancel_job"), {"job_id": job_id, "n": n})
+            log.info("job cancelled", extra={"action": "cancel_job", "job_id": str(job_id),
+                                             "cancelled_tasks": n})
+        return _job(conn.execute(q("job_by_id"), {"job_id": job_id}).one())

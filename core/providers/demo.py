@@ -1,0 +1,149 @@
+"""The offline demo model: draws a real, distinct PNG from the prompt with Pillow.
+
+No key, no network. Latency and failures are simulated on request so demos and tests see
+the same retry paths as a real provider. A prompt may also ask for a specific failure
+with a marker, which makes tests exact instead of statistical:
+``[[demo:moderation_blocked]]`` (permanent), ``[[demo:invalid_request]]`` (permanent),
+``[[demo:rate_limit]]`` (429), ``[[demo:server_error]]`` (500), ``[[demo:timeout]]``,
+``[[demo:flaky:N]]`` (the first N attempts fail with 500, then it succeeds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import colorsys
+import hashlib
+import io
+import random
+import re
+import textwrap
+
+from PIL import Image, ImageDraw, ImageFont
+
+from core import classify
+from core.config import Settings
+from core.errors import TaskFailure
+from core.providers.base import GeneratedImage, ImageRequest
+
+_MARKER = re.compile(r"\[\[demo:([a-z_]+)(?::(\d+))?\]\]")
+
+
+class DemoProvider:
+    name = "demo"
+
+    def __init__(
+        self,
+        *,
+        latency_ms: int = 0,
+        transient_failure_rate: float = 0.0,
+        permanent_failure_rate: float = 0.0,
+        image_px: int = 512,
+    ) -> None:
+        self.latency_ms = latency_ms
+        self.transient_failure_rate = transient_failure_rate
+        self.permanent_failure_rate = permanent_failure_rate
+        self.image_px = image_px
+        self._rng = random.Random()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DemoProvider:
+        return cls(
+            latency_ms=settings.DEMO_LATENCY_MS,
+            transient_failure_rate=settings.DEMO_TRANSIENT_FAILURE_RATE,
+            permanent_failure_rate=settings.DEMO_PERMANENT_FAILURE_RATE,
+            image_px=settings.DEMO_IMAGE_PX,
+        )
+
+    async def generate(self, request: ImageRequest) -> GeneratedImage:
+        if self.latency_ms:
+            await asyncio.sleep(self.latency_ms / 1000.0)
+        failure = self._failure_for(request)
+        if failure is not None:
+            raise failure
+        if self.image_px <= 64:
+            # Small images are cheap enough to draw on the event loop; a thread hop would
+            # cost more than the drawing.
+            data = draw_picture(request.prompt, request.seed_key, self.image_px)
+        else:
+            data = await asyncio.to_thread(
+                draw_picture, request.prompt, request.seed_key, self.image_px
+            )
+        return GeneratedImage(data=data, content_type="image/png")
+
+    async def aclose(self) -> None:
+        return None
+
+    def _failure_for(self, request: ImageRequest) -> TaskFailure | None:
+        marker = _MARKER.search(request.prompt)
+        if marker:
+            kind, number = marker.group(1), marker.group(2)
+            if kind in ("moderation_blocked", "invalid_request"):
+                return classify.classify_http(
+                    400, code=kind, message=f"demo model refused the prompt ({kind})"
+                )
+            if kind == "rate_limit":
+                return classify.classify_http(
+                    429, message="demo model: rate limit reached", retry_after_s=0.05
+                )
+            if kind == "server_error":
+                return classify.classify_http(500, message="demo model: internal error")
+            if kind == "timeout":
+                return classify.timeout("demo model: simulated timeout")
+            if kind == "flaky" and request.attempt <= int(number or 1):
+                return classify.classify_http(500, message="demo model: flaky failure")
+        # Permanent failures follow the prompt (the same prompt always fails), transient
+        # ones are drawn per attempt.
+        if self.permanent_failure_rate and _unit(request.seed_key or request.prompt) < (
+            self.permanent_failure_rate
+        ):
+            return classify.classify_http(
+                400, code="moderation_blocked", message="demo model: simulated refusal"
+            )
+        if self.transient_failure_rate and self._rng.random() < self.transient_failure_rate:
+            return classify.classify_http(503, message="demo model: simulated outage")
+        return None
+
+
+def _unit(key: str) -> float:
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def draw_picture(prompt: str, seed_key: str, px: int) -> bytes:
+    """A deterministic picture for (prompt, seed_key): gradient, shapes and the prompt."""
+    digest = hashlib.sha256(f"{seed_key}\x00{prompt}".encode()).digest()
+    rng = random.Random(digest)
+    hue = digest[0] / 255.0
+    top = _rgb(hue, 0.55, 0.95)
+    bottom = _rgb((hue + 0.18) % 1.0, 0.75, 0.45)
+    image = Image.new("RGB", (px, px))
+    draw = ImageDraw.Draw(image)
+    for y in range(px):
+        t = y / max(px - 1, 1)
+        draw.line(
+            [(0, y), (px, y)],
+            fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)),
+        )
+    for _ in range(3 + digest[1] % 5):
+        x0, y0 = rng.randrange(px), rng.randrange(px)
+        r = rng.randrange(max(px // 16, 1), max(px // 4, 2))
+        colour = _rgb(rng.random(), 0.6, 0.9)
+        if rng.random() < 0.5:
+            draw.ellipse([x0 - r, y0 - r, x0 + r, y0 + r], fill=colour, outline=(255, 255, 255))
+        else:
+            draw.rectangle([x0 - r, y0 - r, x0 + r, y0 + r], fill=colour, outline=(0, 0, 0))
+    if px >= 128:
+        font = ImageFont.load_default(size=max(px // 24, 10))
+        lines = textwrap.wrap(prompt, width=max(px // 14, 10))[:6]
+        box_top = px - (len(lines) + 1) * (px // 20) - 8
+        draw.rectangle([0, box_top, px, px], fill=(0, 0, 0))
+        for i, line in enumerate(lines):
+            draw.text((10, box_top + 6 + i * (px // 20)), line, fill=(255, 255, 255), font=font)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def _rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
+    r, g, b = colorsys.hsv_to_rgb(h, s, v)
+    return int(r * 255), int(g * 255), int(b * 255)

@@ -1,0 +1,89 @@
+-- AIWebImageService schema. Idempotent: `psql "$DATABASE_URL" -f sql/init_db.sql` may run
+-- any number of times. Statuses are text with CHECK constraints rather than enum types, so
+-- adding a status later is one ALTER TABLE, not an enum migration.
+
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     integer PRIMARY KEY,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS generation_jobs (
+    id                  uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    status              text NOT NULL DEFAULT 'pending'
+        CONSTRAINT generation_jobs_status_check CHECK (status IN
+            ('pending', 'running', 'completed', 'completed_with_errors', 'failed', 'cancelled')),
+    total_tasks         integer NOT NULL CHECK (total_tasks >= 0),
+    completed_tasks     integer NOT NULL DEFAULT 0 CHECK (completed_tasks >= 0),
+    failed_tasks        integer NOT NULL DEFAULT 0 CHECK (failed_tasks >= 0),
+    cancelled_tasks     integer NOT NULL DEFAULT 0 CHECK (cancelled_tasks >= 0),
+    style               text NOT NULL,
+    count_per_prompt    integer NOT NULL CHECK (count_per_prompt >= 1),
+    provider            text NOT NULL,
+    model               text NOT NULL,
+    size                text NOT NULL,
+    quality             text NOT NULL,
+    estimated_cost_usd  numeric(12, 4),
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    started_at          timestamptz,
+    finished_at         timestamptz,
+    CONSTRAINT generation_jobs_counters_check
+        CHECK (completed_tasks + failed_tasks + cancelled_tasks <= total_tasks)
+);
+
+CREATE INDEX IF NOT EXISTS generation_jobs_status_created_idx
+    ON generation_jobs (status, created_at DESC);
+CREATE INDEX IF NOT EXISTS generation_jobs_created_idx
+    ON generation_jobs (created_at DESC);
+
+CREATE TABLE IF NOT EXISTS generation_tasks (
+    id                   uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    job_id               uuid NOT NULL REFERENCES generation_jobs (id) ON DELETE CASCADE,
+    prompt_index         integer NOT NULL CHECK (prompt_index >= 0),
+    image_index          integer NOT NULL DEFAULT 0 CHECK (image_index >= 0),
+    prompt               text NOT NULL,
+    style                text NOT NULL,
+    status               text NOT NULL DEFAULT 'pending'
+        CONSTRAINT generation_tasks_status_check CHECK (status IN
+            ('pending', 'queued', 'running', 'succeeded', 'failed', 'cancelled')),
+    attempts             integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    -- Bumped on every hand-over to the queue after the first (retry-failed, sweeper), so
+    -- Cloud Tasks names stay unique while a repeated enqueue of one generation is a no-op.
+    dispatch_generation  integer NOT NULL DEFAULT 0,
+    next_attempt_at      timestamptz NOT NULL DEFAULT now(),
+    lease_until          timestamptz,
+    last_error_code      text,
+    last_error           text,
+    image_path           text,
+    thumbnail_path       text,
+    latency_ms           integer,
+    input_tokens         integer,
+    output_tokens        integer,
+    cloud_task_name      text,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    started_at           timestamptz,
+    finished_at          timestamptz,
+    CONSTRAINT generation_tasks_position_key UNIQUE (job_id, prompt_index, image_index)
+);
+
+CREATE INDEX IF NOT EXISTS generation_tasks_job_status_idx
+    ON generation_tasks (job_id, status);
+-- The local dispatcher and the sweeper only look at unfinished tasks: a partial index keeps
+-- that scan small when millions of finished rows sit beside them.
+CREATE INDEX IF NOT EXISTS generation_tasks_due_idx
+    ON generation_tasks (status, next_attempt_at)
+    WHERE status IN ('pending', 'queued', 'running');
+CREATE INDEX IF NOT EXISTS generation_tasks_finished_idx
+    ON generation_tasks (job_id, finished_at)
+    WHERE finished_at IS NOT NULL;
+
+-- One row per queue: whether the operator paused it. The local dispatcher reads it before
+-- each claim; in Cloud Tasks mode it mirrors the queue's state for the dashboard.
+CREATE TABLE IF NOT EXISTS queue_state (
+    queue_name  text PRIMARY KEY,
+    paused      boolean NOT NULL DEFAULT false,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+INSERT INTO schema_migrations (version) VALUES (1) ON CONFLICT (version) DO NOTHING;

@@ -1,0 +1,85 @@
+"""Request dependencies: settings, admin auth, task-delivery auth."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request
+
+from core.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def _equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+
+
+def require_api_key(
+    settings: SettingsDep,
+    x_api_key: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> None:
+    """Admin endpoints: X-API-Key or Authorization: Bearer, compared in constant time.
+    Without API_KEY (development only; production refuses to start) they are open."""
+    if settings.API_KEY is None or not settings.API_KEY.get_secret_value():
+        return
+    expected = settings.API_KEY.get_secret_value()
+    offered = x_api_key
+    if offered is None and authorization and authorization.lower().startswith("bearer "):
+        offered = authorization[7:].strip()
+    if offered is None or not _equal(offered, expected):
+        raise HTTPException(status_code=401, detail="missing or invalid API key",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+AdminDep = Depends(require_api_key)
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def require_task_auth(request: Request, settings: SettingsDep) -> None:
+    """Who may deliver a task. Never the admin key.
+
+    Cloud Tasks: a Google OIDC token for CLOUD_TASKS_SERVICE_ACCOUNT with audience
+    WORKER_URL. Local: the TASK_SECRET header; without one configured (development),
+    only loopback clients.
+    """
+    verifier = getattr(request.app.state, "oidc_verifier", None)
+    if verifier is not None:
+        verifier(request.headers.get("authorization"))
+        return
+    secret = settings.TASK_SECRET.get_secret_value() if settings.TASK_SECRET else ""
+    if secret:
+        offered = request.headers.get("x-task-secret")
+        if offered is None or not _equal(offered, secret):
+            log.warning("task delivery refused: bad shared secret",
+                        extra={"action": "task_auth_refused"})
+            raise HTTPException(status_code=401, detail="missing or invalid task secret")
+        return
+    client = request.client.host if request.client else None
+    if not _is_loopback(client):
+        log.warning("task delivery refused: not loopback and no TASK_SECRET",
+                    extra={"action": "task_auth_refused"})
+        raise HTTPException(status_code=403, detail="task deliveries are not accepted from here")
+
+
+TaskAuthDep = Depends(require_task_auth)

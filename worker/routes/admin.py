@@ -1,0 +1,104 @@
+"""Admin API: batches and jobs. Thin: validation and decisions live in core."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from core import jobs
+from core.errors import InvalidInput
+from core.validation import limits_from_settings, validate_batch
+from worker.deps import AdminDep, SettingsDep
+
+router = APIRouter(prefix="/api/admin", dependencies=[AdminDep], tags=["admin"])
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompts: list[str] = Field(description="One prompt per image (times count_per_prompt).")
+    style: str = Field(default="none", description="A style preset name.")
+    count_per_prompt: int = Field(default=1, description="Images per prompt.")
+    model: str | None = Field(default=None, description="OpenAI image model (openai only).")
+    size: str | None = Field(default=None, description="Image size, e.g. 1024x1024.")
+    quality: str | None = Field(default=None, description="low, medium, high or auto.")
+
+
+class JobSummary(BaseModel):
+    id: str
+    status: str
+    total_tasks: int
+    completed_tasks: int
+    failed_tasks: int
+
+
+class JobStatus(JobSummary):
+    progress_percentage: float
+
+
+class RetryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_ids: list[UUID] | None = Field(default=None, description="Only these failed tasks.")
+
+
+@router.post("/generate/batch", response_model=JobSummary)
+def submit_batch(body: BatchRequest, settings: SettingsDep) -> dict[str, Any]:
+    spec = validate_batch(body.prompts, body.style, body.count_per_prompt,
+                          limits_from_settings(settings))
+    options = jobs.options_for(settings, model=body.model, size=body.size, quality=body.quality)
+    return jobs.submit_batch(spec, options=options, settings=settings).summary()
+
+
+@router.get("/jobs/{job_id}/status", response_model=JobStatus)
+def job_status(job_id: UUID) -> dict[str, Any]:
+    return jobs.get_job(job_id).status_body()
+
+
+@router.get("/jobs/{job_id}")
+def job_detail(job_id: UUID) -> dict[str, Any]:
+    return jobs.get_job(job_id).detail()
+
+
+@router.get("/jobs")
+def list_jobs(
+    status: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=jobs.MAX_PAGE)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    found = jobs.list_jobs(status=status, limit=limit, offset=offset)
+    return {"jobs": [j.detail() for j in found], "limit": limit, "offset": offset}
+
+
+@router.get("/jobs/{job_id}/tasks")
+def list_tasks(
+    job_id: UUID,
+    status: Annotated[str | None, Query()] = None,
+    error_code: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=jobs.MAX_PAGE)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    found = jobs.list_tasks(job_id, status=status, error_code=error_code, limit=limit,
+                            offset=offset)
+    total = jobs.count_tasks(job_id, status=status, error_code=error_code)
+    return {"tasks": [t.to_dict() for t in found], "total": total, "limit": limit,
+            "offset": offset}
+
+
+@router.post("/jobs/{job_id}/retry-failed")
+def retry_failed(
+    job_id: UUID, settings: SettingsDep, body: RetryRequest | None = None
+) -> dict[str, Any]:
+    task_ids = body.task_ids if body else None
+    if task_ids is not None and not task_ids:
+        raise InvalidInput("task_ids", "must not be empty (omit it to retry every failed task)")
+    result = jobs.retry_failed(job_id, task_ids, settings=settings)
+    return {**result.job.status_body(), "requeued": result.requeued}
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobStatus)
+def cancel(job_id: UUID) -> dict[str, Any]:
+    return jobs.cancel_job(job_id).status_body()

@@ -1,0 +1,55 @@
+"""Health, metrics and, for local storage, the images themselves."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from sqlalchemy import text
+
+from core import metrics
+from core.errors import StorageError
+from core.queries import q
+
+router = APIRouter()
+
+
+@router.get("/healthz", tags=["health"])
+async def healthz(request: Request) -> JSONResponse:
+    engine = request.app.state.engine
+    try:
+        async with engine.connect() as conn:
+            await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=2.0)
+    except Exception:
+        return JSONResponse({"status": "degraded", "database": "unreachable"}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "ok",
+                         "queue": "cloud_tasks" if request.app.state.settings.USE_CLOUD_TASKS
+                         else "local"})
+
+
+@router.get("/metrics", tags=["health"])
+async def prometheus_metrics(request: Request) -> Response:
+    try:
+        async with request.app.state.engine.connect() as conn:
+            rows = (await conn.execute(q("queue_depth"))).all()
+        metrics.set_queue_depth({r.status: int(r.n) for r in rows})
+    except Exception:
+        pass  # stale depth beats a failed scrape
+    return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/images/{key:path}", tags=["images"])
+def local_image(key: str, request: Request) -> FileResponse:
+    storage = request.app.state.storage
+    if getattr(storage, "name", "") != "local":
+        raise HTTPException(status_code=404, detail="images are served by the object store")
+    try:
+        path = storage.path_for(key)
+    except StorageError:
+        raise HTTPException(status_code=404, detail="not found") from None
+    if not path.is_file():
+        raise HTTPException(status_code=404, detail="not found")
+    media = "image/webp" if path.suffix == ".webp" else "image/png"
+    return FileResponse(path, media_type=media,
+                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
