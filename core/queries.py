@@ -1,6 +1,8 @@
-"""Named SQL: every hot query lives in core/queries.sql under a ``-- name: x`` header.
+"""Named SQL: queries live in core/*.sql files under ``-- name: x`` headers.
 
-Loaded once; callers ask for a query by name, so each statement is reviewable as SQL.
+queries.sql holds the task path; other files group other readers (reports.sql for the
+dashboard). Loaded once; callers ask for a query by name, so each statement is reviewable
+as SQL. A name defined twice, in any file, is an error.
 """
 
 from __future__ import annotations
@@ -11,20 +13,20 @@ from pathlib import Path
 
 from sqlalchemy import TextClause, text
 
-_QUERIES_FILE = Path(__file__).with_name("queries.sql")
+_SQL_DIR = Path(__file__).parent
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
 @cache
 def _load() -> dict[str, str]:
-    source = _QUERIES_FILE.read_text(encoding="utf-8")
-    parts = _HEADER.split(source)
     queries: dict[str, str] = {}
-    # parts = [preamble, name1, body1, name2, body2, ...]
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        if name in queries:
-            raise RuntimeError(f"query {name!r} defined twice in {_QUERIES_FILE.name}")
-        queries[name] = body.strip().rstrip(";")
+    for path in sorted(_SQL_DIR.glob("*.sql")):
+        parts = _HEADER.split(path.read_text(encoding="utf-8"))
+        # parts = [preamble, name1, body1, name2, body2, ...]
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in queries:
+                raise RuntimeError(f"query {name!r} defined twice (again in {path.name})")
+            queries[name] = body.strip().rstrip(";")
     return queries
 
 

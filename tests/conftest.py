@@ -1,0 +1,219 @@
+"""Test fixtures: a real PostgreSQL (DATABASE_URL, or the embedded server), the schema
+built once in a template database, and a fresh database per test cloned from it."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+
+from core import db, embedded_pg
+from core.config import Settings, get_settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+IN_CI = bool(os.environ.get("CI"))
+_counter = itertools.count()
+
+# Variables a developer's shell may carry that would change what the tests exercise.
+_ISOLATED_ENV = (
+    "ENVIRONMENT", "USE_CLOUD_TASKS", "IMAGE_PROVIDER", "STORAGE_BACKEND", "OPENAI_API_KEY",
+    "SUPABASE_URL", "SUPABASE_KEY", "API_KEY", "TASK_SECRET", "WORKER_URL", "MAX_ATTEMPTS",
+    "LOCAL_STORAGE_DIR", "CLOUD_TASKS_EMULATOR_HOST", "OPENAI_BASE_URL",
+)
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip on a laptop that lacks a service; fail in CI, where nothing may silently pass."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+def _libpq(url: str) -> str:
+    """A SQLAlchemy URL as psycopg wants it."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """The server: DATABASE_URL when set, else the embedded one (started if needed)."""
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        return embedded_pg.to_sqlalchemy_url(configured)
+    return embedded_pg.start()
+
+
+def _with_database(url: str, name: str) -> str:
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def _admin(server_url: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(_libpq(_with_database(server_url, "postgres")), autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def template_db(server_url: str) -> Iterator[str]:
+    name = f"aiwi_tpl_{os.getpid()}"
+    with _admin(server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    engine = create_engine(_with_database(server_url, name), poolclass=None)
+    db.apply_schema(engine)
+    engine.dispose()
+    yield name
+    with _admin(server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(server_url: str, template_db: str) -> Iterator[str]:
+    """A fresh database with the schema, dropped after the test."""
+    name = f"aiwi_t_{os.getpid()}_{next(_counter)}"
+    with _admin(server_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    url = _with_database(server_url, name)
+    yield url
+    db.reset_engines()
+    with _admin(server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, db_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for this test's settings and worker processes. Tests may add to it
+    before asking for ``settings`` or starting a worker."""
+    for name in _ISOLATED_ENV:
+        monkeypatch.delenv(name, raising=False)
+    values = {
+        "ENVIRONMENT": "test",
+        "DATABASE_URL": db_url,
+        "LOCAL_STORAGE_DIR": str(tmp_path / "images"),
+        "DEMO_LATENCY_MS": "0",
+        "RETRY_MIN_BACKOFF_S": "0.05",
+        "RETRY_MAX_BACKOFF_S": "0.5",
+        "DISPATCH_POLL_S": "0.05",
+        "DISPATCH_DEADLINE_S": "20",
+        "LOG_FORMAT": "json",
+        "DB_POOL_SIZE": "5",
+    }
+    return values
+
+
+@pytest.fixture
+def settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings built from ``env`` (the real environment path, not a hand-made object)."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    db.reset_engines()
+    yield get_settings()
+    get_settings.cache_clear()
+    db.reset_engines()
+
+
+@pytest.fixture
+def engine(settings: Settings, db_url: str) -> Iterator[Engine]:
+    eng = db.get_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class WorkerProcess:
+    """A real ``python -m worker`` process on loopback."""
+
+    env: dict[str, str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> WorkerProcess:
+        env = {**os.environ, **self.env, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        self.starts += 1
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "worker"], cwd=REPO_ROOT, env=env, stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.logs()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"worker did not become healthy:\n{self.logs()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, like a crashed instance."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def start_worker(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start worker processes with the test's env plus overrides; all stopped at the end."""
+    started: list[WorkerProcess] = []
+
+    def _start(**overrides: str) -> WorkerProcess:
+        worker = WorkerProcess(env={**env, **overrides},
+                               log_path=tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        return worker.start()
+
+    yield _start
+    for worker in started:
+        worker.stop()
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, interval_s: float = 0.1,
+             message: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {message}")
