@@ -18,6 +18,7 @@ from core.config import Settings, get_settings
 from core.errors import DatabaseUnavailable
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "sql" / "init_db.sql"
+_sync_engines: list[Engine] = []
 
 
 def resolve_database_url(settings: Settings | None = None) -> str:
@@ -38,13 +39,15 @@ def _embedded_url() -> str:
 @lru_cache(maxsize=4)
 def get_engine(url: str | None = None) -> Engine:
     settings = get_settings()
-    return create_engine(
+    engine = create_engine(
         url or resolve_database_url(settings),
         pool_pre_ping=True,
         pool_size=settings.DB_POOL_SIZE,
         max_overflow=settings.DB_POOL_SIZE,
         pool_recycle=1800,
     )
+    _sync_engines.append(engine)
+    return engine
 
 
 @lru_cache(maxsize=4)
@@ -60,9 +63,12 @@ def get_async_engine(url: str | None = None) -> AsyncEngine:
 
 
 def reset_engines() -> None:
-    """Forget cached engines (tests, or after settings change)."""
+    """Dispose and forget cached engines (tests, or after settings change)."""
     for cached in (get_engine, get_async_engine):
         cached.cache_clear()
+    for engine in list(_sync_engines):
+        engine.dispose()
+    _sync_engines.clear()
     _embedded_url.cache_clear()
 
 

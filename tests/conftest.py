@@ -156,11 +156,11 @@ class WorkerProcess:
     def start(self, timeout_s: float = 30.0) -> WorkerProcess:
         env = {**os.environ, **self.env, "PORT": str(self.port), "HOST": "127.0.0.1"}
         self.starts += 1
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker"], cwd=REPO_ROOT, env=env, stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "worker"], cwd=REPO_ROOT, env=env, stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
