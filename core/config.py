@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     DEMO_LATENCY_MS: int = Field(default=300, ge=0)
     DEMO_TRANSIENT_FAILURE_RATE: float = Field(default=0.0, ge=0.0, le=1.0)
     DEMO_PERMANENT_FAILURE_RATE: float = Field(default=0.0, ge=0.0, le=1.0)
+    # A provider storm for fault tests: per attempt, drawn from (task id, attempt) so a
+    # run is reproducible. 429s carry DEMO_RETRY_AFTER_S as Retry-After.
+    DEMO_RATE_LIMIT_RATE: float = Field(default=0.0, ge=0.0, le=1.0)
+    DEMO_SERVER_ERROR_RATE: float = Field(default=0.0, ge=0.0, le=1.0)
+    DEMO_TIMEOUT_RATE: float = Field(default=0.0, ge=0.0, le=1.0)
+    DEMO_RETRY_AFTER_S: float = Field(default=1.0, ge=0.0)
     DEMO_IMAGE_PX: int = Field(default=512, ge=16, le=2048)
 
     # delivery and retries

@@ -17,6 +17,7 @@ import io
 import random
 import re
 import textwrap
+from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -26,6 +27,30 @@ from core.errors import TaskFailure
 from core.providers.base import GeneratedImage, ImageRequest
 
 _MARKER = re.compile(r"\[\[demo:([a-z_]+)(?::(\d+))?\]\]")
+
+
+@dataclass(frozen=True)
+class StormRates:
+    """Per-attempt failure rates of a simulated provider storm. The draw is a hash of the
+    key (task id and attempt), so a given attempt always meets the same fate."""
+
+    rate_limit: float = 0.0
+    server_error: float = 0.0
+    timeout: float = 0.0
+    retry_after_s: float = 1.0
+
+    def failure(self, key: str) -> TaskFailure | None:
+        if not (self.rate_limit or self.server_error or self.timeout):
+            return None
+        u = _unit("storm:" + key)
+        if u < self.rate_limit:
+            return classify.classify_http(429, message="demo model: rate limit (storm)",
+                                          retry_after_s=self.retry_after_s)
+        if u < self.rate_limit + self.server_error:
+            return classify.classify_http(500, message="demo model: internal error (storm)")
+        if u < self.rate_limit + self.server_error + self.timeout:
+            return classify.timeout("demo model: timed out (storm)")
+        return None
 
 
 class DemoProvider:
@@ -38,11 +63,13 @@ class DemoProvider:
         transient_failure_rate: float = 0.0,
         permanent_failure_rate: float = 0.0,
         image_px: int = 512,
+        storm: StormRates | None = None,
     ) -> None:
         self.latency_ms = latency_ms
         self.transient_failure_rate = transient_failure_rate
         self.permanent_failure_rate = permanent_failure_rate
         self.image_px = image_px
+        self.storm = storm or StormRates()
         self._rng = random.Random()
 
     @classmethod
@@ -52,6 +79,8 @@ class DemoProvider:
             transient_failure_rate=settings.DEMO_TRANSIENT_FAILURE_RATE,
             permanent_failure_rate=settings.DEMO_PERMANENT_FAILURE_RATE,
             image_px=settings.DEMO_IMAGE_PX,
+            storm=StormRates(settings.DEMO_RATE_LIMIT_RATE, settings.DEMO_SERVER_ERROR_RATE,
+                             settings.DEMO_TIMEOUT_RATE, settings.DEMO_RETRY_AFTER_S),
         )
 
     async def generate(self, request: ImageRequest) -> GeneratedImage:
@@ -101,7 +130,7 @@ class DemoProvider:
             )
         if self.transient_failure_rate and self._rng.random() < self.transient_failure_rate:
             return classify.classify_http(503, message="demo model: simulated outage")
-        return None
+        return self.storm.failure(f"{request.task_id}:{request.attempt}")
 
 
 def _unit(key: str) -> float:
