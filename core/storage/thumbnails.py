@@ -11,9 +11,9 @@ THUMBNAIL_CONTENT_TYPE = "image/webp"
 
 
 def make_thumbnail(image_bytes: bytes, px: int = THUMBNAIL_PX) -> bytes:
-    with Image.open(io.BytesIO(image_bytes)) as image:
-        image = image.convert("RGB")
-        image.thumbnail((px, px))
-        out = io.BytesIO()
-        image.save(out, format="WEBP", quality=80, method=2)
-        return out.getvalue()
+    with Image.open(io.BytesIO(image_bytes)) as source:
+        image = source.convert("RGB")
+    image.thumbnail((px, px))
+    out = io.BytesIO()
+    image.save(out, format="WEBP", quality=80, method=2)
+    return out.getvalue()
