@@ -41,7 +41,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-test: test-deps lint
+test: test-deps lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install
