@@ -40,6 +40,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = db.get_async_engine(url)
         app.state.engine = engine
         app.state.storage = get_storage(settings)
+        # A writer killed between write and rename leaves a temporary file behind.
+        sweep_temp = getattr(app.state.storage, "remove_orphaned_temp_files", None)
+        if sweep_temp is not None:
+            await asyncio.to_thread(sweep_temp)
         app.state.processor = TaskProcessor(
             settings, engine, lambda name: get_provider(name, settings), app.state.storage,
             on_finished=metrics.record_delivery,

@@ -9,6 +9,7 @@ from pathlib import Path
 from core.errors import StorageError
 
 LOCAL_URL_PREFIX = "/images/"
+TMP_PREFIX = ".tmp-"
 
 
 class LocalStorage:
@@ -31,7 +32,10 @@ class LocalStorage:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # Write beside the target, then rename: a reader never sees half an image.
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+            # The writer's pid is in the name so a crashed writer's leftovers can be told
+            # from a live writer's (remove_orphaned_temp_files).
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{os.getpid()}-",
+                                       suffix=path.suffix)
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
@@ -42,6 +46,19 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"could not write {key}: {exc.strerror or exc}") from exc
 
+    def remove_orphaned_temp_files(self) -> int:
+        """Delete temporary files whose writer process is gone (SIGKILL between write and
+        rename). Called when a worker starts; a live writer's files are left alone."""
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for tmp in self.root.rglob(TMP_PREFIX + "*"):
+            pid = _writer_pid(tmp.name)
+            if pid is not None and not _alive(pid):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def read(self, key: str) -> bytes:
         try:
             return self.path_for(key).read_bytes()
@@ -51,3 +68,18 @@ class LocalStorage:
     def url(self, key: str) -> str:
         self.path_for(key)
         return LOCAL_URL_PREFIX + key
+
+
+def _writer_pid(name: str) -> int | None:
+    head = name[len(TMP_PREFIX):].split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
