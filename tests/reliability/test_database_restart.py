@@ -59,6 +59,9 @@ def private_pg(tmp_path: Path) -> Iterator[PrivatePostgres]:
     try:
         yield pg
     finally:
+        # pgserver's own cleanup only stops the postmaster it started, not a restarted one.
+        if (Path(server.pgdata) / "postmaster.pid").exists():
+            pg.stop()
         server.cleanup()
 
 
