@@ -1,0 +1,118 @@
+"""Exports of one job: its task table as CSV, its images as a ZIP.
+
+Both walk the job in keyset pages (never the whole job in memory, never one long
+transaction) and write to a file the caller gives, so a 10,000-image job streams through
+a temporary file rather than through RAM. Images come through the Storage interface, so
+the same code exports from a local folder or a Supabase bucket.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+from uuid import UUID
+
+from sqlalchemy import Engine
+
+from core.db import transaction
+from core.errors import StorageError
+from core.queries import q
+from core.storage import Storage
+
+EXPORT_PAGE = 1000
+TASK_CSV_COLUMNS = (
+    "task_id", "prompt_index", "image_index", "prompt", "style", "status", "attempts",
+    "last_error_code", "last_error", "image_path", "thumbnail_path", "latency_ms",
+    "created_at", "started_at", "finished_at",
+)
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection);
+# prompts and error messages are outside text, so such cells get a leading apostrophe.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _pages(engine: Engine | None, name: str, job_id: UUID) -> Iterator[Any]:
+    after = (-1, -1)
+    while True:
+        with transaction(engine) as conn:
+            rows = conn.execute(q(name), {
+                "job_id": job_id, "after_prompt": after[0], "after_image": after[1],
+                "limit": EXPORT_PAGE}).all()
+        yield from rows
+        if len(rows) < EXPORT_PAGE:
+            return
+        after = (rows[-1].prompt_index, rows[-1].image_index)
+
+
+def safe_cell(value: object) -> object:
+    """A value as a CSV cell that a spreadsheet will not evaluate."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def write_tasks_csv(job_id: UUID, out: IO[str], *, engine: Engine | None = None) -> int:
+    """Write the job's task table to ``out`` as CSV; returns the number of rows."""
+    writer = csv.writer(out)
+    writer.writerow(TASK_CSV_COLUMNS)
+    n = 0
+    for r in _pages(engine, "export_tasks_after", job_id):
+        writer.writerow([
+            r.id, r.prompt_index, r.image_index, safe_cell(r.prompt), r.style, r.status,
+            r.attempts, r.last_error_code, safe_cell(r.last_error), r.image_path,
+            r.thumbnail_path, r.latency_ms,
+            *(t.isoformat() if t else "" for t in (r.created_at, r.started_at, r.finished_at)),
+        ])
+        n += 1
+    return n
+
+
+def tasks_csv_bytes(job_id: UUID, *, engine: Engine | None = None) -> bytes:
+    buffer = io.StringIO()
+    write_tasks_csv(job_id, buffer, engine=engine)
+    return buffer.getvalue().encode("utf-8")
+
+
+@dataclass
+class ZipResult:
+    images: int = 0
+    missing: int = 0
+
+
+def image_file_name(prompt_index: int, image_index: int, task_id: UUID, key: str) -> str:
+    """Name inside the ZIP: sorts in prompt order, unique by task id, never prompt text
+    (a prompt may hold slashes or '..')."""
+    suffix = key.rsplit(".", 1)[-1] if "." in key.rsplit("/", 1)[-1] else "png"
+    return f"{prompt_index + 1:05d}-{image_index + 1:02d}-{task_id}.{suffix}"
+
+
+def write_images_zip(job_id: UUID, storage: Storage, out: IO[bytes], *,
+                     engine: Engine | None = None) -> ZipResult:
+    """Write the job's images, read one at a time from ``storage``, into a ZIP on ``out``,
+    with manifest.csv mapping each file to its task and prompt. An image the store cannot
+    give is listed in the manifest as missing rather than failing the whole export."""
+    result = ZipResult()
+    manifest = io.StringIO()
+    writer = csv.writer(manifest)
+    writer.writerow(("file", "task_id", "prompt_index", "image_index", "prompt", "note"))
+    # PNGs are already compressed: storing them is as small and much faster.
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for r in _pages(engine, "export_images_after", job_id):
+            name = image_file_name(r.prompt_index, r.image_index, r.id, r.image_path)
+            try:
+                data = storage.read(r.image_path)
+            except StorageError as exc:
+                result.missing += 1
+                writer.writerow(("", r.id, r.prompt_index, r.image_index,
+                                 safe_cell(r.prompt), f"missing: {exc.message}"))
+                continue
+            zf.writestr(name, data)
+            result.images += 1
+            writer.writerow((name, r.id, r.prompt_index, r.image_index,
+                             safe_cell(r.prompt), ""))
+        zf.writestr("manifest.csv", manifest.getvalue().encode("utf-8"),
+                    compress_type=zipfile.ZIP_DEFLATED)
+    return result

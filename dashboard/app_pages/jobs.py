@@ -1,0 +1,94 @@
+"""Jobs: recent jobs with progress, duration and cost so far, filtered by status and date;
+a burn-up chart of task states over time for the selected jobs."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+
+import pandas as pd
+import streamlit as st
+
+from core.status import JOB_STATUSES
+from dashboard import data, ui
+
+PAGE_SIZE = 50
+DEFAULT_CHART_JOBS = 5
+REFRESH_S = 5
+
+st.title("Jobs")
+ui.show_flash()
+
+f1, f2, f3 = st.columns([2, 2, 1])
+statuses = f1.multiselect("Status", JOB_STATUSES, key="status_filter",
+                          format_func=ui.status_label)
+days = f2.date_input("Created between", value=(), key="date_filter", format="YYYY-MM-DD")
+after: datetime | None = None
+before: datetime | None = None
+if isinstance(days, tuple | list) and days:
+    after = datetime.combine(days[0], time.min, tzinfo=UTC)
+    last_day: date = days[1] if len(days) > 1 else days[0]
+    before = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=UTC)
+page_no = int(f3.number_input("Page", min_value=1, value=1, step=1, key="jobs_page"))
+
+rows, total = data.recent_jobs(statuses, after, before, PAGE_SIZE, (page_no - 1) * PAGE_SIZE)
+pages = max(1, -(-total // PAGE_SIZE))
+st.caption(f"{total} job(s) · page {min(page_no, pages)} of {pages} · times in UTC")
+
+if not rows:
+    st.info("No jobs match. Submit a batch on the Submit page.")
+    st.page_link(ui.SUBMIT_PAGE, label="Submit a batch", icon=":material/add:")
+    st.stop()
+
+frame = pd.DataFrame([{
+    "job": f"job?job_id={r.id}",
+    "status": ui.status_label(r.status),
+    "progress": r.progress_percentage,
+    "images": r.total_tasks,
+    "succeeded": r.completed_tasks,
+    "failed": r.failed_tasks,
+    "cancelled": r.cancelled_tasks,
+    "created": r.created_at,
+    "duration": ui.duration(r.duration_s),
+    "cost so far": float(r.cost_so_far_usd) if r.cost_so_far_usd is not None else None,
+    "estimate": float(r.estimated_cost_usd) if r.estimated_cost_usd is not None else None,
+    "style": r.style,
+    "model": f"{r.model} {r.size} {r.quality}",
+} for r in rows])
+
+event = st.dataframe(
+    frame, key="jobs_table", hide_index=True, on_select="rerun",
+    selection_mode="multi-row",
+    column_config={
+        "job": st.column_config.LinkColumn("job", display_text=r"job_id=(.{8})",
+                                           help="Open the job"),
+        "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=100,
+                                                    format="%.0f%%"),
+        "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss"),
+        "cost so far": st.column_config.NumberColumn(format="$%.4f"),
+        "estimate": st.column_config.NumberColumn(format="$%.4f"),
+    },
+)
+selected = [rows[i] for i in event.selection.rows if i < len(rows)]
+if len(selected) == 1:
+    st.page_link(ui.JOB_PAGE, label=f"Open job {ui.short_id(selected[0].id)}",
+                 icon=":material/open_in_new:", query_params={"job_id": str(selected[0].id)})
+chart_jobs = selected or rows[:DEFAULT_CHART_JOBS]
+live = any(not r.is_finished for r in chart_jobs)
+
+
+@st.fragment(run_every=REFRESH_S if live else None)
+def state_chart() -> None:
+    which = "selected" if selected else f"latest {len(chart_jobs)}"
+    st.subheader(f"Task states over time ({which} jobs)")
+    series = data.task_state_series([r.id for r in chart_jobs])
+    if series.empty:
+        st.caption("Nothing has finished yet.")
+        return
+    st.area_chart(series, x="time", y=["succeeded", "failed", "cancelled", "remaining"],
+                  color=["#2e7d32", "#c62828", "#757575", "#90caf9"], stack=True,
+                  x_label="time (UTC)", y_label="tasks")
+
+
+state_chart()
+st.caption("Select rows to chart them; select one row to open it. "
+           + ("Refreshing every few seconds while jobs run." if live else ""))

@@ -1,0 +1,207 @@
+"""The dashboard's one door to data: settings, a cached engine, and thin calls into core.
+
+Pages call these functions and never write SQL. Reads that feed charts are cached for a
+few seconds (several operators watching one batch cost one query per interval); every
+action clears those caches so the operator sees its effect at once.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import IO
+from uuid import UUID
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy import Engine
+
+from core import db, export, jobs, reports
+from core.config import Settings, get_settings
+from core.dispatch import Dispatcher, get_dispatcher
+from core.errors import StorageError
+from core.storage import Storage, get_storage
+from core.validation import BatchSpec
+
+CHART_TTL_S = 5
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+@st.cache_resource(show_spinner=False)
+def _engine_for(url: str) -> Engine:
+    return db.get_engine(url)
+
+
+def database_url() -> str:
+    return db.resolve_database_url(settings())
+
+
+def engine() -> Engine:
+    """One pooled engine per database for the whole Streamlit server (all sessions)."""
+    return _engine_for(database_url())
+
+
+def storage() -> Storage:
+    return get_storage(settings())
+
+
+def dispatcher() -> Dispatcher:
+    return get_dispatcher(settings())
+
+
+# ---- reads ---------------------------------------------------------------------------
+
+def job(job_id: UUID) -> jobs.JobView:
+    return jobs.get_job(job_id, engine=engine())
+
+
+def recent_jobs(statuses: Sequence[str], created_after: datetime | None,
+                created_before: datetime | None, limit: int, offset: int
+                ) -> tuple[list[reports.JobReport], int]:
+    kwargs = {"statuses": statuses, "created_after": created_after,
+              "created_before": created_before, "engine": engine()}
+    return (reports.recent_jobs(limit=limit, offset=offset, **kwargs),  # type: ignore[arg-type]
+            reports.count_jobs(**kwargs))  # type: ignore[arg-type]
+
+
+def recent_job_ids(limit: int = 50) -> list[UUID]:
+    return reports.recent_job_ids(limit=limit, engine=engine())
+
+
+@st.cache_data(ttl=CHART_TTL_S, show_spinner=False, max_entries=64)
+def _series(url: str, job_ids: tuple[str, ...]) -> pd.DataFrame:
+    points = reports.task_state_series([UUID(j) for j in job_ids], engine=_engine_for(url))
+    return pd.DataFrame(
+        [(p.bucket, p.succeeded, p.failed, p.cancelled, p.remaining) for p in points],
+        columns=["time", "succeeded", "failed", "cancelled", "remaining"])
+
+
+def task_state_series(job_ids: Sequence[UUID]) -> pd.DataFrame:
+    return _series(database_url(), tuple(sorted(str(j) for j in job_ids)))
+
+
+def performance(job_id: UUID) -> reports.JobPerformance:
+    return reports.job_performance(job_id, engine=engine())
+
+
+def gallery(job_id: UUID, limit: int, offset: int) -> tuple[list[reports.GalleryItem], int]:
+    return (reports.gallery_page(job_id, limit=limit, offset=offset, engine=engine()),
+            jobs.count_tasks(job_id, status="succeeded", engine=engine()))
+
+
+def failures(job_id: UUID, error_code: str | None, limit: int, offset: int
+             ) -> tuple[list[reports.FailureRow], int]:
+    return (reports.failures_page(job_id, error_code=error_code, limit=limit, offset=offset,
+                                  engine=engine()),
+            reports.count_failures(job_id, error_code=error_code, engine=engine()))
+
+
+def error_codes(job_id: UUID) -> list[tuple[str, int]]:
+    return reports.error_codes(job_id, engine=engine())
+
+
+def tasks(job_id: UUID, status: str | None, limit: int, offset: int
+          ) -> tuple[list[jobs.TaskView], int]:
+    return (jobs.list_tasks(job_id, status=status, limit=limit, offset=offset,
+                            engine=engine()),
+            jobs.count_tasks(job_id, status=status, engine=engine()))
+
+
+def queue_depth() -> reports.QueueDepth:
+    return reports.queue_depth(engine=engine())
+
+
+@st.cache_data(ttl=CHART_TTL_S, show_spinner=False, max_entries=8)
+def _throughput(url: str, window_s: float, bucket_s: int) -> pd.DataFrame:
+    points = reports.recent_throughput(window_s=window_s, bucket_s=bucket_s,
+                                       engine=_engine_for(url))
+    return pd.DataFrame([(p.bucket, p.succeeded, p.failed) for p in points],
+                        columns=["time", "succeeded", "failed"])
+
+
+def recent_throughput(window_s: float = 3600.0, bucket_s: int = 60) -> pd.DataFrame:
+    return _throughput(database_url(), window_s, bucket_s)
+
+
+def queue_paused() -> bool:
+    return dispatcher().is_paused()
+
+
+def image_source(key: str) -> bytes | str:
+    """What st.image needs: the bytes for local storage (the browser then needs no route
+    to the worker), a URL for a bucket (public or signed)."""
+    store = storage()
+    if store.name == "local":
+        return store.read(key)
+    return store.url(key)
+
+
+def try_image_source(key: str | None) -> bytes | str | None:
+    if not key:
+        return None
+    try:
+        return image_source(key)
+    except StorageError:
+        return None
+
+
+def tasks_csv(job_id: UUID) -> Callable[[], bytes]:
+    """Deferred: the CSV is built only when the operator clicks download."""
+    eng = engine()
+    return lambda: export.tasks_csv_bytes(job_id, engine=eng)
+
+
+def images_zip(job_id: UUID) -> Callable[[], IO[bytes]]:
+    """Deferred: the ZIP is written to a temporary file, one image at a time, on click."""
+    eng, store = engine(), storage()
+
+    def build() -> IO[bytes]:
+        out: IO[bytes] = tempfile.TemporaryFile()
+        export.write_images_zip(job_id, store, out, engine=eng)
+        out.seek(0)
+        return out
+
+    return build
+
+
+def image_bytes_for_download(key: str) -> bytes:
+    return storage().read(key)
+
+
+# ---- actions -------------------------------------------------------------------------
+
+def _changed() -> None:
+    _series.clear()
+    _throughput.clear()
+
+
+def submit(spec: BatchSpec, options: jobs.GenerationOptions) -> jobs.JobView:
+    view = jobs.submit_batch(spec, options=options, engine=engine(), settings=settings())
+    _changed()
+    return view
+
+
+def retry_failed(job_id: UUID, task_ids: Sequence[UUID] | None) -> jobs.RetryResult:
+    result = jobs.retry_failed(job_id, task_ids, engine=engine(), settings=settings())
+    _changed()
+    return result
+
+
+def cancel(job_id: UUID) -> jobs.JobView:
+    view = jobs.cancel_job(job_id, engine=engine())
+    _changed()
+    return view
+
+
+def pause_queue() -> None:
+    dispatcher().pause()
+
+
+def resume_queue() -> None:
+    dispatcher().resume()
+
+

@@ -1,0 +1,191 @@
+"""The dashboard's pages under AppTest against a real PostgreSQL: submit, job detail with
+gallery and failures, retry, cancel, pause/resume."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from core import jobs
+from core.config import Settings
+from core.dispatch import get_dispatcher
+from tests.dashboard.conftest import open_page, seeded_job, submit
+
+MODERATED = "[[demo:moderation_blocked]] a forbidden thing"
+INVALID = "[[demo:invalid_request]] a malformed thing"
+# Markdown and HTML that must come out as typed, never rendered.
+TRICKY = "a <b>bold</b> **lamp** <img src=x onerror=alert(1)> [link](javascript:x)"
+
+
+def _job_rows(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(text("SELECT id, total_tasks FROM generation_jobs")).all())
+
+
+def _task_states(engine: Engine, job_id: object) -> dict[str, tuple[str, int]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, status, attempts FROM generation_tasks "
+                                 "WHERE job_id = :j"), {"j": job_id}).all()
+    return {str(r.id): (r.status, r.attempts) for r in rows}
+
+
+def _texts(at: Any) -> list[str]:
+    return [t.value for t in at.text]
+
+
+def _frame(at: Any, key: str) -> Any:
+    matches = [d for d in at.dataframe if d.key == key]
+    assert matches, f"no dataframe {key!r}: {[d.key for d in at.dataframe]}"
+    return matches[0].value
+
+
+def test_submit_creates_job_with_right_task_count(settings: Settings, engine: Engine) -> None:
+    at = open_page("app_pages/submit.py")
+    at.text_area(key="prompts_text").set_value(
+        f"a red chair\n{TRICKY}\n\na red chair\n").run()
+    at.number_input(key="count_per_prompt").set_value(2).run()
+    warnings = " ".join(w.value for w in at.warning)
+    assert "1 blank line(s) skipped: line 3" in warnings
+    assert "1 prompt(s) appear more than once" in warnings
+    assert [m.value for m in at.metric] == ["3", "6", "$0.00"]
+
+    at.button(key="submit").click().run()
+
+    assert not at.exception
+    rows = _job_rows(engine)
+    assert len(rows) == 1 and rows[0].total_tasks == 6
+    tasks = jobs.list_tasks(rows[0].id, limit=100, engine=engine)
+    assert len(tasks) == 6
+    assert sorted({t.prompt for t in tasks}) == sorted({"a red chair", TRICKY})
+    assert all(t.status == "queued" for t in tasks)  # handed to the local queue
+    assert any(str(rows[0].id) in s.value for s in at.success)
+    link = at.page_link[0].proto
+    assert link.query_string == f"job_id={rows[0].id}"
+    assert at.text_area(key="prompts_text").value == ""  # a second click sends nothing
+
+
+def test_csv_upload_reads_the_prompt_column(settings: Settings, engine: Engine) -> None:
+    at = open_page("app_pages/submit.py")
+    at.radio(key="source_kind").set_value("Upload a CSV or TXT file").run()
+    at.file_uploader(key="prompts_file").upload(
+        "batch.csv", b'id,prompt\n1,"a kite, red"\n2,a boat\n3,\n4,a tree\n', "text/csv").run()
+    assert "1 blank row(s) skipped: row 4" in " ".join(w.value for w in at.warning)
+    at.button(key="submit").click().run()
+    rows = _job_rows(engine)
+    assert len(rows) == 1 and rows[0].total_tasks == 3
+    prompts = [t.prompt for t in jobs.list_tasks(rows[0].id, engine=engine)]
+    assert prompts == ["a kite, red", "a boat", "a tree"]
+
+
+def test_invalid_submission_shows_its_message_and_creates_nothing(
+    env: dict[str, str], engine: Engine
+) -> None:
+    at = open_page("app_pages/submit.py")
+    at.button(key="submit").click().run()
+    assert any("Prompts: must contain at least one prompt" in e.value for e in at.error)
+
+    long_prompt = "x" * 5000  # MAX_PROMPT_CHARS defaults to 4000
+    at.text_area(key="prompts_text").set_value(f"a fine prompt\n\n{long_prompt}").run()
+    at.button(key="submit").click().run()
+    errors = [e.value for e in at.error]
+    assert any("Prompt on line 3: at most 4000 characters (got 5000)" in e for e in errors)
+    assert _job_rows(engine) == []
+
+
+def test_job_detail_shows_gallery_and_failures(settings: Settings, engine: Engine) -> None:
+    job = seeded_job(settings, engine, ["a red chair", TRICKY, MODERATED, INVALID])
+    assert (job.status, job.completed_tasks, job.failed_tasks) == (
+        "completed_with_errors", 2, 2)
+
+    at = open_page("app_pages/job.py", job_id=str(job.id))
+
+    assert at.title[0].value == f"Job {str(job.id)[:8]}"
+    assert len(at.image) == 2  # one thumbnail per succeeded task
+    assert all(url.startswith("/mock/media/") for img in at.image for url in img.value)
+    texts = _texts(at)
+    assert "a red chair" in texts and TRICKY in texts  # verbatim, as plain text
+    assert not any("<b>" in m.value for m in at.markdown)
+    failures = _frame(at, "failures_table")
+    assert sorted(failures["error code"]) == ["invalid_request", "moderation_blocked"]
+    assert sorted(failures["prompt"]) == sorted([MODERATED, INVALID])
+    assert list(failures["attempts"]) == [1, 1]
+
+    at.selectbox(key="error_code_filter").set_value("moderation_blocked").run()
+    failures = _frame(at, "failures_table")
+    assert list(failures["prompt"]) == [MODERATED]
+
+
+def test_retry_all_requeues_exactly_the_failed_tasks(settings: Settings,
+                                                     engine: Engine) -> None:
+    job = seeded_job(settings, engine, ["a red chair", MODERATED, "a lamp", INVALID])
+    before = _task_states(engine, job.id)
+    failed = {tid for tid, (status, _) in before.items() if status == "failed"}
+    assert len(failed) == 2
+
+    at = open_page("app_pages/job.py", job_id=str(job.id))
+    at.button(key="retry_all").click().run()
+
+    after = _task_states(engine, job.id)
+    changed = {tid for tid in before if after[tid] != before[tid]}
+    assert changed == failed
+    assert all(after[tid] == ("queued", 0) for tid in failed)
+    assert jobs.get_job(job.id, engine=engine).status == "running"
+    assert any("Requeued 2 failed task(s)" in s.value for s in at.success)
+
+
+def test_retry_selected_requeues_only_the_selected_task(settings: Settings,
+                                                        engine: Engine) -> None:
+    job = seeded_job(settings, engine, [MODERATED, INVALID, "a lamp"])
+    at = open_page("app_pages/job.py", job_id=str(job.id))
+    shown = _frame(at, "failures_table")
+    at.session_state["failures_table"] = {"selection": {"rows": [1], "columns": []}}
+    at.run()
+    at.button(key="retry_selected").click().run()
+
+    after = _task_states(engine, job.id)
+    assert after[shown["task"][1]] == ("queued", 0)
+    assert after[shown["task"][0]] == ("failed", 1)
+    assert jobs.get_job(job.id, engine=engine).failed_tasks == 1
+
+
+def test_cancel_cancels_the_job(settings: Settings, engine: Engine) -> None:
+    job = submit(settings, engine, ["a chair", "a lamp", "a kite"])  # no worker: all queued
+    at = open_page("app_pages/job.py", job_id=str(job.id))
+    at.button(key="cancel").click().run()
+    assert jobs.get_job(job.id, engine=engine).status == "pending"  # asks first
+    at.button(key="confirm_cancel_yes").click().run()
+
+    view = jobs.get_job(job.id, engine=engine)
+    assert (view.status, view.cancelled_tasks) == ("cancelled", 3)
+    assert {s for s, _ in _task_states(engine, job.id).values()} == {"cancelled"}
+    assert at.button(key="cancel").disabled
+
+
+def test_pause_and_resume_change_the_queue_state(settings: Settings, engine: Engine) -> None:
+    dispatcher = get_dispatcher(settings)
+    assert not dispatcher.is_paused()
+    at = open_page("app_pages/queue.py")
+    assert "is running" in at.success[0].value
+
+    at.button(key="pause").click().run()
+    assert dispatcher.is_paused()
+    assert any("is paused" in w.value for w in at.warning)
+
+    at.button(key="resume").click().run()
+    assert not dispatcher.is_paused()
+    assert "is running" in " ".join(s.value for s in at.success)
+
+
+def test_jobs_page_lists_jobs_with_progress_and_links(settings: Settings,
+                                                      engine: Engine) -> None:
+    done = seeded_job(settings, engine, ["a red chair", MODERATED])
+    waiting = submit(settings, engine, ["a lamp"], count=3)
+    at = open_page("app_pages/jobs.py")
+    table = _frame(at, "jobs_table")
+    assert list(table["job"]) == [f"job?job_id={waiting.id}", f"job?job_id={done.id}"]
+    assert list(table["progress"]) == [0.0, 100.0]
+    assert list(table["images"]) == [3, 2]
+
+    at.multiselect(key="status_filter").set_value(["completed_with_errors"]).run()
+    assert list(_frame(at, "jobs_table")["job"]) == [f"job?job_id={done.id}"]
