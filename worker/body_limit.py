@@ -28,31 +28,35 @@ class BodyLimitMiddleware:
                     return
         received = 0
         response_started = False
+        refused = False
+        replied = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            # Past the limit the app is told the client went away, so it stops reading; an
+            # exception here would be turned into a 400 by FastAPI's body parsing.
+            nonlocal received, refused, replied, response_started
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge()
+                    refused = True
+                    if not response_started:
+                        response_started = replied = True
+                        await _reply_413(send, f"request body over {self.max_bytes} bytes")
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal response_started
+            if replied:
+                return  # the 413 is the answer; drop whatever the app says to the "disconnect"
             if message["type"] == "http.response.start":
                 response_started = True
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not response_started:
-                await _reply_413(send, f"request body over {self.max_bytes} bytes")
-
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, limited_receive, tracking_send)
 
 
 async def _reply_413(send: Send, detail: str) -> None:
