@@ -216,7 +216,7 @@ def per_minute(count: int, seconds: float | None) -> float | None:
     """A rate in images per minute; None when there is no time to divide by yet."""
     if seconds is None or seconds <= 0:
         return None
-    return round(count * 60.0 / seconds, 2)
+    return round(count * 60.0 / seconds, 1)
 
 
 def job_performance(job_id: UUID, *, window_s: float = 300.0, engine: Engine | None = None

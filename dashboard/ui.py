@@ -8,10 +8,6 @@ from uuid import UUID
 import streamlit as st
 
 _FLASH_KEY = "_flash"
-STATUS_ICONS = {
-    "pending": "⏳", "running": "▶️", "completed": "✅", "completed_with_errors": "⚠️",
-    "failed": "❌", "cancelled": "⏹️", "queued": "⏳", "succeeded": "✅",
-}
 JOB_PAGE = "app_pages/job.py"
 SUBMIT_PAGE = "app_pages/submit.py"
 
@@ -54,7 +50,8 @@ def millis(ms: float | None) -> str:
 
 
 def status_label(status: str) -> str:
-    return f"{STATUS_ICONS.get(status, '')} {status.replace('_', ' ')}".strip()
+    # Words, not emoji: a server without an emoji font draws emoji as empty boxes.
+    return status.replace("_", " ")
 
 
 def flash(message: str, kind: str = "success") -> None:

@@ -1,0 +1,134 @@
+"""Sign-in: production refuses to serve an open dashboard; a password or an OIDC provider
+(st.login, configured in secrets) guards every page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from core.config import Settings, get_settings
+from core.errors import ConfigError
+from dashboard import auth
+from tests.dashboard.conftest import app
+
+OIDC = {
+    "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
+    "cookie_secret": "a-long-random-cookie-secret-for-tests",
+    "client_id": "dashboard-client",
+    "client_secret": "client-secret-value",
+    "server_metadata_url": "https://idp.invalid/.well-known/openid-configuration",
+}
+PRODUCTION = {"ENVIRONMENT": "production", "API_KEY": "k" * 32, "TASK_SECRET": "t" * 32}
+
+
+def _shows_dashboard(at: Any) -> bool:
+    return any(t.value == "Jobs" for t in at.title)
+
+
+@pytest.fixture
+def production(env: dict[str, str]) -> dict[str, str]:
+    env.update(PRODUCTION)
+    return env
+
+
+@pytest.fixture
+def with_password(production: dict[str, str]) -> dict[str, str]:
+    production["DASHBOARD_PASSWORD"] = "correct horse battery staple"
+    return production
+
+
+def test_production_with_nothing_configured_serves_nothing(production: dict[str, str],
+                                                            settings: Settings) -> None:
+    at = app().run()
+    assert not at.exception
+    assert any("refuses to serve the dashboard without sign-in" in e.value for e in at.error)
+    assert not _shows_dashboard(at)
+    assert not at.button and not at.text_input
+
+
+def test_production_missing_settings_are_named(env: dict[str, str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    env["ENVIRONMENT"] = "production"  # no API_KEY, no TASK_SECRET: Settings refuses
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    try:
+        at = app().run()
+    finally:
+        get_settings.cache_clear()
+    message = " ".join(e.value for e in at.error)
+    assert "API_KEY" in message and "TASK_SECRET" in message
+    assert not _shows_dashboard(at)
+
+
+def test_password_sign_in(with_password: dict[str, str], settings: Settings) -> None:
+    at = app().run()
+    assert not _shows_dashboard(at)
+    at.text_input(key="password_input").set_value("wrong guess")
+    at.button[0].click().run()
+    assert any(e.value == "Wrong password." for e in at.error)
+    assert not _shows_dashboard(at)
+
+    at.text_input(key="password_input").set_value("correct horse battery staple")
+    at.button[0].click().run()
+    assert _shows_dashboard(at)
+
+
+def test_oidc_requires_login_and_lets_a_signed_in_user_through(
+    production: dict[str, str], settings: Settings
+) -> None:
+    at = app()
+    at.secrets["auth"] = dict(OIDC)
+    at.user = {"is_logged_in": False}
+    at.run()
+    assert not _shows_dashboard(at)
+    assert [b.label for b in at.button] == ["Sign in"]
+
+    at.user = {"is_logged_in": True, "email": "operator@example.com"}
+    at.run()
+    assert _shows_dashboard(at)
+    assert any("operator@example.com" in c.value for c in at.sidebar.caption)
+
+
+# ---- the pure decision -----------------------------------------------------------------
+
+def _settings(**values: Any) -> Settings:
+    return Settings.model_construct(**{"ENVIRONMENT": "development",
+                                       "DASHBOARD_PASSWORD": None, **values})
+
+
+@pytest.mark.parametrize(("environment", "password", "section", "expected"), [
+    ("development", None, {}, auth.AuthPlan("open")),            # local demo stays open
+    ("production", "pw", {}, auth.AuthPlan("password")),         # password from the env
+    ("production", "pw", OIDC, auth.AuthPlan("oidc", (None,))),  # OIDC wins over password
+    ("production", None, {**{k: OIDC[k] for k in ("redirect_uri", "cookie_secret")},
+                          "google": {k: OIDC[k] for k in ("client_id", "client_secret",
+                                                           "server_metadata_url")}},
+     auth.AuthPlan("oidc", ("google",))),                        # a named provider
+    ("development", "", {}, auth.AuthPlan("open")),               # empty password = none
+])
+def test_plan(environment: str, password: str | None, section: dict[str, Any],
+              expected: auth.AuthPlan) -> None:
+    settings = _settings(ENVIRONMENT=environment,
+                         DASHBOARD_PASSWORD=SecretStr(password) if password is not None
+                         else None)
+    assert auth.plan(settings, section) == expected
+
+
+@pytest.mark.parametrize("section", [
+    {},                                                          # nothing
+    {"client_id": "x"},                                          # incomplete provider
+    {k: v for k, v in OIDC.items() if k != "cookie_secret"},     # no cookie secret
+])
+def test_plan_refuses_open_production(section: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="DASHBOARD_PASSWORD"):
+        auth.plan(_settings(ENVIRONMENT="production"), section)
+
+
+def test_password_comparison() -> None:
+    settings = _settings(DASHBOARD_PASSWORD=SecretStr("s3cret"))
+    assert auth.password_matches("s3cret", settings)
+    assert not auth.password_matches("s3cre", settings)
+    assert not auth.password_matches("", _settings())

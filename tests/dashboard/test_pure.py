@@ -1,0 +1,99 @@
+"""The dashboard's pure pieces: reading uploads, chart buckets, export names and cells,
+formatting."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import pytest
+
+from core.export import image_file_name, safe_cell
+from core.reports import bucket_seconds, per_minute
+from dashboard import ui
+from dashboard.uploads import UploadError, from_text, from_upload
+
+TASK = UUID("12345678-1234-5678-1234-567812345678")
+
+
+def test_pasted_text_points_at_lines() -> None:
+    source = from_text("a chair\n\n  a lamp  \na chair\n\n")
+    assert source.prompts == ["a chair", "a lamp", "a chair"]
+    assert source.lines.blank_lines == [2]  # trailing blank lines are not flagged
+    assert source.lines.duplicates == {"a chair": [1, 4]}
+    assert [source.where(i) for i in range(3)] == ["line 1", "line 3", "line 4"]
+
+
+@pytest.mark.parametrize(("name", "data", "prompts", "blank"), [
+    # header with a prompt column: that column, wherever it is
+    ("p.csv", b"id,Prompt\n1,a kite\n2,\n3,\"a boat, blue\"\n", ["a kite", "a boat, blue"], [3]),
+    # no header, one cell per row: each row
+    ("p.csv", b"a kite\na boat\n", ["a kite", "a boat"], []),
+    # a quoted cell may hold a newline: one prompt
+    ("p.csv", b'prompt\n"two\nlines"\n', ["two\nlines"], []),
+    # a byte-order mark from a spreadsheet does not hide the header
+    ("p.csv", "\ufeffprompt\nà la carte\n".encode(), ["à la carte"], []),
+    # .txt: one prompt per line, commas are text
+    ("p.txt", b"a kite, red\n\na boat\n", ["a kite, red", "a boat"], [2]),
+])
+def test_uploads(name: str, data: bytes, prompts: list[str], blank: list[int]) -> None:
+    source = from_upload(name, data)
+    assert source.prompts == prompts
+    assert source.lines.blank_lines == blank
+
+
+@pytest.mark.parametrize(("name", "data", "message"), [
+    ("p.csv", b"a,b\nc,d\n", "row 1 has 2 cells"),       # columns but no prompt header
+    ("p.txt", b"\xff\xfe\x00a", "not UTF-8"),             # binary
+    ("p.txt", b"a\x00b", "NUL"),                          # NUL bytes
+])
+def test_upload_errors(name: str, data: bytes, message: str) -> None:
+    with pytest.raises(UploadError, match=message):
+        from_upload(name, data)
+
+
+def test_csv_rows_are_numbered_as_the_file_shows_them() -> None:
+    source = from_upload("p.csv", b"prompt\na\n\nb\n")
+    assert source.where(1) == "row 4"
+
+
+@pytest.mark.parametrize(("span_s", "expected"), [
+    (0, 1),            # nothing yet: the finest bucket
+    (100, 1),          # under two minutes: per second
+    (1000, 10),        # ~17 min: 10 s buckets (100 points)
+    (3600, 30),        # an hour: 30 s (120 points)
+    (86400, 900),      # a day: 15 min
+    (10**8, 864000),   # beyond the table: whole days
+])
+def test_bucket_seconds(span_s: float, expected: int) -> None:
+    assert bucket_seconds(span_s) == expected
+    assert span_s / bucket_seconds(span_s) <= 120
+
+
+def test_per_minute() -> None:
+    assert per_minute(10, 60.0) == 10.0
+    assert per_minute(10, None) is None and per_minute(10, 0.0) is None
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("=1+1", "'=1+1"), ("+cmd", "'+cmd"), ("-2", "'-2"), ("@SUM(A1)", "'@SUM(A1)"),
+    ("a red chair", "a red chair"), ("", ""), (None, None), (5, 5),
+])
+def test_safe_cell(value: object, expected: object) -> None:
+    assert safe_cell(value) == expected
+
+
+def test_image_file_name_never_uses_prompt_text() -> None:
+    assert image_file_name(0, 0, TASK, f"job/{TASK}.png") == f"00001-01-{TASK}.png"
+    assert image_file_name(41, 2, TASK, "job/x") == f"00042-03-{TASK}.png"
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (None, "-"), (12.34, "12.3 s"), (185, "3 min 05 s"), (3725, "1 h 02 min")])
+def test_duration(seconds: float | None, text: str) -> None:
+    assert ui.duration(seconds) == text
+
+
+def test_money_and_millis() -> None:
+    assert ui.money(None) == "unknown" and ui.money(0) == "$0.00"
+    assert ui.money(0.034) == "$0.0340" and ui.money(1234.5) == "$1,234.50"
+    assert ui.millis(850) == "850 ms" and ui.millis(1500) == "1.50 s"
