@@ -1,0 +1,137 @@
+"""Command line: queue administration without gcloud, the schema, the sweeper.
+
+    aiwebimage queue create            # the guide's settings: 10/s, 100 concurrent, retries
+    aiwebimage queue describe
+    aiwebimage queue update --max-dispatches-per-second 20 --max-concurrent-dispatches 200
+    aiwebimage queue pause | resume | status
+    aiwebimage init-db                 # apply sql/init_db.sql (idempotent)
+    aiwebimage sweep [--grace-s 30]    # re-enqueue tasks left pending
+
+(``python -m core.cli ...`` is the same.) Settings come from the environment and .env as
+everywhere else. ``queue create/describe/update`` talk to Cloud Tasks (USE_CLOUD_TASKS);
+pause/resume/status work on whichever queue is configured (locally they stop and restart
+the local dispatcher through the queue_state table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from core import db
+from core.config import Settings, get_settings
+from core.dispatch import get_dispatcher
+from core.dispatch.cloud_tasks import (
+    QUEUE_MAX_CONCURRENT_DISPATCHES,
+    QUEUE_MAX_DISPATCHES_PER_SECOND,
+    CloudTasksDispatcher,
+)
+from core.errors import AppError
+from core.sweeper import PENDING_GRACE_S, sweep_pending
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aiwebimage", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    queue = sub.add_parser("queue", help="the Cloud Tasks (or local) queue")
+    qsub = queue.add_subparsers(dest="action", required=True)
+    create = qsub.add_parser("create", help="create (or reset) the queue with the guide's "
+                                            "settings")
+    create.add_argument("--max-dispatches-per-second", type=float,
+                        default=QUEUE_MAX_DISPATCHES_PER_SECOND)
+    create.add_argument("--max-concurrent-dispatches", type=int,
+                        default=QUEUE_MAX_CONCURRENT_DISPATCHES)
+    qsub.add_parser("describe", help="print the queue's settings and state as JSON")
+    update = qsub.add_parser("update", help="change the rate or concurrency limit")
+    update.add_argument("--max-dispatches-per-second", type=float)
+    update.add_argument("--max-concurrent-dispatches", type=int)
+    qsub.add_parser("pause", help="stop deliveries (tasks stay queued)")
+    qsub.add_parser("resume", help="restart deliveries")
+    qsub.add_parser("status", help="print paused or running")
+    sub.add_parser("init-db", help="apply sql/init_db.sql (idempotent)")
+    sweep = sub.add_parser("sweep", help="re-enqueue tasks left pending")
+    sweep.add_argument("--grace-s", type=float, default=PENDING_GRACE_S,
+                       help="leave tasks younger than this to their submitter")
+    return parser
+
+
+def queue_summary(queue: Any) -> dict[str, Any]:
+    """The parts of a Cloud Tasks Queue an operator checks (pure)."""
+    retry = queue.retry_config
+    return {
+        "name": queue.name,
+        "state": type(queue).State(queue.state).name,
+        "max_dispatches_per_second": queue.rate_limits.max_dispatches_per_second,
+        "max_concurrent_dispatches": queue.rate_limits.max_concurrent_dispatches,
+        "max_attempts": retry.max_attempts,
+        "min_backoff_s": retry.min_backoff.total_seconds() if retry.min_backoff else None,
+        "max_backoff_s": retry.max_backoff.total_seconds() if retry.max_backoff else None,
+        "max_doublings": retry.max_doublings,
+    }
+
+
+def _cloud(settings: Settings) -> CloudTasksDispatcher:
+    if not settings.USE_CLOUD_TASKS:
+        raise AppError("this command manages a Cloud Tasks queue: set USE_CLOUD_TASKS=true, "
+                       "GCP_PROJECT, GCP_LOCATION and QUEUE_NAME")
+    return CloudTasksDispatcher.from_settings(settings)
+
+
+def _print(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "init-db":
+        db.apply_schema(db.get_engine(db.resolve_database_url(settings)))
+        print("schema applied")
+        return 0
+    if args.command == "sweep":
+        result = sweep_pending(get_dispatcher(settings), grace_s=args.grace_s)
+        _print({"enqueued": result.enqueued, "already_enqueued": result.already_enqueued,
+                "failed": result.failed, "errors": result.errors})
+        return 1 if result.failed else 0
+    action = args.action
+    if action in ("pause", "resume", "status"):
+        dispatcher = get_dispatcher(settings)
+        if action == "pause":
+            dispatcher.pause()
+        elif action == "resume":
+            dispatcher.resume()
+        print("paused" if dispatcher.is_paused() else "running")
+        return 0
+    cloud = _cloud(settings)
+    try:
+        if action == "create":
+            queue = cloud.create_queue(
+                max_dispatches_per_second=args.max_dispatches_per_second,
+                max_concurrent_dispatches=args.max_concurrent_dispatches)
+        elif action == "describe":
+            queue = cloud.describe_queue()
+        else:
+            if args.max_dispatches_per_second is None and args.max_concurrent_dispatches is None:
+                raise AppError("queue update: give --max-dispatches-per-second and/or "
+                               "--max-concurrent-dispatches")
+            queue = cloud.update_limits(
+                max_dispatches_per_second=args.max_dispatches_per_second,
+                max_concurrent_dispatches=args.max_concurrent_dispatches)
+        _print(queue_summary(queue))
+    finally:
+        cloud.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return run(args, get_settings())
+    except AppError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

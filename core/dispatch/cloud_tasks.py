@@ -1,0 +1,251 @@
+"""Google Cloud Tasks as the queue: one HTTP-target task per generation task.
+
+Each task POSTs ``{"task_id": ...}`` to WORKER_URL + TASK_PATH with an OIDC token for
+CLOUD_TASKS_SERVICE_ACCOUNT (audience WORKER_URL). Its name is a hash of (task id,
+dispatch generation): enqueueing the same generation twice is answered AlreadyExists
+(treated as done), and a retry-failed or sweeper hand-over (a new generation) gets a fresh
+name, so Cloud Tasks' name deduplication (about an hour) never swallows it. Hash-like
+names also spread load, as Cloud Tasks advises against sequential ones.
+
+There is no batch CreateTask: a batch is many calls, CREATE_CONCURRENCY in flight (firing
+all at once ends in DEADLINE_EXCEEDED). Rows are marked queued after their call succeeds;
+a task whose call failed stays pending for the sweeper.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import tasks_v2
+from google.protobuf import duration_pb2
+from sqlalchemy import Engine
+
+from core import queue_state
+from core.config import Settings
+from core.db import transaction
+from core.dispatch.base import EnqueueResult, TaskRef
+from core.errors import ConfigError
+from core.queries import q
+
+log = logging.getLogger(__name__)
+
+TASK_PATH = "/api/admin/worker/process-task"
+# 32-100 in flight is what Cloud Tasks' guidance allows for bulk creation.
+CREATE_CONCURRENCY = 50
+CREATE_TIMEOUT_S = 30.0
+# The guide's queue settings.
+QUEUE_MAX_DISPATCHES_PER_SECOND = 10.0
+QUEUE_MAX_CONCURRENT_DISPATCHES = 100
+# Our rows decide failure at MAX_ATTEMPTS (the worker answers 200 then). The queue keeps
+# a little headroom so a delivery that never reached the handler (instance starting,
+# a 503 from a live lease) cannot strand a task that is still queued in our table.
+QUEUE_ATTEMPT_HEADROOM = 2
+# Cloud Tasks accepts dispatch deadlines from 15 s to 30 min.
+MIN_DEADLINE_S, MAX_DEADLINE_S = 15, 1800
+
+
+def task_id_for(task: TaskRef) -> str:
+    """The Cloud Tasks task id (last name segment) for one hand-over: hash-like and stable."""
+    digest = hashlib.sha256(f"{task.id}:{task.generation}".encode()).hexdigest()
+    return f"{digest[:32]}-g{task.generation}"
+
+
+def dispatch_deadline_s(settings: Settings) -> int:
+    return int(min(MAX_DEADLINE_S, max(MIN_DEADLINE_S, settings.DISPATCH_DEADLINE_S)))
+
+
+def build_task(settings: Settings, queue_path: str, task: TaskRef) -> tasks_v2.Task:
+    """The CreateTask payload for one generation task (pure)."""
+    if not settings.WORKER_URL:
+        raise ConfigError("WORKER_URL is required with USE_CLOUD_TASKS")
+    worker_url = settings.WORKER_URL.rstrip("/")
+    request = tasks_v2.HttpRequest(
+        http_method=tasks_v2.HttpMethod.POST,
+        url=worker_url + TASK_PATH,
+        headers={"Content-Type": "application/json"},
+        body=json.dumps({"task_id": str(task.id)}).encode(),
+    )
+    if settings.CLOUD_TASKS_SERVICE_ACCOUNT:
+        request.oidc_token = tasks_v2.OidcToken(
+            service_account_email=settings.CLOUD_TASKS_SERVICE_ACCOUNT, audience=worker_url)
+    return tasks_v2.Task(
+        name=f"{queue_path}/tasks/{task_id_for(task)}",
+        http_request=request,
+        dispatch_deadline=duration_pb2.Duration(seconds=dispatch_deadline_s(settings)),
+    )
+
+
+def queue_config(settings: Settings, queue_path: str, *,
+                 max_dispatches_per_second: float = QUEUE_MAX_DISPATCHES_PER_SECOND,
+                 max_concurrent_dispatches: int = QUEUE_MAX_CONCURRENT_DISPATCHES,
+                 ) -> tasks_v2.Queue:
+    """The queue as the guide sets it up, with retries matching our retry policy (pure)."""
+    return tasks_v2.Queue(
+        name=queue_path,
+        rate_limits=tasks_v2.RateLimits(
+            max_dispatches_per_second=max_dispatches_per_second,
+            max_concurrent_dispatches=max_concurrent_dispatches),
+        retry_config=tasks_v2.RetryConfig(
+            max_attempts=settings.MAX_ATTEMPTS + QUEUE_ATTEMPT_HEADROOM,
+            min_backoff=_duration(settings.RETRY_MIN_BACKOFF_S),
+            max_backoff=_duration(settings.RETRY_MAX_BACKOFF_S),
+            max_doublings=settings.RETRY_MAX_DOUBLINGS),
+    )
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    whole = int(seconds)
+    return duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
+
+
+def make_client(settings: Settings) -> tasks_v2.CloudTasksClient:
+    """The real client: Google's endpoint with default credentials, or the emulator at
+    CLOUD_TASKS_EMULATOR_HOST over an insecure channel."""
+    if settings.CLOUD_TASKS_EMULATOR_HOST:
+        import grpc
+        from google.cloud.tasks_v2.services.cloud_tasks.transports import (
+            CloudTasksGrpcTransport,
+        )
+
+        channel = grpc.insecure_channel(settings.CLOUD_TASKS_EMULATOR_HOST)
+        return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+    return tasks_v2.CloudTasksClient()
+
+
+@dataclass(frozen=True)
+class _Created:
+    ref: TaskRef
+    name: str
+    state: str  # created | exists | failed
+    error: str = ""
+
+
+class CloudTasksDispatcher:
+    name = "cloud_tasks"
+
+    def __init__(self, settings: Settings, client: Any, engine: Engine | None = None,
+                 *, concurrency: int = CREATE_CONCURRENCY) -> None:
+        if not settings.GCP_PROJECT:
+            raise ConfigError("GCP_PROJECT is required with USE_CLOUD_TASKS")
+        self.settings = settings
+        self.client = client
+        self._engine = engine
+        self.concurrency = max(1, concurrency)
+        self.queue_path = client.queue_path(settings.GCP_PROJECT, settings.GCP_LOCATION,
+                                            settings.QUEUE_NAME)
+        self._pool_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, engine: Engine | None = None
+                      ) -> CloudTasksDispatcher:
+        return cls(settings, make_client(settings), engine)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency,
+                                                thread_name_prefix="create-task")
+            return self._pool
+
+    def _create(self, ref: TaskRef) -> _Created:
+        task = build_task(self.settings, self.queue_path, ref)
+        try:
+            self.client.create_task(parent=self.queue_path, task=task,
+                                    timeout=CREATE_TIMEOUT_S)
+        except gexc.AlreadyExists:
+            return _Created(ref, task.name, "exists")
+        except gexc.GoogleAPICallError as exc:
+            return _Created(ref, task.name, "failed", f"{type(exc).__name__}: {exc.message}")
+        return _Created(ref, task.name, "created")
+
+    def enqueue(self, tasks: Sequence[TaskRef]) -> EnqueueResult:
+        result = EnqueueResult()
+        if not tasks:
+            return result
+        # The pool bounds calls in flight; map keeps results in order.
+        created = list(self._executor().map(self._create, tasks))
+        handed = [c for c in created if c.state != "failed"]
+        for c in created:
+            if c.state == "created":
+                result.enqueued += 1
+            elif c.state == "exists":
+                result.already_enqueued += 1
+            else:
+                result.failed += 1
+                if len(result.errors) < 5:
+                    result.errors.append(c.error)
+        if handed:
+            with transaction(self._engine) as conn:
+                conn.execute(q("mark_tasks_queued_named"), {
+                    "ids": [c.ref.id for c in handed], "names": [c.name for c in handed]})
+        if result.failed:
+            log.warning("some tasks could not be enqueued; the sweeper will retry them",
+                        extra={"action": "enqueue_partial", "failed": result.failed,
+                               "enqueued": result.enqueued, "error": result.errors[0]})
+        return result
+
+    # -- queue state ------------------------------------------------------------------
+    def pause(self) -> None:
+        self.client.pause_queue(name=self.queue_path)
+        queue_state.set_paused(self.settings.QUEUE_NAME, True, self._engine)
+
+    def resume(self) -> None:
+        self.client.resume_queue(name=self.queue_path)
+        queue_state.set_paused(self.settings.QUEUE_NAME, False, self._engine)
+
+    def is_paused(self) -> bool:
+        """The queue's own state; our mirror when the API cannot be reached."""
+        try:
+            queue = self.client.get_queue(name=self.queue_path, timeout=10.0)
+        except gexc.GoogleAPICallError:
+            return queue_state.is_paused(self.settings.QUEUE_NAME, self._engine)
+        paused = queue.state == tasks_v2.Queue.State.PAUSED
+        queue_state.set_paused(self.settings.QUEUE_NAME, paused, self._engine)
+        return paused
+
+    # -- administration (core.cli) ------------------------------------------------------
+    def create_queue(self, **limits: Any) -> tasks_v2.Queue:
+        """Create the queue with the guide's settings; an existing queue is updated."""
+        queue = queue_config(self.settings, self.queue_path, **limits)
+        parent = self.queue_path.rsplit("/queues/", 1)[0]
+        try:
+            return self.client.create_queue(parent=parent, queue=queue)
+        except gexc.AlreadyExists:
+            return self.client.update_queue(queue=queue)
+
+    def describe_queue(self) -> tasks_v2.Queue:
+        return self.client.get_queue(name=self.queue_path)
+
+    def update_limits(self, *, max_dispatches_per_second: float | None = None,
+                      max_concurrent_dispatches: int | None = None) -> tasks_v2.Queue:
+        limits = tasks_v2.RateLimits()
+        paths = []
+        if max_dispatches_per_second is not None:
+            limits.max_dispatches_per_second = max_dispatches_per_second
+            paths.append("rate_limits.max_dispatches_per_second")
+        if max_concurrent_dispatches is not None:
+            limits.max_concurrent_dispatches = max_concurrent_dispatches
+            paths.append("rate_limits.max_concurrent_dispatches")
+        from google.protobuf import field_mask_pb2
+
+        return self.client.update_queue(
+            queue=tasks_v2.Queue(name=self.queue_path, rate_limits=limits),
+            update_mask=field_mask_pb2.FieldMask(paths=paths))
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+        transport = getattr(self.client, "transport", None)
+        if transport is not None:
+            transport.close()
