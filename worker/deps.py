@@ -7,7 +7,8 @@ import ipaddress
 import logging
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from core.config import Settings
 
@@ -26,10 +27,16 @@ def _equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
+# Declared as security schemes (not plain header parameters) so the OpenAPI document says
+# how to authenticate and clients and fuzzers do not treat the key as ordinary input.
+_API_KEY_HEADER = APIKeyHeader(name="X-API-Key", scheme_name="ApiKey", auto_error=False)
+_BEARER = HTTPBearer(scheme_name="Bearer", auto_error=False)
+
+
 def require_api_key(
     settings: SettingsDep,
-    x_api_key: Annotated[str | None, Header()] = None,
-    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Security(_API_KEY_HEADER)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
 ) -> None:
     """Admin endpoints: X-API-Key or Authorization: Bearer, compared in constant time.
     Without API_KEY (development only; production refuses to start) they are open."""
@@ -37,8 +44,8 @@ def require_api_key(
         return
     expected = settings.API_KEY.get_secret_value()
     offered = x_api_key
-    if offered is None and authorization and authorization.lower().startswith("bearer "):
-        offered = authorization[7:].strip()
+    if offered is None and bearer is not None:
+        offered = bearer.credentials.strip()
     if offered is None or not _equal(offered, expected):
         raise HTTPException(status_code=401, detail="missing or invalid API key",
                             headers={"WWW-Authenticate": "Bearer"})

@@ -12,8 +12,12 @@ from core import jobs
 from core.errors import InvalidInput
 from core.validation import limits_from_settings, validate_batch
 from worker.deps import AdminDep, SettingsDep
+from worker.responses import error_responses
 
-router = APIRouter(prefix="/api/admin", dependencies=[AdminDep], tags=["admin"])
+router = APIRouter(prefix="/api/admin", dependencies=[AdminDep], tags=["admin"],
+                   responses=error_responses(401, 413, 422, 503))
+_JOB = error_responses(404)
+_JOB_STATE = error_responses(404, 409)
 
 
 class BatchRequest(BaseModel):
@@ -53,12 +57,12 @@ def submit_batch(body: BatchRequest, settings: SettingsDep) -> dict[str, Any]:
     return jobs.submit_batch(spec, options=options, settings=settings).summary()
 
 
-@router.get("/jobs/{job_id}/status", response_model=JobStatus)
+@router.get("/jobs/{job_id}/status", response_model=JobStatus, responses=_JOB)
 def job_status(job_id: UUID) -> dict[str, Any]:
     return jobs.get_job(job_id).status_body()
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=_JOB)
 def job_detail(job_id: UUID) -> dict[str, Any]:
     return jobs.get_job(job_id).detail()
 
@@ -73,7 +77,7 @@ def list_jobs(
     return {"jobs": [j.detail() for j in found], "limit": limit, "offset": offset}
 
 
-@router.get("/jobs/{job_id}/tasks")
+@router.get("/jobs/{job_id}/tasks", responses=_JOB)
 def list_tasks(
     job_id: UUID,
     status: Annotated[str | None, Query()] = None,
@@ -88,7 +92,7 @@ def list_tasks(
             "offset": offset}
 
 
-@router.post("/jobs/{job_id}/retry-failed")
+@router.post("/jobs/{job_id}/retry-failed", responses=_JOB_STATE)
 def retry_failed(
     job_id: UUID, settings: SettingsDep, body: RetryRequest | None = None
 ) -> dict[str, Any]:
@@ -99,6 +103,6 @@ def retry_failed(
     return {**result.job.status_body(), "requeued": result.requeued}
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobStatus)
+@router.post("/jobs/{job_id}/cancel", response_model=JobStatus, responses=_JOB_STATE)
 def cancel(job_id: UUID) -> dict[str, Any]:
     return jobs.cancel_job(job_id).status_body()

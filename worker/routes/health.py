@@ -5,17 +5,31 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from core import metrics
 from core.errors import StorageError
 from core.queries import q
+from worker.responses import error_responses
 
 router = APIRouter()
 
 
-@router.get("/healthz", tags=["health"])
+class Health(BaseModel):
+    status: str  # ok | degraded
+    database: str  # ok | unreachable
+    queue: str | None = None  # local | cloud_tasks
+
+
+_IMAGE = {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}},
+                      "image/webp": {"schema": {"type": "string", "format": "binary"}}},
+          "description": "The image (local storage only)."}
+
+
+@router.get("/healthz", tags=["health"], response_model=Health,
+            responses={503: {"model": Health, "description": "The database is unreachable."}})
 async def healthz(request: Request) -> JSONResponse:
     engine = request.app.state.engine
     try:
@@ -28,7 +42,7 @@ async def healthz(request: Request) -> JSONResponse:
                          else "local"})
 
 
-@router.get("/metrics", tags=["health"])
+@router.get("/metrics", tags=["health"], response_class=PlainTextResponse)
 async def prometheus_metrics(request: Request) -> Response:
     try:
         async with request.app.state.engine.connect() as conn:
@@ -39,7 +53,8 @@ async def prometheus_metrics(request: Request) -> Response:
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@router.get("/images/{key:path}", tags=["images"])
+@router.get("/images/{key:path}", tags=["images"], response_class=FileResponse,
+            responses={200: _IMAGE, **error_responses(404)})
 def local_image(key: str, request: Request) -> FileResponse:
     storage = request.app.state.storage
     if getattr(storage, "name", "") != "local":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Request
@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from core.processing import TaskProcessor
 from worker.deps import TaskAuthDep
+from worker.responses import ErrorBody, error_responses
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,30 @@ class TaskDelivery(BaseModel):
     task_id: UUID
 
 
+class TaskAnswer(BaseModel):
+    """What the delivery came to; the status code tells the queue whether to retry."""
+
+    task_id: str
+    outcome: str  # succeeded | failed | retry | duplicate | busy | unknown_task | lost_lease
+    attempt: int | None = None
+    error_code: str | None = None
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before the next try.",
+                                "schema": {"type": "string"}}}
+# 2xx: done, do not retry. 429/503: retry later (rate limited, busy, upstream or database
+# down). 500: retry with backoff. See the delivery contract in DESIGN.md.
+_ANSWERS: dict[int | str, dict[str, Any]] = {
+    **error_responses(401, 403, 413, 422),
+    429: {"model": TaskAnswer, "description": "Rate limited: retry later.",
+          "headers": _RETRY_AFTER},
+    500: {"model": TaskAnswer, "description": "Failed this time: retry with backoff."},
+    503: {"model": TaskAnswer | ErrorBody,
+          "description": "Busy (a live lease) or upstream/database down: retry later.",
+          "headers": _RETRY_AFTER},
+}
+
+
 def _int_header(value: str | None) -> int | None:
     if value is None:
         return None
@@ -34,7 +59,8 @@ def _int_header(value: str | None) -> int | None:
     return number if number >= 0 else None
 
 
-@router.post("/api/admin/worker/process-task", dependencies=[TaskAuthDep])
+@router.post("/api/admin/worker/process-task", dependencies=[TaskAuthDep],
+             response_model=TaskAnswer, responses=_ANSWERS)
 async def process_task(
     body: TaskDelivery,
     request: Request,
