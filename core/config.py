@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # Points the google-cloud-tasks client at an emulator (host:port, insecure channel).
     CLOUD_TASKS_EMULATOR_HOST: str | None = None
     WORKER_URL: str | None = None
+    # Where the OIDC verifier fetches Google's token signing certificates; tests point it
+    # at certificates of their own key. None = Google's.
+    OIDC_CERTS_URL: str | None = None
 
     # database
     DATABASE_URL: SecretStr | None = None

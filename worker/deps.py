@@ -11,6 +11,7 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from core.config import Settings
+from core.oidc import CertsUnavailable, TokenRejected, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def require_task_auth(request: Request, settings: SettingsDep) -> None:
     """
     verifier = getattr(request.app.state, "oidc_verifier", None)
     if verifier is not None:
-        verifier(request.headers.get("authorization"))
+        _check_oidc(verifier, request)
         return
     secret = settings.TASK_SECRET.get_secret_value() if settings.TASK_SECRET else ""
     if secret:
@@ -87,6 +88,22 @@ def require_task_auth(request: Request, settings: SettingsDep) -> None:
         log.warning("task delivery refused: not loopback and no TASK_SECRET",
                     extra={"action": "task_auth_refused"})
         raise HTTPException(status_code=403, detail="task deliveries are not accepted from here")
+
+
+def _check_oidc(verifier: Verifier, request: Request) -> None:
+    """Production: the Cloud Tasks OIDC token. Missing or invalid -> 401, another
+    identity -> 403, certificates unreachable -> 503 (Cloud Tasks retries)."""
+    try:
+        verifier(request.headers.get("authorization"))
+    except (TokenRejected, CertsUnavailable) as exc:
+        client = request.client.host if request.client else None
+        log.warning("task delivery refused: %s", exc.message,
+                    extra={"action": "task_auth_refused", "http_status": exc.status,
+                           "client": client,
+                           "cloud_task_name": request.headers.get("x-cloudtasks-taskname")})
+        headers = {"Retry-After": "5"} if exc.status == 503 else {"WWW-Authenticate": "Bearer"}
+        raise HTTPException(status_code=exc.status, detail=exc.message,
+                            headers=headers) from None
 
 
 TaskAuthDep = Depends(require_task_auth)
