@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -206,10 +206,30 @@ def task_state_series(job_ids: Sequence[UUID], *, engine: Engine | None = None
         rows = conn.execute(q("report_task_state_series"),
                             {"job_ids": ids, "bucket_s": width}).all()
     total = int(span.total_tasks)
-    return [SeriesPoint(bucket=r.bucket, succeeded=int(r.succeeded), failed=int(r.failed),
-                        cancelled=int(r.cancelled),
-                        remaining=total - int(r.succeeded) - int(r.failed) - int(r.cancelled))
-            for r in rows]
+    # Each point is the state at the end of its bucket, when everything in it had finished.
+    step = timedelta(seconds=width)
+    points = [SeriesPoint(bucket=min(r.bucket + step, span.last_moment),
+                          succeeded=int(r.succeeded), failed=int(r.failed),
+                          cancelled=int(r.cancelled),
+                          remaining=total - int(r.succeeded) - int(r.failed)
+                          - int(r.cancelled))
+              for r in rows]
+    return with_ends(points, start=span.first_created, end=span.last_moment, total=total)
+
+
+def with_ends(points: list[SeriesPoint], *, start: datetime, end: datetime, total: int
+              ) -> list[SeriesPoint]:
+    """The series framed by the jobs' start (nothing finished) and their end or now (the
+    last state held), so a chart spans the whole run even when every task finished in
+    one bucket."""
+    framed = list(points)
+    if not framed or framed[0].bucket > start:
+        framed.insert(0, SeriesPoint(start, 0, 0, 0, total))
+    last = framed[-1]
+    if end > last.bucket:
+        framed.append(SeriesPoint(end, last.succeeded, last.failed, last.cancelled,
+                                  last.remaining))
+    return framed
 
 
 def per_minute(count: int, seconds: float | None) -> float | None:

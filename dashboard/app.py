@@ -38,8 +38,8 @@ if not auth.require_sign_in(settings):
     st.stop()
 
 page = st.navigation([
-    st.Page("app_pages/jobs.py", title="Jobs", icon=":material/list_alt:", url_path="jobs",
-            default=True),
+    # The default page lives at the app's root URL (a url_path would be ignored).
+    st.Page("app_pages/jobs.py", title="Jobs", icon=":material/list_alt:", default=True),
     st.Page("app_pages/submit.py", title="Submit", icon=":material/add_photo_alternate:",
             url_path="submit"),
     st.Page("app_pages/job.py", title="Job detail", icon=":material/photo_library:",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -14,6 +15,9 @@ from dashboard import data, ui
 PAGE_SIZE = 50
 DEFAULT_CHART_JOBS = 5
 REFRESH_S = 5
+# Burn-up order, bottom to top, with each state's colour.
+STATES = {"succeeded": "#2e7d32", "failed": "#c62828", "cancelled": "#757575",
+          "remaining": "#90caf9"}
 
 st.title("Jobs")
 ui.show_flash()
@@ -84,9 +88,18 @@ def state_chart() -> None:
     if series.empty:
         st.caption("Nothing has finished yet.")
         return
-    st.area_chart(series, x="time", y=["succeeded", "failed", "cancelled", "remaining"],
-                  color=["#2e7d32", "#c62828", "#757575", "#90caf9"], stack=True,
-                  x_label="time (UTC)", y_label="tasks")
+    long = series.melt(id_vars="time", var_name="state", value_name="tasks")
+    long["order"] = long["state"].map({s: i for i, s in enumerate(STATES)})
+    chart = alt.Chart(long).mark_area(interpolate="step-after").encode(
+        x=alt.X("time:T", title="time (UTC)", axis=alt.Axis(format="%H:%M:%S")),
+        y=alt.Y("tasks:Q", stack="zero", title="tasks"),
+        color=alt.Color("state:N", scale=alt.Scale(domain=list(STATES),
+                                                   range=list(STATES.values())),
+                        sort=list(STATES)),
+        order=alt.Order("order:Q"),
+        tooltip=["time:T", "state:N", "tasks:Q"],
+    )
+    st.altair_chart(chart, width="stretch")
 
 
 state_chart()

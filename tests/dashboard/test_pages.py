@@ -111,6 +111,10 @@ def test_job_detail_shows_gallery_and_failures(settings: Settings, engine: Engin
     assert sorted(failures["prompt"]) == sorted([MODERATED, INVALID])
     assert list(failures["attempts"]) == [1, 1]
 
+    first = next(b for b in at.button if b.key and b.key.startswith("full_"))
+    first.click().run()  # the full image opens in a dialog, read only now
+    assert len(at.image) == 3
+
     at.selectbox(key="error_code_filter").set_value("moderation_blocked").run()
     failures = _frame(at, "failures_table")
     assert list(failures["prompt"]) == [MODERATED]

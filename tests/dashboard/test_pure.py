@@ -3,12 +3,13 @@ formatting."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
 
 from core.export import image_file_name, safe_cell
-from core.reports import bucket_seconds, per_minute
+from core.reports import SeriesPoint, bucket_seconds, per_minute, with_ends
 from dashboard import ui
 from dashboard.uploads import UploadError, from_text, from_upload
 
@@ -67,6 +68,17 @@ def test_csv_rows_are_numbered_as_the_file_shows_them() -> None:
 def test_bucket_seconds(span_s: float, expected: int) -> None:
     assert bucket_seconds(span_s) == expected
     assert span_s / bucket_seconds(span_s) <= 120
+
+
+def test_series_is_framed_by_start_and_end() -> None:
+    t0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    one = [SeriesPoint(t0 + timedelta(seconds=10), 3, 1, 0, 6)]
+    framed = with_ends(one, start=t0, end=t0 + timedelta(seconds=30), total=10)
+    assert framed == [SeriesPoint(t0, 0, 0, 0, 10), one[0],
+                      SeriesPoint(t0 + timedelta(seconds=30), 3, 1, 0, 6)]
+    # nothing finished yet: flat from start to now
+    assert [p.remaining for p in with_ends([], start=t0, end=t0 + timedelta(1), total=4)] \
+        == [4, 4]
 
 
 def test_per_minute() -> None:
