@@ -1,0 +1,193 @@
+"""What gcloud-tasks-emulator cannot show, against tests/peers/cloudtasks_fake.py (the
+CloudTasks gRPC service from the google-cloud-tasks protos, the real client over a real
+insecure channel): AlreadyExists on a repeated task name, OIDC-signed deliveries to a
+worker in production mode, bounded concurrent CreateTask, failed CreateTask calls left
+to the sweeper, and queue administration through the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, text
+
+from core import jobs
+from core.cli import main as cli
+from core.config import Settings, get_settings
+from core.dispatch import TaskRef
+from core.dispatch.cloud_tasks import CREATE_CONCURRENCY, CloudTasksDispatcher
+from core.validation import BatchSpec
+from tests.conftest import WorkerProcess, free_port, wait_for
+from tests.peers.cloudtasks_fake import CloudTasksFake, TestIdentity, production_worker_env
+
+ADMIN = {"X-API-Key": "test-admin-key-0123456789"}
+
+
+@pytest.fixture
+def identity() -> Iterator[TestIdentity]:
+    key = TestIdentity()
+    yield key
+    key.stop()
+
+
+@pytest.fixture
+def fake(identity: TestIdentity) -> Iterator[CloudTasksFake]:
+    with CloudTasksFake(identity) as server:
+        yield server
+
+
+@pytest.fixture
+def prod_env(env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity
+             ) -> dict[str, str]:
+    port = free_port()
+    env.update(production_worker_env(port=port, tasks_host=fake.host,
+                                     certs_url=identity.serve()))
+    env["PORT"] = str(port)
+    return env
+
+
+@pytest.fixture
+def prod_settings(prod_env: dict[str, str], settings: Settings) -> Settings:
+    """This process's settings (the CLI's and the dispatcher's): the same production env;
+    the queue exists, created by the CLI."""
+    assert cli(["queue", "create"]) == 0
+    return settings
+
+
+@pytest.fixture
+def prod_worker(prod_env: dict[str, str], prod_settings: Settings, tmp_path: Path
+                ) -> Iterator[WorkerProcess]:
+    worker = WorkerProcess(env=prod_env, port=int(prod_env["PORT"]),
+                           log_path=tmp_path / "worker.log")
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+def _rows(engine: Engine, job_id: Any) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(text(
+            "SELECT id, status, attempts, cloud_task_name, dispatch_generation, "
+            "last_error_code FROM generation_tasks WHERE job_id = :j ORDER BY prompt_index"),
+            {"j": job_id}))
+
+
+def _wait_finished(worker: WorkerProcess, job_id: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        body = httpx.get(f"{worker.url}/api/admin/jobs/{job_id}/status", headers=ADMIN,
+                         timeout=10).json()
+        return body if body["progress_percentage"] == 100.0 else None
+
+    result: dict[str, Any] = wait_for(done, timeout_s=60, interval_s=0.2, message="the job")
+    return result
+
+
+def test_production_batch_is_delivered_with_oidc_tokens_and_completes(
+    prod_worker: WorkerProcess, fake: CloudTasksFake, engine: Engine,
+) -> None:
+    response = httpx.post(prod_worker.url + "/api/admin/generate/batch", headers=ADMIN,
+                          timeout=30, json={"prompts": ["a harbour", "a lantern"],
+                                            "style": "none", "count_per_prompt": 2})
+    assert response.status_code == 200, response.text
+    job_id = response.json()["id"]
+    assert _wait_finished(prod_worker, job_id)["status"] == "completed"
+    rows = _rows(engine, job_id)
+    assert {r.status for r in rows} == {"succeeded"}
+    for row in rows:
+        (delivery,) = fake.deliveries_for(row.cloud_task_name)
+        assert delivery.status == 200
+        assert delivery.authorization and delivery.authorization.startswith("Bearer ey")
+        assert delivery.url == prod_worker.url + "/api/admin/worker/process-task"
+        assert delivery.headers["X-CloudTasks-QueueName"] == "images"
+
+
+def test_repeated_enqueue_is_already_exists_and_a_retry_gets_a_fresh_name(
+    prod_worker: WorkerProcess, fake: CloudTasksFake, engine: Engine,
+    prod_settings: Settings,
+) -> None:
+    response = httpx.post(prod_worker.url + "/api/admin/generate/batch", headers=ADMIN,
+                          timeout=30, json={"prompts": ["[[demo:moderation_blocked]] a cat"],
+                                            "style": "none", "count_per_prompt": 1})
+    job_id = response.json()["id"]
+    assert _wait_finished(prod_worker, job_id)["status"] == "failed"
+    (row,) = _rows(engine, job_id)
+    dispatcher = CloudTasksDispatcher.from_settings(prod_settings)
+    try:
+        again = dispatcher.enqueue([TaskRef(row.id, row.dispatch_generation)])
+        assert (again.enqueued, again.already_enqueued, again.failed) == (0, 1, 0)
+    finally:
+        dispatcher.close()
+    assert len(fake.deliveries_for(row.cloud_task_name)) == 1
+
+    retried = httpx.post(f"{prod_worker.url}/api/admin/jobs/{job_id}/retry-failed",
+                         headers=ADMIN, timeout=30)
+    assert retried.status_code == 200, retried.text
+    _wait_finished(prod_worker, job_id)
+    (after,) = _rows(engine, job_id)
+    assert after.dispatch_generation == row.dispatch_generation + 1
+    assert after.cloud_task_name != row.cloud_task_name
+    assert len(fake.deliveries_for(after.cloud_task_name)) == 1
+    assert (after.status, after.last_error_code) == ("failed", "moderation_blocked")
+
+
+def test_large_batch_runs_createtask_concurrently_but_bounded(
+    prod_settings: Settings, fake: CloudTasksFake, engine: Engine,
+) -> None:
+    assert cli(["queue", "pause"]) == 0  # nothing is delivered: no worker runs here
+    fake.create_latency_s = 0.05  # a round trip to Cloud Tasks, roughly
+    job = jobs.submit_batch(BatchSpec(prompts=tuple(f"tile {i}" for i in range(1000)),
+                                      style="none", count_per_prompt=1),
+                            settings=prod_settings)
+    assert fake.create_calls == 1000
+    # Many calls in flight (not 1,000 round trips in a row), never more than the bound,
+    # which sits where Cloud Tasks' guidance puts it (32-100).
+    assert 32 <= CREATE_CONCURRENCY <= 100
+    assert CREATE_CONCURRENCY // 2 <= fake.max_in_flight_creates <= CREATE_CONCURRENCY
+    rows = _rows(engine, job.id)
+    assert {r.status for r in rows} == {"queued"}
+    assert len({r.cloud_task_name for r in rows}) == 1000
+    assert fake.deliveries == []
+
+
+def test_failed_createtask_calls_stay_pending_until_the_sweeper(
+    prod_settings: Settings, fake: CloudTasksFake, engine: Engine,
+) -> None:
+    assert cli(["queue", "pause"]) == 0
+    fake.fail_creates = 3
+    job = jobs.submit_batch(BatchSpec(prompts=tuple(f"leaf {i}" for i in range(8)),
+                                      style="none", count_per_prompt=1),
+                            settings=prod_settings)
+    assert [r.status for r in _rows(engine, job.id)].count("pending") == 3
+    assert cli(["sweep", "--grace-s", "0"]) == 0
+    rows = _rows(engine, job.id)
+    assert {r.status for r in rows} == {"queued"}
+    assert fake.create_calls == 8 + 3
+
+
+def test_cli_creates_describes_updates_pauses_and_resumes_the_queue(
+    prod_settings: Settings, fake: CloudTasksFake, capsys: pytest.CaptureFixture[str],
+) -> None:
+    capsys.readouterr()
+    assert cli(["queue", "describe"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["max_dispatches_per_second"] == 10
+    assert described["max_concurrent_dispatches"] == 100
+    assert described["max_attempts"] == get_settings().MAX_ATTEMPTS + 2
+    assert described["state"] == "RUNNING"
+    assert cli(["queue", "update", "--max-dispatches-per-second", "25"]) == 0
+    updated = json.loads(capsys.readouterr().out)
+    assert (updated["max_dispatches_per_second"], updated["max_concurrent_dispatches"]) == (
+        25, 100)
+    assert cli(["queue", "pause"]) == 0
+    assert capsys.readouterr().out.strip() == "paused"
+    assert next(iter(fake.queues.values())).paused
+    assert cli(["queue", "status"]) == 0 and capsys.readouterr().out.strip() == "paused"
+    assert cli(["queue", "resume"]) == 0
+    assert capsys.readouterr().out.strip() == "running"
+    # Creating it again resets it to the guide's settings rather than failing.
+    assert cli(["queue", "create"]) == 0
+    assert json.loads(capsys.readouterr().out)["max_dispatches_per_second"] == 10
