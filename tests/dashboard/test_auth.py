@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +15,7 @@ from pydantic import SecretStr
 from core.config import Settings, get_settings
 from core.errors import ConfigError
 from dashboard import auth
+from tests.conftest import REPO_ROOT
 from tests.dashboard.conftest import app
 
 OIDC = {
@@ -132,3 +137,39 @@ def test_password_comparison() -> None:
     assert auth.password_matches("s3cret", settings)
     assert not auth.password_matches("s3cre", settings)
     assert not auth.password_matches("", _settings())
+
+
+# ---- before the server starts: python -m dashboard -------------------------------------
+
+def _preflight(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dashboard", "--check"], cwd=cwd, capture_output=True,
+        text=True, timeout=60,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}, check=False)
+
+
+def test_preflight_refuses_an_open_production_dashboard(production: dict[str, str],
+                                                        tmp_path: Path) -> None:
+    result = _preflight(production, tmp_path)
+    assert result.returncode == 2
+    assert "refuses to serve the dashboard without sign-in" in result.stderr
+
+
+def test_preflight_names_missing_settings_without_values(env: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    result = _preflight({**env, "ENVIRONMENT": "production", "API_KEY": "secret-key-value"},
+                        tmp_path)
+    assert result.returncode == 2
+    assert "TASK_SECRET" in result.stderr and "secret-key-value" not in result.stderr
+
+
+def test_preflight_accepts_password_or_oidc_secrets(with_password: dict[str, str],
+                                                    production: dict[str, str],
+                                                    tmp_path: Path) -> None:
+    assert "sign-in: password" in _preflight(with_password, tmp_path).stderr
+    secrets = tmp_path / ".streamlit" / "secrets.toml"
+    secrets.parent.mkdir()
+    secrets.write_text("[auth]\n" + "".join(f'{k} = "{v}"\n' for k, v in OIDC.items()))
+    without_password = {k: v for k, v in production.items() if k != "DASHBOARD_PASSWORD"}
+    result = _preflight(without_password, tmp_path)
+    assert result.returncode == 0 and "sign-in: oidc" in result.stderr

@@ -37,8 +37,9 @@ def dashboard(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     log_path = tmp_path / "streamlit.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
-             "--server.headless", "true", "--server.port", str(port),
+            # python -m dashboard: the preflight check, then `streamlit run dashboard/app.py`.
+            [sys.executable, "-m", "dashboard", "--server.headless", "true",
+             "--server.port", str(port),
              "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
              "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"],
             cwd=REPO_ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)

@@ -1,0 +1,48 @@
+"""``python -m dashboard [streamlit options]``: check, then ``streamlit run dashboard/app.py``.
+
+The check runs before the server listens: the settings must be valid, and with
+ENVIRONMENT=production a sign-in (OIDC provider in secrets, or DASHBOARD_PASSWORD) must be
+configured. A production dashboard that would be open exits with status 2 and the reason
+instead of serving anything. ``--check`` checks and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from core.config import get_settings
+from core.errors import ConfigError
+from dashboard import auth
+
+APP = Path(__file__).resolve().parent / "app.py"
+
+
+def check() -> str:
+    """The sign-in mode this dashboard will use; ConfigError when it must not start."""
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        names = ", ".join(str(e["loc"][0]) for e in exc.errors() if e.get("loc"))
+        raise ConfigError(f"invalid settings: {names}") from None
+    return auth.plan(settings, auth.secrets_auth_section()).mode
+
+
+def main(argv: list[str]) -> int:
+    try:
+        mode = check()
+    except ConfigError as exc:
+        print(f"dashboard refuses to start: {exc.message}", file=sys.stderr)
+        return 2
+    print(f"dashboard sign-in: {mode}", file=sys.stderr)
+    if "--check" in argv:
+        return 0
+    os.execv(sys.executable, [sys.executable, "-m", "streamlit", "run", str(APP), *argv])
+    return 0  # not reached: execv replaces this process
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
