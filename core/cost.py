@@ -1,9 +1,12 @@
 """Prices: one table, keyed by (model, size, quality), in USD per image.
 
-Sources: OpenAI's published per-image prices for GPT image models (square and
-portrait/landscape sizes at low, medium and high quality). gpt-image-1.5 is priced at
-the same per-image rates as gpt-image-1-mini's larger sibling was cut to; keep this table
-in step with the pricing page when the model changes. The demo model costs nothing.
+Source: OpenAI's per-image prices for GPT image models (developers.openai.com pricing,
+"Image generation"), checked 2026-11-29 against several listings of that page: one
+output image at 1024x1024 (square) and 1024x1536 / 1536x1024 (portrait / landscape), at
+low, medium and high quality. gpt-image-1.5 is about 20 % cheaper than gpt-image-1;
+gpt-image-1 was shut down on 2026-10-23 and stays here for the cost of past jobs. The
+input (prompt) tokens are billed on top and are not in these rows. Keep the table in step
+with the pricing page when a model is added. The demo model costs nothing.
 """
 
 from __future__ import annotations
