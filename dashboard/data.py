@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import IO
+from typing import BinaryIO, cast
 from uuid import UUID
 
 import pandas as pd
@@ -155,12 +155,12 @@ def tasks_csv(job_id: UUID) -> Callable[[], bytes]:
     return lambda: export.tasks_csv_bytes(job_id, engine=eng)
 
 
-def images_zip(job_id: UUID) -> Callable[[], IO[bytes]]:
+def images_zip(job_id: UUID) -> Callable[[], BinaryIO]:
     """Deferred: the ZIP is written to a temporary file, one image at a time, on click."""
     eng, store = engine(), storage()
 
-    def build() -> IO[bytes]:
-        out: IO[bytes] = tempfile.TemporaryFile()
+    def build() -> BinaryIO:
+        out = cast(BinaryIO, tempfile.TemporaryFile())
         export.write_images_zip(job_id, store, out, engine=eng)
         out.seek(0)
         return out

@@ -57,8 +57,8 @@ running_at_load = not job.is_finished
 
 @st.fragment(run_every=REFRESH_S if running_at_load else None)
 def live_progress() -> None:
-    now = data.job(job_id)
-    perf = data.performance(job_id)
+    now = data.job(job.id)
+    perf = data.performance(job.id)
     st.progress(min(int(now.progress_percentage), 100),
                 text=f"{ui.status_label(now.status)} · {now.progress_percentage:.1f}% · "
                      f"{now.completed_tasks} succeeded, {now.failed_tasks} failed, "
@@ -86,27 +86,27 @@ a1, a2, a3, a4 = st.columns(4)
 if a1.button(f"Retry all failed ({job.failed_tasks})", key="retry_all",
              disabled=job.failed_tasks == 0 or job.status == "cancelled"):
     try:
-        result = data.retry_failed(job_id, None)
+        result = data.retry_failed(job.id, None)
         ui.flash(f"Requeued {result.requeued} failed task(s).")
     except AppError as exc:
         ui.flash(exc.message, "error")
     st.rerun()
 if a2.button("Cancel job", key="cancel", disabled=job.is_finished):
-    st.session_state["confirm_cancel"] = str(job_id)
-a3.download_button("Task table (CSV)", data=data.tasks_csv(job_id),
+    st.session_state["confirm_cancel"] = str(job.id)
+a3.download_button("Task table (CSV)", data=data.tasks_csv(job.id),
                    file_name=f"job-{job.id}-tasks.csv", mime="text/csv", on_click="ignore",
                    key="export_csv")
-a4.download_button("Images (ZIP)", data=data.images_zip(job_id),
+a4.download_button("Images (ZIP)", data=data.images_zip(job.id),
                    file_name=f"job-{job.id}-images.zip", mime="application/zip",
                    on_click="ignore", key="export_zip", disabled=job.completed_tasks == 0)
-if st.session_state.get("confirm_cancel") == str(job_id) and not job.is_finished:
+if st.session_state.get("confirm_cancel") == str(job.id) and not job.is_finished:
     st.warning("Cancel this job? Tasks not yet started are cancelled; tasks already running "
                "finish and keep their result.")
     y, n, _ = st.columns([1, 1, 4])
     if y.button("Yes, cancel the job", key="confirm_cancel_yes", type="primary"):
         st.session_state.pop("confirm_cancel", None)
         try:
-            cancelled = data.cancel(job_id)
+            cancelled = data.cancel(job.id)
             ui.flash(f"Job cancelled: {cancelled.cancelled_tasks} task(s) will not run.")
         except AppError as exc:
             ui.flash(exc.message, "error")
@@ -135,7 +135,7 @@ def gallery() -> None:
     g1, g2 = st.columns([1, 3])
     per_page = int(g1.selectbox("Per page", [12, 24, 48], index=1, key="gallery_size"))
     page_no = int(g2.number_input("Page", min_value=1, value=1, step=1, key="gallery_page"))
-    items, total = data.gallery(job_id, per_page, (page_no - 1) * per_page)
+    items, total = data.gallery(job.id, per_page, (page_no - 1) * per_page)
     pages = max(1, -(-total // per_page))
     st.caption(f"{total} image(s) · page {min(page_no, pages)} of {pages}")
     for start in range(0, len(items), GALLERY_COLUMNS):
@@ -156,7 +156,7 @@ def gallery() -> None:
 
 @st.fragment(run_every=REFRESH_S * 3 if running_at_load else None)
 def failures() -> None:
-    codes = data.error_codes(job_id)
+    codes = data.error_codes(job.id)
     if not codes:
         st.caption("No failed tasks.")
         return
@@ -166,7 +166,7 @@ def failures() -> None:
                           key="error_code_filter")
     code = None if chosen == ALL_CODES else chosen
     page_no = int(f2.number_input("Page", min_value=1, value=1, step=1, key="failures_page"))
-    rows, total = data.failures(job_id, code, FAILURES_PAGE, (page_no - 1) * FAILURES_PAGE)
+    rows, total = data.failures(job.id, code, FAILURES_PAGE, (page_no - 1) * FAILURES_PAGE)
     pages = max(1, -(-total // FAILURES_PAGE))
     st.caption(f"{total} failed task(s) · page {min(page_no, pages)} of {pages}")
     frame = pd.DataFrame([{
@@ -183,7 +183,7 @@ def failures() -> None:
     if st.button(f"Retry selected ({len(picked)})", key="retry_selected",
                  disabled=not picked or job.status == "cancelled"):
         try:
-            result = data.retry_failed(job_id, picked)
+            result = data.retry_failed(job.id, picked)
             ui.flash(f"Requeued {result.requeued} selected task(s).")
         except AppError as exc:
             ui.flash(exc.message, "error")
@@ -194,7 +194,7 @@ def all_tasks() -> None:
     t1, t2 = st.columns([2, 1])
     status = t1.selectbox("Status", ["all", *TASK_STATUSES], key="task_status_filter")
     page_no = int(t2.number_input("Page", min_value=1, value=1, step=1, key="tasks_page"))
-    rows, total = data.tasks(job_id, None if status == "all" else status, TASKS_PAGE,
+    rows, total = data.tasks(job.id, None if status == "all" else status, TASKS_PAGE,
                              (page_no - 1) * TASKS_PAGE)
     pages = max(1, -(-total // TASKS_PAGE))
     st.caption(f"{total} task(s) · page {min(page_no, pages)} of {pages}")

@@ -25,7 +25,7 @@ ui.show_flash()
 f1, f2, f3 = st.columns([2, 2, 1])
 statuses = f1.multiselect("Status", JOB_STATUSES, key="status_filter",
                           format_func=ui.status_label)
-days = f2.date_input("Created between", value=(), key="date_filter", format="YYYY-MM-DD")
+days = f2.date_input("Created between", value=[], key="date_filter", format="YYYY-MM-DD")
 after: datetime | None = None
 before: datetime | None = None
 if isinstance(days, tuple | list) and days:
