@@ -103,6 +103,20 @@ def test_production_batch_is_delivered_with_oidc_tokens_and_completes(
         assert delivery.authorization and delivery.authorization.startswith("Bearer ey")
         assert delivery.url == prod_worker.url + "/api/admin/worker/process-task"
         assert delivery.headers["X-CloudTasks-QueueName"] == "images"
+    # Logs Cloud Logging reads: one JSON line per finished delivery, with the ids, the
+    # Cloud Tasks task name, attempt, latency and the request's trace.
+    done = [json.loads(line) for line in prod_worker.logs().splitlines()
+            if '"process_task_done"' in line]
+    assert len(done) == 4
+    for entry in done:
+        assert entry["severity"] == "INFO" and entry["job_id"] == job_id
+        assert {"task_id", "cloud_task_name", "attempt", "latency_ms"} <= set(entry)
+        assert entry["logging.googleapis.com/trace"].startswith(
+            "projects/test-project/traces/")
+    metrics = httpx.get(prod_worker.url + "/metrics", timeout=10).text
+    assert 'aiwebimage_task_deliveries_total{outcome="succeeded",provider="demo"} 4.0' in metrics
+    assert "aiwebimage_provider_latency_seconds_count" in metrics
+    assert 'aiwebimage_queue_depth{status="queued"} 0.0' in metrics
 
 
 def test_repeated_enqueue_is_already_exists_and_a_retry_gets_a_fresh_name(

@@ -324,6 +324,8 @@ class CloudTasksFake:
             "X-CloudTasks-TaskName": task.name.rsplit("/", 1)[-1],
             "X-CloudTasks-TaskRetryCount": str(pending.dispatch_count),
             "X-CloudTasks-TaskExecutionCount": str(pending.response_count),
+            # Cloud Run puts a trace context on each request it receives.
+            "X-Cloud-Trace-Context": f"{abs(hash(task.name)):032x}"[:32] + "/1;o=1",
         })
         oidc = request.oidc_token
         if oidc.service_account_email:
