@@ -73,6 +73,8 @@ def live_progress() -> None:
     c[4].metric("p99 latency", ui.millis(perf.p99_ms))
     c[5].metric("Retrying", perf.retrying,
                 help="Tasks waiting for another attempt after a retryable error")
+    if running_at_load:
+        st.caption(f"Updating every {REFRESH_S} s while the job runs.")
     if running_at_load and now.is_finished:
         # Finished: one full rerun draws the final gallery and failures, and the
         # fragment is defined again without run_every, so the refreshing stops.

@@ -91,8 +91,11 @@ def test_submit_watch_and_screenshot_job_page(
             page.get_by_text("Open job").click()
 
             page.get_by_text("pending · 0.0%").wait_for()
+            page.get_by_text("Updating every 2 s while the job runs.").wait_for()
             dispatcher.resume()
             page.get_by_text("completed · 100.0%").wait_for(timeout=60_000)
+            # Finished: the page reran once and stopped refreshing itself.
+            page.get_by_text("Updating every").wait_for(state="detached")
             images = page.locator('[data-testid="stImage"] img')
             wait_for(lambda: images.count() == 2, timeout_s=30, message="two thumbnails")
             page.wait_for_function(

@@ -101,6 +101,7 @@ def test_job_detail_shows_gallery_and_failures(settings: Settings, engine: Engin
     at = open_page("app_pages/job.py", job_id=str(job.id))
 
     assert at.title[0].value == f"Job {str(job.id)[:8]}"
+    assert not any("Updating every" in c.value for c in at.caption)  # finished: no refresh
     assert len(at.image) == 2  # one thumbnail per succeeded task
     assert all(url.startswith("/mock/media/") for img in at.image for url in img.value)
     texts = _texts(at)
@@ -156,6 +157,7 @@ def test_retry_selected_requeues_only_the_selected_task(settings: Settings,
 def test_cancel_cancels_the_job(settings: Settings, engine: Engine) -> None:
     job = submit(settings, engine, ["a chair", "a lamp", "a kite"])  # no worker: all queued
     at = open_page("app_pages/job.py", job_id=str(job.id))
+    assert any("Updating every 2 s" in c.value for c in at.caption)  # live while it runs
     at.button(key="cancel").click().run()
     assert jobs.get_job(job.id, engine=engine).status == "pending"  # asks first
     at.button(key="confirm_cancel_yes").click().run()
@@ -164,6 +166,7 @@ def test_cancel_cancels_the_job(settings: Settings, engine: Engine) -> None:
     assert (view.status, view.cancelled_tasks) == ("cancelled", 3)
     assert {s for s, _ in _task_states(engine, job.id).values()} == {"cancelled"}
     assert at.button(key="cancel").disabled
+    assert not any("Updating every" in c.value for c in at.caption)
 
 
 def test_pause_and_resume_change_the_queue_state(settings: Settings, engine: Engine) -> None:
