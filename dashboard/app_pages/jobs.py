@@ -9,6 +9,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from core import reports
 from core.status import JOB_STATUSES
 from dashboard import data, ui
 
@@ -34,57 +35,34 @@ if isinstance(days, tuple | list) and days:
     before = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=UTC)
 page_no = int(f3.number_input("Page", min_value=1, value=1, step=1, key="jobs_page"))
 
-rows, total = data.recent_jobs(statuses, after, before, PAGE_SIZE, (page_no - 1) * PAGE_SIZE)
-pages = max(1, -(-total // PAGE_SIZE))
-st.caption(f"{total} job(s) · page {min(page_no, pages)} of {pages} · times in UTC")
-
-if not rows:
+offset = (page_no - 1) * PAGE_SIZE
+first_rows, _ = data.recent_jobs(statuses, after, before, PAGE_SIZE, offset)
+if not first_rows:
     st.info("No jobs match. Submit a batch on the Submit page.")
     st.page_link(ui.SUBMIT_PAGE, label="Submit a batch", icon=":material/add:")
     st.stop()
-
-frame = pd.DataFrame([{
-    "job": f"job?job_id={r.id}",
-    "status": ui.status_label(r.status),
-    "progress": r.progress_percentage,
-    "images": r.total_tasks,
-    "succeeded": r.completed_tasks,
-    "failed": r.failed_tasks,
-    "cancelled": r.cancelled_tasks,
-    "created": r.created_at,
-    "duration": ui.duration(r.duration_s),
-    "cost so far": float(r.cost_so_far_usd) if r.cost_so_far_usd is not None else None,
-    "estimate": float(r.estimated_cost_usd) if r.estimated_cost_usd is not None else None,
-    "style": r.style,
-    "model": f"{r.model} {r.size} {r.quality}",
-} for r in rows])
-
-event = st.dataframe(
-    frame, key="jobs_table", hide_index=True, on_select="rerun",
-    selection_mode="multi-row",
-    column_config={
-        "job": st.column_config.LinkColumn("job", display_text=r"job_id=(.{8})",
-                                           help="Open the job"),
-        "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=100,
-                                                    format="%.0f%%"),
-        "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss"),
-        "cost so far": st.column_config.NumberColumn(format="$%.4f"),
-        "estimate": st.column_config.NumberColumn(format="$%.4f"),
-    },
-)
-selected = [rows[i] for i in event.selection.rows if i < len(rows)]
-if len(selected) == 1:
-    st.page_link(ui.JOB_PAGE, label=f"Open job {ui.short_id(selected[0].id)}",
-                 icon=":material/open_in_new:", query_params={"job_id": str(selected[0].id)})
-chart_jobs = selected or rows[:DEFAULT_CHART_JOBS]
-live = any(not r.is_finished for r in chart_jobs)
+live_at_load = any(not r.is_finished for r in first_rows)
 
 
-@st.fragment(run_every=REFRESH_S if live else None)
-def state_chart() -> None:
-    which = "selected" if selected else f"latest {len(chart_jobs)}"
-    st.subheader(f"Task states over time ({which} jobs)")
-    series = data.task_state_series([r.id for r in chart_jobs])
+def _frame(rows: list[reports.JobReport]) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "job": f"job?job_id={r.id}",
+        "status": ui.status_label(r.status),
+        "progress": r.progress_percentage,
+        "images": r.total_tasks,
+        "succeeded": r.completed_tasks,
+        "failed": r.failed_tasks,
+        "cancelled": r.cancelled_tasks,
+        "created": r.created_at,
+        "duration": ui.duration(r.duration_s),
+        "cost so far": float(r.cost_so_far_usd) if r.cost_so_far_usd is not None else None,
+        "estimate": float(r.estimated_cost_usd) if r.estimated_cost_usd is not None else None,
+        "style": r.style,
+        "model": f"{r.model} {r.size} {r.quality}",
+    } for r in rows])
+
+
+def _state_chart(series: pd.DataFrame) -> None:
     if series.empty:
         st.caption("Nothing has finished yet.")
         return
@@ -102,6 +80,40 @@ def state_chart() -> None:
     st.altair_chart(chart, width="stretch")
 
 
-state_chart()
-st.caption("Select rows to chart them; select one row to open it. "
-           + ("Refreshing every few seconds while jobs run." if live else ""))
+@st.fragment(run_every=REFRESH_S if live_at_load else None)
+def jobs_view() -> None:
+    """Table and chart refresh together while any listed job runs; selecting rows reruns
+    only this part."""
+    rows, total = data.recent_jobs(statuses, after, before, PAGE_SIZE, offset)
+    pages = max(1, -(-total // PAGE_SIZE))
+    st.caption(f"{total} job(s) · page {min(page_no, pages)} of {pages} · times in UTC"
+               + (f" · updating every {REFRESH_S} s while jobs run" if live_at_load else ""))
+    event = st.dataframe(
+        _frame(rows), key="jobs_table", hide_index=True, on_select="rerun",
+        selection_mode="multi-row",
+        column_config={
+            "job": st.column_config.LinkColumn("job", display_text=r"job_id=(.{8})",
+                                               help="Open the job"),
+            "progress": st.column_config.ProgressColumn("progress", min_value=0,
+                                                        max_value=100, format="%.0f%%"),
+            "created": st.column_config.DatetimeColumn("created",
+                                                       format="YYYY-MM-DD HH:mm:ss"),
+            "cost so far": st.column_config.NumberColumn(format="$%.4f"),
+            "estimate": st.column_config.NumberColumn(format="$%.4f"),
+        },
+    )
+    selected = [rows[i] for i in event.selection.rows if i < len(rows)]
+    if len(selected) == 1:
+        st.page_link(ui.JOB_PAGE, label=f"Open job {ui.short_id(selected[0].id)}",
+                     icon=":material/open_in_new:",
+                     query_params={"job_id": str(selected[0].id)})
+    chart_jobs = selected or rows[:DEFAULT_CHART_JOBS]
+    which = "selected" if selected else f"latest {len(chart_jobs)}"
+    st.subheader(f"Task states over time ({which} jobs)")
+    _state_chart(data.task_state_series([r.id for r in chart_jobs]))
+    st.caption("Select rows to chart them; select one row to open it.")
+    if live_at_load and all(r.is_finished for r in rows):
+        st.rerun()  # all done: one full rerun defines this part again without a timer
+
+
+jobs_view()

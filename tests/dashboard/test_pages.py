@@ -194,5 +194,13 @@ def test_jobs_page_lists_jobs_with_progress_and_links(settings: Settings,
     assert list(table["progress"]) == [0.0, 100.0]
     assert list(table["images"]) == [3, 2]
 
+    assert any("updating every 5 s while jobs run" in c.value for c in at.caption)
+    assert any(h.value == "Task states over time (latest 2 jobs)" for h in at.subheader)
+
+    at.session_state["jobs_table"] = {"selection": {"rows": [1], "columns": []}}
+    at.run()
+    assert at.page_link[0].proto.query_string == f"job_id={done.id}"
+    assert any(h.value == "Task states over time (selected jobs)" for h in at.subheader)
+
     at.multiselect(key="status_filter").set_value(["completed_with_errors"]).run()
     assert list(_frame(at, "jobs_table")["job"]) == [f"job?job_id={done.id}"]
