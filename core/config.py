@@ -80,6 +80,16 @@ class Settings(BaseSettings):
     # second model call while the first still runs. None = deadline + 30 s.
     TASK_LEASE_S: float | None = Field(default=None, ge=1.0)
     LOCAL_MAX_CONCURRENCY: int = Field(default=5, ge=1, le=1000)
+    # AIMD on the local dispatcher's in-flight limit (core.dispatch.limits): up to
+    # LOCAL_MAX_CONCURRENCY, halved on 429/503 at most once per cooldown, and the queue held
+    # for a 429's Retry-After. Off = a fixed LOCAL_MAX_CONCURRENCY with per-task backoff.
+    ADAPTIVE_CONCURRENCY: bool = True
+    ADAPTIVE_MIN_CONCURRENCY: int = Field(default=1, ge=1, le=1000)
+    ADAPTIVE_COOLDOWN_S: float = Field(default=1.0, ge=0.0)
+    # The worker's provider client waits (at most this long) when the provider's
+    # Retry-After / x-ratelimit-* headers say the next call would be refused
+    # (core.ratelimit); 0 = call anyway and let the queue retry.
+    PROVIDER_RATE_WAIT_S: float = Field(default=30.0, ge=0.0)
     RUN_DISPATCHER: bool = True
     DISPATCH_POLL_S: float = Field(default=0.5, gt=0)
     SWEEP_INTERVAL_S: float = Field(default=60.0, gt=0)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.classify import parse_retry_after
 from core.config import Settings
-from core.dispatch.limits import ConcurrencyLimit, FixedLimit
+from core.dispatch.limits import ConcurrencyLimit, limit_from_settings
 from core.queries import q
 from core.retry import compute_backoff, policy_from_settings
 
@@ -64,7 +64,7 @@ class LocalDispatchLoop:
         self.settings = settings
         self.engine = engine
         self.task_url = worker_url.rstrip("/") + TASK_PATH
-        self.limit = limit or FixedLimit(settings.LOCAL_MAX_CONCURRENCY)
+        self.limit = limit or limit_from_settings(settings)
         self.policy = policy_from_settings(settings)
         self.stats = LoopStats()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -140,6 +140,10 @@ class LocalDispatchLoop:
         poll_s = self.settings.DISPATCH_POLL_S
         if self._unreachable_streak >= UNREACHABLE_BREAKER:
             poll_s = max(poll_s, min(self.policy.min_backoff_s, 5.0))
+        hold_left = getattr(self.limit, "hold_left_s", None)
+        if hold_left is not None and hold_left() > 0:
+            # Held by a 429's Retry-After: look again the moment it ends, not a poll later.
+            poll_s = min(poll_s, hold_left() + 0.01)
         try:
             await asyncio.wait(waiters, timeout=poll_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -170,7 +174,10 @@ class LocalDispatchLoop:
             return
         self.stats.retried_http += 1
         retry_after = parse_retry_after(response.headers.get("retry-after"))
-        self.limit.on_result(ok=False, overloaded=response.status_code in (429, 503))
+        # A 429 is the provider's limit (shared by every task): its Retry-After holds the
+        # whole queue. A 503's may be one task's live lease, so it only counts as overload.
+        self.limit.on_result(ok=False, overloaded=response.status_code in (429, 503),
+                             retry_after_s=retry_after if response.status_code == 429 else None)
         log.info("delivery answered %s", response.status_code,
                  extra={"action": "deliver_retry", "task_id": str(task.id),
                         "http_status": response.status_code, "latency_ms": elapsed_ms})
