@@ -50,13 +50,17 @@ def wait_finished(engine: Engine, job_id: str, timeout_s: float = 60.0) -> dict[
 
 
 def assert_counters_match_rows(engine: Engine, job_id: str) -> dict[str, int]:
-    """The job's counters equal GROUP BY status over its task rows."""
-    rows = rows_by_status(engine, job_id)
+    """The job's counters equal GROUP BY status over its task rows, read in one statement
+    (one snapshot: deliveries keep landing while a running batch is checked)."""
     with engine.connect() as conn:
-        job = conn.execute(text(
-            "SELECT completed_tasks, failed_tasks, cancelled_tasks, total_tasks "
-            "FROM generation_jobs WHERE id = :j"), {"j": job_id}).one()
-    counters = (job.completed_tasks, job.failed_tasks, job.cancelled_tasks, job.total_tasks)
+        found = conn.execute(text(
+            "SELECT j.completed_tasks, j.failed_tasks, j.cancelled_tasks, j.total_tasks, "
+            "       (SELECT json_object_agg(status, n) FROM (SELECT status, count(*) AS n "
+            "          FROM generation_tasks WHERE job_id = j.id GROUP BY status) s) AS rows "
+            "  FROM generation_jobs j WHERE j.id = :j"), {"j": job_id}).one()
+    rows = {status: int(n) for status, n in (found.rows or {}).items()}
+    counters = (found.completed_tasks, found.failed_tasks, found.cancelled_tasks,
+                found.total_tasks)
     truth = (rows.get("succeeded", 0), rows.get("failed", 0), rows.get("cancelled", 0),
              sum(rows.values()))
     assert counters == truth, f"counters {counters} != rows {truth} ({rows})"

@@ -6,6 +6,8 @@ PostgreSQL in a temporary folder with pgserver's binaries and stops/starts that 
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -51,10 +53,14 @@ class PrivatePostgres:
 
 
 @pytest.fixture
-def private_pg(tmp_path: Path) -> Iterator[PrivatePostgres]:
+def private_pg() -> Iterator[PrivatePostgres]:
     import pgserver  # type: ignore[import-untyped]
 
-    server = pgserver.get_server(str(tmp_path / "pgdata"), cleanup_mode="stop")
+    # Not under pytest's tmp_path: any pytest run on the machine resets its root to 0700,
+    # and the server runs as the 'pgserver' user, who must reach the data folder.
+    folder = Path(tempfile.mkdtemp(prefix="aiwi-private-pg-"))
+    folder.chmod(0o755)
+    server = pgserver.get_server(str(folder / "pgdata"), cleanup_mode="stop")
     pg = PrivatePostgres(server, embedded_pg.to_sqlalchemy_url(server.get_uri()))
     try:
         yield pg
@@ -63,12 +69,13 @@ def private_pg(tmp_path: Path) -> Iterator[PrivatePostgres]:
         if (Path(server.pgdata) / "postmaster.pid").exists():
             pg.stop()
         server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.slow
 def test_database_restart_mid_batch_answers_503_then_reconnects_and_completes(
     start_worker: Callable[..., WorkerProcess], private_pg: PrivatePostgres, tmp_path: Path
-) -> None:
+) -> None:  # tmp_path holds the images
     engine: Engine = create_engine(private_pg.url, pool_pre_ping=True)
     try:
         db.apply_schema(engine)
