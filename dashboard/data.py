@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import BinaryIO, cast
+from typing import TypeVar
 from uuid import UUID
 
 import pandas as pd
@@ -20,11 +20,12 @@ from sqlalchemy import Engine
 from core import db, export, jobs, reports
 from core.config import Settings, get_settings
 from core.dispatch import Dispatcher, get_dispatcher
-from core.errors import StorageError
+from core.errors import AppError, StorageError
 from core.storage import Storage, get_storage
 from core.validation import BatchSpec
 
 CHART_TTL_S = 5
+T = TypeVar("T")
 
 
 def settings() -> Settings:
@@ -127,8 +128,19 @@ def recent_throughput(window_s: float = 3600.0, bucket_s: int = 60) -> pd.DataFr
     return _throughput(database_url(), window_s, bucket_s)
 
 
+def _queue_call(action: Callable[[], T]) -> T:
+    """Run a queue call; a client error (Cloud Tasks API: permission, quota, network)
+    becomes an AppError the page can show instead of a traceback."""
+    try:
+        return action()
+    except AppError:
+        raise
+    except Exception as exc:
+        raise AppError(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+
+
 def queue_paused() -> bool:
-    return dispatcher().is_paused()
+    return _queue_call(lambda: dispatcher().is_paused())
 
 
 def image_source(key: str) -> bytes | str:
@@ -155,15 +167,16 @@ def tasks_csv(job_id: UUID) -> Callable[[], bytes]:
     return lambda: export.tasks_csv_bytes(job_id, engine=eng)
 
 
-def images_zip(job_id: UUID) -> Callable[[], BinaryIO]:
-    """Deferred: the ZIP is written to a temporary file, one image at a time, on click."""
+def images_zip(job_id: UUID) -> Callable[[], bytes]:
+    """Deferred: built on click, one image at a time through a temporary file. Streamlit
+    serves a download from memory, so the finished ZIP is handed over as bytes."""
     eng, store = engine(), storage()
 
-    def build() -> BinaryIO:
-        out = cast(BinaryIO, tempfile.TemporaryFile())
-        export.write_images_zip(job_id, store, out, engine=eng)
-        out.seek(0)
-        return out
+    def build() -> bytes:
+        with tempfile.TemporaryFile() as out:
+            export.write_images_zip(job_id, store, out, engine=eng)
+            out.seek(0)
+            return out.read()
 
     return build
 
@@ -198,10 +211,10 @@ def cancel(job_id: UUID) -> jobs.JobView:
 
 
 def pause_queue() -> None:
-    dispatcher().pause()
+    _queue_call(lambda: dispatcher().pause())
 
 
 def resume_queue() -> None:
-    dispatcher().resume()
+    _queue_call(lambda: dispatcher().resume())
 
 

@@ -5,10 +5,13 @@ saves the screenshot the README shows."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -110,6 +113,20 @@ def test_submit_watch_and_screenshot_job_page(
             page.wait_for_timeout(500)  # let the final rerun settle before the picture
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # The exports are built on click (deferred) and arrive as downloads.
+            with page.expect_download() as csv_download:
+                page.get_by_role("button", name="Task table (CSV)").click()
+            rows = list(csv.DictReader(io.StringIO(
+                Path(csv_download.value.path()).read_text(encoding="utf-8"))))
+            assert sorted(r["prompt"] for r in rows) == sorted(PROMPTS)
+            assert {r["status"] for r in rows} == {"succeeded"}
+            with page.expect_download() as zip_download:
+                page.get_by_role("button", name="Images (ZIP)").click()
+            with zipfile.ZipFile(zip_download.value.path()) as zf:
+                names = zf.namelist()
+                assert len(names) == 3 and names[-1] == "manifest.csv"
+                assert all(zf.read(n).startswith(b"\x89PNG") for n in names[:2])
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 10_000

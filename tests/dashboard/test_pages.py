@@ -3,6 +3,8 @@ gallery and failures, retry, cancel, pause/resume."""
 
 from __future__ import annotations
 
+import io
+import zipfile
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -10,6 +12,7 @@ from sqlalchemy import Engine, text
 from core import jobs
 from core.config import Settings
 from core.dispatch import get_dispatcher
+from dashboard import data
 from tests.dashboard.conftest import open_page, seeded_job, submit
 
 MODERATED = "[[demo:moderation_blocked]] a forbidden thing"
@@ -119,6 +122,19 @@ def test_job_detail_shows_gallery_and_failures(settings: Settings, engine: Engin
     at.selectbox(key="error_code_filter").set_value("moderation_blocked").run()
     failures = _frame(at, "failures_table")
     assert list(failures["prompt"]) == [MODERATED]
+
+
+def test_export_buttons_build_what_streamlit_can_serve(settings: Settings,
+                                                       engine: Engine) -> None:
+    # The download buttons defer to these callables; Streamlit serves str/bytes/BytesIO
+    # only (a real file object is refused at click time, seen in the browser test).
+    job = seeded_job(settings, engine, ["a red chair", MODERATED])
+    csv_data = data.tasks_csv(job.id)()
+    zip_data = data.images_zip(job.id)()
+    assert isinstance(csv_data, bytes) and isinstance(zip_data, bytes)
+    assert csv_data.decode().count("\n") == 3  # header + two tasks
+    with zipfile.ZipFile(io.BytesIO(zip_data)) as zf:
+        assert len(zf.namelist()) == 2  # one image and the manifest
 
 
 def test_retry_all_requeues_exactly_the_failed_tasks(settings: Settings,
