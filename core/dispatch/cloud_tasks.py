@@ -41,6 +41,7 @@ TASK_PATH = "/api/admin/worker/process-task"
 # 32-100 in flight is what Cloud Tasks' guidance allows for bulk creation.
 CREATE_CONCURRENCY = 50
 CREATE_TIMEOUT_S = 30.0
+MARK_SLICE = 500
 # The guide's queue settings.
 QUEUE_MAX_DISPATCHES_PER_SECOND = 10.0
 QUEUE_MAX_CONCURRENT_DISPATCHES = 100
@@ -169,8 +170,17 @@ class CloudTasksDispatcher:
 
     def enqueue(self, tasks: Sequence[TaskRef]) -> EnqueueResult:
         result = EnqueueResult()
-        if not tasks:
-            return result
+        # Slices: rows turn queued as their tasks are created (progress shows, and a crash
+        # half way leaves only the unfinished slices pending for the sweeper).
+        for start in range(0, len(tasks), MARK_SLICE):
+            self._enqueue_slice(tasks[start : start + MARK_SLICE], result)
+        if result.failed:
+            log.warning("some tasks could not be enqueued; the sweeper will retry them",
+                        extra={"action": "enqueue_partial", "failed": result.failed,
+                               "enqueued": result.enqueued, "error": result.errors[0]})
+        return result
+
+    def _enqueue_slice(self, tasks: Sequence[TaskRef], result: EnqueueResult) -> None:
         # The pool bounds calls in flight; map keeps results in order.
         created = list(self._executor().map(self._create, tasks))
         handed = [c for c in created if c.state != "failed"]
@@ -187,11 +197,6 @@ class CloudTasksDispatcher:
             with transaction(self._engine) as conn:
                 conn.execute(q("mark_tasks_queued_named"), {
                     "ids": [c.ref.id for c in handed], "names": [c.name for c in handed]})
-        if result.failed:
-            log.warning("some tasks could not be enqueued; the sweeper will retry them",
-                        extra={"action": "enqueue_partial", "failed": result.failed,
-                               "enqueued": result.enqueued, "error": result.errors[0]})
-        return result
 
     # -- queue state ------------------------------------------------------------------
     def pause(self) -> None:
