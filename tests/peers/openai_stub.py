@@ -16,6 +16,7 @@ Usage::
         stub.default = Reply.moderation()                             # when nothing is scripted
         ...
         stub.stats   # Stats(requests=.., accepted=.., limited=.., failed=.., images=..)
+        stub.snapshot()  # a consistent copy of stats while requests are in flight
         stub.calls   # every request: prompt, model, size, quality, n, status, at_s
 
 Options:
@@ -43,6 +44,7 @@ from __future__ import annotations
 import argparse
 import base64
 import collections
+import dataclasses
 import json
 import struct
 import threading
@@ -204,6 +206,11 @@ class OpenAIStub:
     def calls_for(self, fragment: str) -> list[Call]:
         with self._lock:
             return [c for c in self.calls if fragment in c.prompt]
+
+    def snapshot(self) -> Stats:
+        """A consistent copy of the counters (safe while requests are in flight)."""
+        with self._lock:
+            return dataclasses.replace(self.stats)
 
     def reset_stats(self) -> None:
         with self._lock:
