@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from decimal import Decimal
+from typing import ParamSpec
 from uuid import UUID
 
 import streamlit as st
+
+from core.errors import DatabaseUnavailable
+
+P = ParamSpec("P")
 
 _FLASH_KEY = "_flash"
 JOB_PAGE = "app_pages/job.py"
@@ -40,7 +47,11 @@ def money(usd: Decimal | float | None) -> str:
     if usd is None:
         return "unknown"
     value = float(usd)
-    return f"${value:,.2f}" if value >= 1 or value == 0 else f"${value:,.4f}"
+    if value >= 1 or value == 0:
+        return f"${value:,.2f}"
+    # Sub-dollar amounts keep the digits per-image prices need ($0.005), without noise.
+    digits = f"{value:.4f}".rstrip("0")
+    return "$" + (digits if len(digits.split(".")[1]) >= 2 else f"{value:.2f}")
 
 
 def millis(ms: float | None) -> str:
@@ -66,3 +77,17 @@ def show_flash() -> None:
     kind, message = pending
     {"success": st.success, "warning": st.warning, "error": st.error}.get(kind, st.info)(
         message)
+
+
+def guarded(render: Callable[P, None]) -> Callable[P, None]:
+    """For fragments that refresh themselves: a database outage during a refresh shows a
+    notice in place (the next refresh tries again) instead of a traceback."""
+
+    @functools.wraps(render)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            render(*args, **kwargs)
+        except DatabaseUnavailable:
+            st.warning("The database cannot be reached right now; retrying.")
+
+    return wrapper

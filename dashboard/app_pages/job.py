@@ -56,6 +56,7 @@ running_at_load = not job.is_finished
 
 
 @st.fragment(run_every=REFRESH_S if running_at_load else None)
+@ui.guarded
 def live_progress() -> None:
     now = data.job(job.id)
     perf = data.performance(job.id)
@@ -133,6 +134,7 @@ def full_image(key: str, prompt: str, task_id: str) -> None:
 
 
 @st.fragment(run_every=REFRESH_S * 3 if running_at_load else None)
+@ui.guarded
 def gallery() -> None:
     g1, g2 = st.columns([1, 3])
     per_page = int(g1.selectbox("Per page", [12, 24, 48], index=1, key="gallery_size"))
@@ -157,6 +159,7 @@ def gallery() -> None:
 
 
 @st.fragment(run_every=REFRESH_S * 3 if running_at_load else None)
+@ui.guarded
 def failures() -> None:
     codes = data.error_codes(job.id)
     if not codes:

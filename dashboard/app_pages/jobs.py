@@ -81,6 +81,7 @@ def _state_chart(series: pd.DataFrame) -> None:
 
 
 @st.fragment(run_every=REFRESH_S if live_at_load else None)
+@ui.guarded
 def jobs_view() -> None:
     """Table and chart refresh together while any listed job runs; selecting rows reruns
     only this part."""

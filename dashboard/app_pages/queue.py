@@ -45,6 +45,7 @@ else:
 
 
 @st.fragment(run_every=REFRESH_S)
+@ui.guarded
 def depth_and_throughput() -> None:
     depth = data.queue_depth()
     c = st.columns(6)

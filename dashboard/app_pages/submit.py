@@ -37,7 +37,7 @@ if source_kind == "Paste":
 else:
     upload = st.file_uploader(
         "One prompt per row; a CSV with a header row is read from its 'prompt' column",
-        type=["csv", "txt"], key="prompts_file")
+        type=["csv", "txt"], key=f"prompts_file_{st.session_state.get('_upload_round', 0)}")
     if upload is not None:
         try:
             source = from_upload(upload.name, upload.getvalue())
@@ -138,6 +138,8 @@ if st.button(f"Submit {images} image{'s' if images != 1 else ''}", type="primary
         job = data.submit(spec, options)
         st.session_state["last_submitted_job"] = (str(job.id), job.total_tasks)
         st.session_state["_clear_prompts"] = True
+        # A new key gives a new, empty uploader: the same file cannot be sent twice.
+        st.session_state["_upload_round"] = st.session_state.get("_upload_round", 0) + 1
         st.rerun()
 
 last = st.session_state.get("last_submitted_job")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import zipfile
+from decimal import Decimal
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, text
 
 from core import jobs
@@ -71,7 +73,7 @@ def test_submit_creates_job_with_right_task_count(settings: Settings, engine: En
 def test_csv_upload_reads_the_prompt_column(settings: Settings, engine: Engine) -> None:
     at = open_page("app_pages/submit.py")
     at.radio(key="source_kind").set_value("Upload a CSV or TXT file").run()
-    at.file_uploader(key="prompts_file").upload(
+    at.file_uploader(key="prompts_file_0").upload(
         "batch.csv", b'id,prompt\n1,"a kite, red"\n2,a boat\n3,\n4,a tree\n', "text/csv").run()
     assert "1 blank row(s) skipped: row 4" in " ".join(w.value for w in at.warning)
     at.button(key="submit").click().run()
@@ -79,6 +81,31 @@ def test_csv_upload_reads_the_prompt_column(settings: Settings, engine: Engine) 
     assert len(rows) == 1 and rows[0].total_tasks == 3
     prompts = [t.prompt for t in jobs.list_tasks(rows[0].id, engine=engine)]
     assert prompts == ["a kite, red", "a boat", "a tree"]
+    assert at.file_uploader[0].key == "prompts_file_1"  # a fresh, empty uploader
+
+
+@pytest.fixture
+def openai_env(env: dict[str, str]) -> dict[str, str]:
+    # The OpenAI model is only configured: submitting calls no model.
+    env.update(IMAGE_PROVIDER="openai", OPENAI_API_KEY="sk-test-not-used")
+    return env
+
+
+@pytest.mark.usefixtures("openai_env")
+def test_openai_options_and_cost_before_submitting(settings: Settings, engine: Engine
+                                                   ) -> None:
+    at = open_page("app_pages/submit.py")
+    at.text_area(key="prompts_text").set_value("a chair\na lamp").run()
+    at.selectbox(key="model").set_value("gpt-image-1.5")
+    at.selectbox(key="size").set_value("1024x1536")
+    at.selectbox(key="quality").set_value("high").run()
+    # 2 images at $0.20 (gpt-image-1.5, 1024x1536, high) from core/cost.py
+    assert [m.value for m in at.metric] == ["2", "2", "$0.40"]
+    at.button(key="submit").click().run()
+    job = jobs.list_jobs(engine=engine)[0]
+    assert (job.provider, job.model, job.size, job.quality) == (
+        "openai", "gpt-image-1.5", "1024x1536", "high")
+    assert job.estimated_cost_usd == Decimal("0.4")
 
 
 def test_invalid_submission_shows_its_message_and_creates_nothing(

@@ -107,5 +107,6 @@ def test_duration(seconds: float | None, text: str) -> None:
 
 def test_money_and_millis() -> None:
     assert ui.money(None) == "unknown" and ui.money(0) == "$0.00"
-    assert ui.money(0.034) == "$0.0340" and ui.money(1234.5) == "$1,234.50"
+    assert ui.money(0.034) == "$0.034" and ui.money(1234.5) == "$1,234.50"
+    assert ui.money(0.4) == "$0.40" and ui.money(0.005) == "$0.005"
     assert ui.millis(850) == "850 ms" and ui.millis(1500) == "1.50 s"
