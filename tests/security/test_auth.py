@@ -127,3 +127,37 @@ def test_without_cors_origins_no_origin_is_allowed(
     r = httpx.get(worker.url + "/api/admin/jobs", headers={"Origin": "http://a.example"},
                   timeout=10)
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+
+
+def test_in_production_the_admin_key_is_no_oidc_token(
+    env: dict[str, str], tmp_path: Path,
+) -> None:
+    from tests.conftest import free_port
+    from tests.peers.cloudtasks_fake import SERVICE_ACCOUNT, TestIdentity, production_worker_env
+
+    identity = TestIdentity()
+    port = free_port()
+    values = {**env, **production_worker_env(port=port, tasks_host="127.0.0.1:9",
+                                             certs_url=identity.serve())}
+    admin_key = values["API_KEY"]
+    worker = WorkerProcess(env=values, port=port, log_path=tmp_path / "prod-worker.log")
+    try:
+        worker.start()
+        body = {"task_id": str(uuid.uuid4())}
+        for headers in ({"Authorization": f"Bearer {admin_key}"}, {"X-API-Key": admin_key},
+                        {"X-API-Key": admin_key, "Authorization": f"Bearer {admin_key}"},
+                        {"X-Task-Secret": admin_key}):
+            r = httpx.post(worker.url + TASK, json=body, headers=headers, timeout=10)
+            assert r.status_code == 401, headers
+        # The same key does open the admin API, and a real token does deliver.
+        jobs = httpx.get(worker.url + "/api/admin/jobs", headers={"X-API-Key": admin_key},
+                         timeout=10)
+        assert jobs.status_code == 200
+        token = identity.token(audience=worker.url, email=SERVICE_ACCOUNT)
+        r = httpx.post(worker.url + TASK, json=body, timeout=10,
+                       headers={"Authorization": f"Bearer {token}"})
+        assert (r.status_code, r.json()["outcome"]) == (200, "unknown_task")
+        assert admin_key not in worker.logs()
+    finally:
+        worker.stop()
+        identity.stop()
