@@ -1,13 +1,17 @@
 """The task endpoint's database steps (async): claim, complete, fail, release.
 
 Each is one statement guarded by status and attempt, so duplicate and late deliveries
-cannot move a counter twice; the job's status follows its counters through the pure rule
-in core.status, applied in the same transaction.
+cannot move a counter twice. Each runs in autocommit: one statement is atomic, and a row
+lock (the job's counters) is then held for the statement and its commit only. The job's
+status follows its counters in the same statement (complete_task / fail_task spell the
+rule of core.status in SQL); the pure rule then checks the result and repairs it if the
+two ever disagreed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -42,7 +46,8 @@ class TaskState:
 async def claim(
     engine: AsyncEngine, task_id: UUID, *, lease_s: float, attempt_floor: int = 0
 ) -> ClaimedTask | None:
-    async with engine.begin() as conn:
+    # The claim is one statement, atomic on its own: autocommit spares BEGIN and COMMIT.
+    async with _autocommit(engine).connect() as conn:
         row = (await conn.execute(q("claim_task"), {
             "task_id": task_id, "lease_s": lease_s, "attempt_floor": attempt_floor,
         })).first()
@@ -76,7 +81,7 @@ async def complete(
     output_tokens: int | None = None,
 ) -> bool:
     """Mark the task succeeded; False if this delivery no longer owns it."""
-    async with engine.begin() as conn:
+    async with _autocommit(engine).connect() as conn:
         job = (await conn.execute(q("complete_task"), {
             "task_id": task.id, "attempt": task.attempt, "image_path": image_path,
             "thumbnail_path": thumbnail_path, "latency_ms": latency_ms,
@@ -92,7 +97,7 @@ async def fail(
     engine: AsyncEngine, task: ClaimedTask, *, code: str, message: str, latency_ms: int | None
 ) -> bool:
     """Mark the task failed for good; False if this delivery no longer owns it."""
-    async with engine.begin() as conn:
+    async with _autocommit(engine).connect() as conn:
         job = (await conn.execute(q("fail_task"), {
             "task_id": task.id, "attempt": task.attempt, "error_code": code,
             "error_message": message, "latency_ms": latency_ms,
@@ -108,12 +113,18 @@ async def release(
     latency_ms: int | None,
 ) -> bool:
     """Give the task back to the queue after a retryable failure."""
-    async with engine.begin() as conn:
+    async with _autocommit(engine).connect() as conn:
         result = await conn.execute(q("release_task"), {
             "task_id": task.id, "attempt": task.attempt, "error_code": code,
             "error_message": message, "delay_s": delay_s, "latency_ms": latency_ms,
         })
     return bool(result.rowcount)
+
+
+@lru_cache(maxsize=8)
+def _autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The same pool, checked out in autocommit mode (for single-statement steps)."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 async def _follow_counters(conn: AsyncConnection, job: Any) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -85,7 +85,7 @@ class JobView:
         return {**self.summary(), "progress_percentage": self.progress_percentage}
 
     def detail(self) -> dict[str, Any]:
-        body = asdict(self)
+        body = _shallow(self)
         body["id"] = str(self.id)
         body["progress_percentage"] = self.progress_percentage
         body["estimated_cost_usd"] = (
@@ -119,11 +119,17 @@ class TaskView:
     finished_at: datetime | None
 
     def to_dict(self) -> dict[str, Any]:
-        body = asdict(self)
+        body = _shallow(self)
         body["id"], body["job_id"] = str(self.id), str(self.job_id)
         for key in ("created_at", "updated_at", "started_at", "finished_at"):
             body[key] = body[key].isoformat() if body[key] else None
         return body
+
+
+def _shallow(view: JobView | TaskView) -> dict[str, Any]:
+    # dataclasses.asdict deep-copies every value (datetimes, UUIDs): ~20x slower, and a
+    # 1,000-row page of tasks is a hot read. The views are frozen, so no copy is needed.
+    return {f.name: getattr(view, f.name) for f in fields(view)}
 
 
 def options_for(

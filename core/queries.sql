@@ -61,7 +61,11 @@ SELECT status, attempts, lease_until,
 -- name: complete_task
 -- Success. Guarded by status and attempt, so a delivery whose lease expired and whose task
 -- was claimed again cannot finish it a second time; the job counter moves in the same
--- statement, exactly once per task.
+-- statement, exactly once per task. The job's status follows in the same statement too
+-- (core.status.job_status_after, spelled in SQL for a success; the caller checks the
+-- result against the Python rule): one autocommit statement holds the job row's lock for
+-- the statement and its commit only, not for a client round trip, so many deliveries of
+-- one job do not queue behind each other on that row.
 WITH done AS (
     UPDATE generation_tasks
        SET status = 'succeeded', image_path = :image_path, thumbnail_path = :thumbnail_path,
@@ -72,13 +76,25 @@ WITH done AS (
  RETURNING job_id
 )
 UPDATE generation_jobs j
-   SET completed_tasks = j.completed_tasks + 1, updated_at = now()
+   SET completed_tasks = j.completed_tasks + 1, updated_at = now(),
+       status = CASE
+           WHEN j.status = 'cancelled' THEN 'cancelled'
+           WHEN j.completed_tasks + 1 + j.failed_tasks + j.cancelled_tasks < j.total_tasks
+               THEN 'running'
+           WHEN j.failed_tasks = 0 AND j.cancelled_tasks = 0 THEN 'completed'
+           ELSE 'completed_with_errors' END,
+       finished_at = CASE
+           WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed', 'cancelled')
+                AND j.completed_tasks + 1 + j.failed_tasks + j.cancelled_tasks >= j.total_tasks
+               THEN now()
+           ELSE j.finished_at END
   FROM done
  WHERE j.id = done.job_id
 RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks, j.cancelled_tasks;
 
 -- name: fail_task
--- Permanent failure, or the last allowed attempt failed.
+-- Permanent failure, or the last allowed attempt failed. Counter and status in one
+-- statement, as complete_task.
 WITH done AS (
     UPDATE generation_tasks
        SET status = 'failed', last_error_code = :error_code, last_error = :error_message,
@@ -88,7 +104,18 @@ WITH done AS (
  RETURNING job_id
 )
 UPDATE generation_jobs j
-   SET failed_tasks = j.failed_tasks + 1, updated_at = now()
+   SET failed_tasks = j.failed_tasks + 1, updated_at = now(),
+       status = CASE
+           WHEN j.status = 'cancelled' THEN 'cancelled'
+           WHEN j.completed_tasks + j.failed_tasks + 1 + j.cancelled_tasks < j.total_tasks
+               THEN 'running'
+           WHEN j.completed_tasks = 0 THEN 'failed'
+           ELSE 'completed_with_errors' END,
+       finished_at = CASE
+           WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed', 'cancelled')
+                AND j.completed_tasks + j.failed_tasks + 1 + j.cancelled_tasks >= j.total_tasks
+               THEN now()
+           ELSE j.finished_at END
   FROM done
  WHERE j.id = done.job_id
 RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks, j.cancelled_tasks;
@@ -187,13 +214,16 @@ SELECT status, count(*) AS n
 -- The local dispatcher's claim: due queued tasks, and running ones whose lease expired
 -- (their worker died). Pushing next_attempt_at forward hides them from other dispatchers
 -- while the delivery is in flight, like a visibility timeout; if this process dies they
--- come back when it runs out.
+-- come back when it runs out. A paused queue claims nothing: checked in the same statement
+-- (a one-time filter), which saves the dispatcher a round trip per claim.
 UPDATE generation_tasks t
    SET next_attempt_at = now() + make_interval(secs => :visibility_s)
  WHERE t.id IN (
        SELECT id FROM generation_tasks
-        WHERE (status = 'queued' AND next_attempt_at <= now())
-           OR (status = 'running' AND next_attempt_at <= now() AND lease_until < now())
+        WHERE ((status = 'queued' AND next_attempt_at <= now())
+               OR (status = 'running' AND next_attempt_at <= now() AND lease_until < now()))
+          AND NOT EXISTS (SELECT 1 FROM queue_state
+                           WHERE queue_name = :queue_name AND paused)
         ORDER BY next_attempt_at
         LIMIT :limit
           FOR UPDATE SKIP LOCKED)

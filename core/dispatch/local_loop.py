@@ -63,6 +63,7 @@ class LocalDispatchLoop:
     ) -> None:
         self.settings = settings
         self.engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.task_url = worker_url.rstrip("/") + TASK_PATH
         self.limit = limit or limit_from_settings(settings)
         self.policy = policy_from_settings(settings)
@@ -98,8 +99,6 @@ class LocalDispatchLoop:
             await self._drain()
 
     async def _claim_round(self) -> int:
-        if await self._paused():
-            return 0
         if self._unreachable_streak >= UNREACHABLE_BREAKER:
             # The worker is down: probe with a single delivery instead of a burst.
             free = 1 if not self._in_flight else 0
@@ -108,11 +107,13 @@ class LocalDispatchLoop:
         if free <= 0:
             return 0
         visibility_s = self.settings.DISPATCH_DEADLINE_S + VISIBILITY_MARGIN_S
-        async with self.engine.begin() as conn:
+        # One statement (the pause check included), so autocommit: no BEGIN/COMMIT trips.
+        async with self._autocommit.connect() as conn:
             rows = (
-                await conn.execute(
-                    q("dispatch_claim_due"), {"limit": free, "visibility_s": visibility_s}
-                )
+                await conn.execute(q("dispatch_claim_due"), {
+                    "limit": free, "visibility_s": visibility_s,
+                    "queue_name": self.settings.QUEUE_NAME,
+                })
             ).all()
         for row in rows:
             claimed = Claimed(id=row.id, attempts=row.attempts, marker=row.next_attempt_at)
@@ -126,13 +127,6 @@ class LocalDispatchLoop:
         self._in_flight.discard(task)
         self.stats.in_flight = len(self._in_flight)
         self._wake.set()
-
-    async def _paused(self) -> bool:
-        async with self.engine.connect() as conn:
-            value = (
-                await conn.execute(q("queue_paused"), {"queue_name": self.settings.QUEUE_NAME})
-            ).scalar()
-        return bool(value)
 
     async def _wait(self, stop: asyncio.Event) -> None:
         self._wake.clear()
