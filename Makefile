@@ -28,7 +28,7 @@ dispatcher: install
 	$(PY) -m worker.dispatcher
 
 dashboard: install
-	$(VENV)/bin/streamlit run dashboard/app.py
+	$(PY) -m dashboard
 
 ## Test-only peers (Cloud Tasks emulator, Chromium, ...): each scripts/test-deps.d/*.sh
 ## installs one, idempotently.

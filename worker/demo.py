@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"  Health:     http://127.0.0.1:{args.port}/healthz"]
         if not args.no_dashboard:
             dashboard = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
+                [sys.executable, "-m", "dashboard",
                  "--server.headless", "true", "--server.port", str(args.dashboard_port),
                  "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
                 cwd=REPO_ROOT, env=env)
