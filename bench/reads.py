@@ -221,7 +221,7 @@ def explain(engine: Engine) -> dict[str, str]:
 
 async def _completions(url: str, *, jobs: int) -> tuple[float, int]:
     """100 running tasks completed concurrently; their job counter rows: one or ``jobs``."""
-    from core.queries import sql
+    from core import delivery
 
     engine = create_async_engine(url, pool_size=COMPLETION_CONNECTIONS, max_overflow=0)
     try:
@@ -243,13 +243,14 @@ async def _completions(url: str, *, jobs: int) -> tuple[float, int]:
             async with engine.connect() as c:
                 await c.execute(text("SELECT 1"))
         await asyncio.gather(*(ping() for _ in range(COMPLETION_CONNECTIONS)))
-        complete = text(sql("complete_task"))
-
         async def one(task_id: Any) -> None:
-            async with engine.begin() as c:
-                await c.execute(complete, {
-                    "task_id": task_id, "attempt": 1, "image_path": "a", "thumbnail_path": "b",
-                    "latency_ms": 1, "input_tokens": None, "output_tokens": None})
+            # The worker's own completion step (core.delivery.complete).
+            task = delivery.ClaimedTask(id=task_id, job_id=task_id, prompt="p", style="none",
+                                        attempt=1, prompt_index=0, image_index=0,
+                                        provider="demo", model="demo", size="1024x1024",
+                                        quality="low")
+            assert await delivery.complete(engine, task, image_path="a", thumbnail_path="b",
+                                           latency_ms=1)
 
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in ids))

@@ -87,6 +87,10 @@ class LocalDispatchLoop:
             log.info("local dispatcher started", extra={"action": "dispatcher_start",
                                                         "url": self.task_url})
             while not stop.is_set():
+                # Cleared before the claim, not in _wait: a delivery that ends while the
+                # claim awaits the database must wake the next round, not be lost until
+                # the next poll.
+                self._wake.clear()
                 try:
                     claimed = await self._claim_round()
                 except (DBAPIError, OSError) as exc:
@@ -129,7 +133,6 @@ class LocalDispatchLoop:
         self._wake.set()
 
     async def _wait(self, stop: asyncio.Event) -> None:
-        self._wake.clear()
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
         poll_s = self.settings.DISPATCH_POLL_S
         if self._unreachable_streak >= UNREACHABLE_BREAKER:
