@@ -9,7 +9,10 @@ pushed past the dispatch deadline while its delivery is in flight, so another di
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +35,8 @@ TASK_SECRET_HEADER = "X-Task-Secret"
 # Extra visibility beyond the dispatch deadline, so a slow answer is not raced by a
 # redelivery of the same task.
 VISIBILITY_MARGIN_S = 5.0
+# Deliveries per HTTP client (connection pool); see run().
+CONNECTIONS_PER_CLIENT = 8
 # After this many consecutive unreachable deliveries the loop pauses claiming for a while.
 UNREACHABLE_BREAKER = 3
 
@@ -81,9 +86,18 @@ class LocalDispatchLoop:
 
     async def run(self, stop: asyncio.Event) -> None:
         timeout = httpx.Timeout(self.settings.DISPATCH_DEADLINE_S, connect=5.0)
-        limits = httpx.Limits(max_connections=max(self.limit.ceiling, 1) + 4)
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
-            self._client = client
+        # httpx's pool checks every pooled connection (a poll() each) on every request, so
+        # one pool of 50 connections costs more than the request. Small pools, used in
+        # turn, keep that scan short; each has room for its share plus 4.
+        shards = max(1, math.ceil(self.limit.ceiling / CONNECTIONS_PER_CLIENT))
+        per_client = math.ceil(max(self.limit.ceiling, 1) / shards) + 4
+        limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
+        async with contextlib.AsyncExitStack() as stack:
+            self._clients = [
+                await stack.enter_async_context(httpx.AsyncClient(timeout=timeout, limits=limits))
+                for _ in range(shards)
+            ]
+            self._next_client = itertools.cycle(self._clients)
             log.info("local dispatcher started", extra={"action": "dispatcher_start",
                                                         "url": self.task_url})
             while not stop.is_set():
@@ -151,7 +165,7 @@ class LocalDispatchLoop:
         started = time.monotonic()
         retry_after: float | None = None
         try:
-            response = await self._client.post(
+            response = await next(self._next_client).post(
                 self.task_url, json={"task_id": str(task.id)}, headers=self._headers
             )
         except httpx.HTTPError as exc:
