@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -16,7 +17,7 @@ from sqlalchemy import Connection, Engine
 
 from core.config import Settings, get_settings
 from core.cost import MODELS, QUALITIES, SIZES, estimate_cost_usd
-from core.db import transaction
+from core.db import get_engine, transaction
 from core.dispatch import Dispatcher, TaskRef, get_dispatcher
 from core.errors import Conflict, InvalidInput, NotFound
 from core.queries import q
@@ -126,6 +127,17 @@ class TaskView:
         return body
 
 
+@lru_cache(maxsize=8)
+def _autocommit(engine: Engine) -> Engine:
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _reader(engine: Engine | None) -> Engine:
+    """Hot reads (status, task pages) in autocommit: no BEGIN/COMMIT round trips around
+    a single SELECT."""
+    return _autocommit(engine or get_engine())
+
+
 def _shallow(view: JobView | TaskView) -> dict[str, Any]:
     # dataclasses.asdict deep-copies every value (datetimes, UUIDs): ~20x slower, and a
     # 1,000-row page of tasks is a hot read. The views are frozen, so no copy is needed.
@@ -224,7 +236,7 @@ def _hand_over(dispatcher: Dispatcher, refs: list[TaskRef], job_id: UUID) -> Non
 
 
 def get_job(job_id: UUID, *, engine: Engine | None = None) -> JobView:
-    with transaction(engine) as conn:
+    with transaction(_reader(engine)) as conn:
         row = conn.execute(q("job_by_id"), {"job_id": job_id}).first()
     if row is None:
         raise NotFound(f"job {job_id} not found")
@@ -263,7 +275,7 @@ def list_tasks(
     if status is not None and status not in TASK_STATUSES:
         raise InvalidInput("status", f"must be one of {', '.join(TASK_STATUSES)}")
     _check_page(limit, offset)
-    with transaction(engine) as conn:
+    with transaction(_reader(engine)) as conn:
         if conn.execute(q("job_by_id"), {"job_id": job_id}).first() is None:
             raise NotFound(f"job {job_id} not found")
         rows = conn.execute(q("list_tasks"), {
@@ -277,7 +289,7 @@ def count_tasks(
     job_id: UUID, *, status: str | None = None, error_code: str | None = None,
     engine: Engine | None = None,
 ) -> int:
-    with transaction(engine) as conn:
+    with transaction(_reader(engine)) as conn:
         return int(conn.execute(q("count_tasks"), {
             "job_id": job_id, "status": status, "error_code": error_code}).scalar_one())
 
