@@ -6,6 +6,8 @@
     aiwebimage queue pause | resume | status
     aiwebimage init-db                 # apply sql/init_db.sql (idempotent)
     aiwebimage sweep [--grace-s 30]    # re-enqueue tasks left pending
+    aiwebimage sweep --stranded [--stale-s 1800] [--limit 500]
+                                       # Cloud Tasks: re-enqueue tasks the queue lost
 
 (``python -m core.cli ...`` is the same.) Settings come from the environment and .env as
 everywhere else. ``queue create/describe/update`` talk to Cloud Tasks (USE_CLOUD_TASKS);
@@ -30,7 +32,7 @@ from core.dispatch.cloud_tasks import (
     CloudTasksDispatcher,
 )
 from core.errors import AppError
-from core.sweeper import PENDING_GRACE_S, sweep_pending
+from core.sweeper import PENDING_GRACE_S, STRANDED_BATCH, sweep_pending, sweep_stranded
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="re-enqueue tasks left pending")
     sweep.add_argument("--grace-s", type=float, default=PENDING_GRACE_S,
                        help="leave tasks younger than this to their submitter")
+    sweep.add_argument("--stranded", action="store_true",
+                       help="Cloud Tasks: instead, ask the queue about tasks queued (or "
+                            "running on a dead lease) for --stale-s and re-enqueue the ones "
+                            "it no longer holds")
+    sweep.add_argument("--stale-s", type=float, default=None,
+                       help="with --stranded: default STRANDED_AFTER_S")
+    sweep.add_argument("--limit", type=int, default=STRANDED_BATCH,
+                       help="with --stranded: at most this many GetTask calls")
     return parser
 
 
@@ -89,6 +99,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         db.apply_schema(db.get_engine(db.resolve_database_url(settings)))
         print("schema applied")
         return 0
+    if args.command == "sweep" and args.stranded:
+        return _sweep_stranded(args, settings)
     if args.command == "sweep":
         result = sweep_pending(get_dispatcher(settings), grace_s=args.grace_s)
         _print({"enqueued": result.enqueued, "already_enqueued": result.already_enqueued,
@@ -122,6 +134,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         cloud.close()
     return 0
+
+
+def _sweep_stranded(args: argparse.Namespace, settings: Settings) -> int:
+    cloud = _cloud(settings)
+    try:
+        stale_s = settings.STRANDED_AFTER_S if args.stale_s is None else args.stale_s
+        swept = sweep_stranded(cloud, stale_s=stale_s, limit=args.limit)
+    finally:
+        cloud.close()
+    _print({"skipped": swept.skipped, "checked": swept.checked, "held": swept.held,
+            "unknown": swept.unknown, "requeued": swept.requeued,
+            "enqueued": swept.enqueue.enqueued, "failed": swept.enqueue.failed,
+            "errors": swept.enqueue.errors})
+    # A paused queue is a normal reason to do nothing; an unreadable one is not.
+    return 1 if swept.enqueue.failed or swept.skipped == "queue state unknown" else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

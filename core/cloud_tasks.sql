@@ -9,3 +9,42 @@ UPDATE generation_tasks AS t
        cloud_task_name = v.name
   FROM unnest(CAST(:ids AS uuid[]), CAST(:names AS text[])) AS v(id, name)
  WHERE t.id = v.id AND t.status = 'pending';
+
+-- name: stranded_candidates
+-- Rows the queue may have lost (core.sweeper.sweep_stranded, rule in core.stranded): queued
+-- and untouched for :stale_s, or running with a lease that ran out :stale_s ago, and not
+-- checked in the last :stale_s either (next_attempt_at, which Cloud Tasks mode does not
+-- otherwise use once a row is queued, records the last check). Oldest check first, so a
+-- long backlog is looked at a slice per sweep instead of the same rows every time.
+SELECT id, job_id, status, dispatch_generation, updated_at, lease_until, next_attempt_at,
+       cloud_task_name, now() AS db_now
+  FROM generation_tasks
+ WHERE next_attempt_at < now() - make_interval(secs => :stale_s)
+   AND ((status = 'queued' AND updated_at < now() - make_interval(secs => :stale_s))
+        OR (status = 'running' AND lease_until < now() - make_interval(secs => :stale_s)))
+ ORDER BY next_attempt_at
+ LIMIT :limit;
+
+-- name: touch_held_tasks
+-- The queue still holds these: note the check (next_attempt_at) so they wait :stale_s for
+-- the next one. Guarded by the state we read; updated_at itself is left alone.
+UPDATE generation_tasks AS t
+   SET next_attempt_at = now()
+  FROM unnest(CAST(:ids AS uuid[]), CAST(:generations AS integer[]),
+              CAST(:updated AS timestamptz[])) AS v(id, generation, updated_at)
+ WHERE t.id = v.id AND t.status IN ('queued', 'running')
+   AND t.dispatch_generation = v.generation AND t.updated_at = v.updated_at;
+
+-- name: requeue_stranded_tasks
+-- The queue lost these: back to pending under a new dispatch generation (a fresh Cloud
+-- Tasks name), only if each row is still exactly as we read it (status, generation,
+-- updated_at), so a delivery that claimed or finished it meanwhile wins.
+UPDATE generation_tasks AS t
+   SET status = 'pending', dispatch_generation = t.dispatch_generation + 1,
+       lease_until = NULL, next_attempt_at = now(), updated_at = now()
+  FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]),
+              CAST(:generations AS integer[]), CAST(:updated AS timestamptz[]))
+       AS v(id, status, generation, updated_at)
+ WHERE t.id = v.id AND t.status = v.status
+   AND t.dispatch_generation = v.generation AND t.updated_at = v.updated_at
+RETURNING t.id, t.job_id, t.dispatch_generation, v.status AS was_status;

@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     RUN_DISPATCHER: bool = True
     DISPATCH_POLL_S: float = Field(default=0.5, gt=0)
     SWEEP_INTERVAL_S: float = Field(default=60.0, gt=0)
+    # Cloud Tasks mode: a queued row untouched this long (or a running one whose lease ran
+    # out this long ago) is checked against the queue; if the queue no longer holds its task
+    # it is handed over again (core.sweeper.sweep_stranded). Above the queue's max backoff.
+    STRANDED_AFTER_S: float = Field(default=1800.0, ge=0.0)
 
     # security and limits
     API_KEY: SecretStr | None = None

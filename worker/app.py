@@ -22,7 +22,7 @@ from core.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from core.processing import TaskProcessor
 from core.providers import close_providers, get_provider
 from core.storage import get_storage
-from core.sweeper import sweep_pending
+from core.sweeper import sweep_pending, sweep_stranded
 from worker.body_limit import BodyLimitMiddleware
 from worker.routes import admin, health, tasks
 
@@ -109,6 +109,9 @@ async def _sweep_forever(settings: Settings, stop: asyncio.Event) -> None:
             return
         try:
             await asyncio.to_thread(sweep_pending, dispatcher)
+            if settings.USE_CLOUD_TASKS:
+                await asyncio.to_thread(sweep_stranded, dispatcher,
+                                        stale_s=settings.STRANDED_AFTER_S)
         except Exception as exc:
             log.warning("sweep failed: %s", type(exc).__name__, extra={"action": "sweep_error"})
 

@@ -38,3 +38,21 @@ class Dispatcher(Protocol):
     def resume(self) -> None: ...
 
     def is_paused(self) -> bool: ...
+
+
+class TaskLookup(Protocol):
+    """Optional: a queue that can say whether it still holds a task (Cloud Tasks). The
+    local queue has no need: its table is the queue and its loop re-delivers expired leases.
+    """
+
+    def task_name(self, task: TaskRef) -> str:
+        """The queue's name for this hand-over of the task."""
+        ...
+
+    def holds(self, task_name: str) -> bool | None:
+        """True: the queue still has it; False: it is gone; None: cannot tell."""
+        ...
+
+    def queue_running(self) -> bool | None:
+        """True when the queue exists and delivers; False when paused; None: cannot tell."""
+        ...

@@ -41,6 +41,7 @@ TASK_PATH = "/api/admin/worker/process-task"
 # 32-100 in flight is what Cloud Tasks' guidance allows for bulk creation.
 CREATE_CONCURRENCY = 50
 CREATE_TIMEOUT_S = 30.0
+LOOKUP_TIMEOUT_S = 10.0
 MARK_SLICE = 500
 # The guide's queue settings.
 QUEUE_MAX_DISPATCHES_PER_SECOND = 10.0
@@ -100,6 +101,23 @@ def queue_config(settings: Settings, queue_path: str, *,
             max_backoff=_duration(settings.RETRY_MAX_BACKOFF_S),
             max_doublings=settings.RETRY_MAX_DOUBLINGS),
     )
+
+
+def task_presence(error: BaseException | None) -> bool | None:
+    """What a GetTask answer says about a task (pure): found (no error) means the queue
+    still holds it; NOT_FOUND means it is gone (it ran, was deleted or purged, or the queue
+    gave up after max_attempts); any other error, such as an emulator's UNIMPLEMENTED or a
+    timeout, says nothing, and a row must not be handed over twice on a guess."""
+    if error is None:
+        return True
+    if isinstance(error, gexc.NotFound):
+        return False
+    return None
+
+
+def queue_delivers(state: int) -> bool:
+    """Only a RUNNING queue delivers; paused or disabled ones hold their tasks (pure)."""
+    return state == tasks_v2.Queue.State.RUNNING
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -216,6 +234,27 @@ class CloudTasksDispatcher:
         paused = queue.state == tasks_v2.Queue.State.PAUSED
         queue_state.set_paused(self.settings.QUEUE_NAME, paused, self._engine)
         return paused
+
+    # -- stranded tasks (core.sweeper.sweep_stranded) ------------------------------------
+    def task_name(self, task: TaskRef) -> str:
+        return f"{self.queue_path}/tasks/{task_id_for(task)}"
+
+    def holds(self, task_name: str) -> bool | None:
+        # No client-side retry: an unanswered lookup is "cannot tell", checked next sweep.
+        try:
+            self.client.get_task(name=task_name, timeout=LOOKUP_TIMEOUT_S, retry=None)
+        except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
+            return task_presence(exc)
+        return task_presence(None)
+
+    def queue_running(self) -> bool | None:
+        try:
+            queue = self.client.get_queue(name=self.queue_path, timeout=LOOKUP_TIMEOUT_S)
+        except (gexc.GoogleAPICallError, gexc.RetryError):
+            return None
+        queue_state.set_paused(self.settings.QUEUE_NAME,
+                               queue.state == tasks_v2.Queue.State.PAUSED, self._engine)
+        return queue_delivers(queue.state)
 
     # -- administration (core.cli) ------------------------------------------------------
     def create_queue(self, **limits: Any) -> tasks_v2.Queue:

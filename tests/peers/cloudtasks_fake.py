@@ -11,6 +11,10 @@ real insecure channel. It covers what gcloud-tasks-emulator does not:
 - queue create/get/update/pause/resume; a paused queue delivers nothing;
 - ``create_latency_s`` and ``max_in_flight_creates`` to observe how many CreateTask calls a
   client keeps in flight; ``fail_creates`` makes the next N CreateTask calls UNAVAILABLE.
+- GetTask finds a task from its creation until it is gone: delivered (2xx), given up
+  after max_attempts, deleted (DeleteTask) or purged (PurgeQueue); then NOT_FOUND, as in
+  Cloud Tasks. ``get_task_calls`` counts lookups; ``fail_get_tasks`` (a status code) makes
+  every GetTask fail with it.
 
 Non-2xx answers are retried after the queue's min_backoff (doubling, capped at
 max_backoff) up to max_attempts, like Cloud Tasks.
@@ -156,6 +160,10 @@ class CloudTasksFake:
         self.in_flight_creates = 0
         self.max_in_flight_creates = 0
         self.deliveries: list[Delivery] = []
+        # Tasks the queue holds (waiting, backing off or being delivered), by name.
+        self.live: dict[str, _Pending] = {}
+        self.get_task_calls = 0
+        self.fail_get_tasks: grpc.StatusCode | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._pool = futures.ThreadPoolExecutor(delivery_threads)
@@ -203,6 +211,11 @@ class CloudTasksFake:
             "ResumeQueue": unary(self.resume_queue, tasks_v2.ResumeQueueRequest,
                                  tasks_v2.Queue),
             "CreateTask": unary(self.create_task, tasks_v2.CreateTaskRequest, tasks_v2.Task),
+            "GetTask": unary(self.get_task, tasks_v2.GetTaskRequest, tasks_v2.Task),
+            "DeleteTask": grpc.unary_unary_rpc_method_handler(
+                self.delete_task, request_deserializer=tasks_v2.DeleteTaskRequest.deserialize,
+                response_serializer=lambda message: message.SerializeToString()),
+            "PurgeQueue": unary(self.purge_queue, tasks_v2.PurgeQueueRequest, tasks_v2.Queue),
             "DeleteQueue": grpc.unary_unary_rpc_method_handler(
                 self.delete_queue, request_deserializer=tasks_v2.DeleteQueueRequest.deserialize,
                 response_serializer=lambda message: message.SerializeToString()),
@@ -293,11 +306,49 @@ class CloudTasksFake:
                     context.abort(grpc.StatusCode.ALREADY_EXISTS,
                                   "Requested entity already exists")
                 self.seen_names.add(task.name)
-                state.pending.append(_Pending(task, request.parent, time.monotonic()))
+                pending = _Pending(task, request.parent, time.monotonic())
+                state.pending.append(pending)
+                self.live[task.name] = pending
                 return task
         finally:
             with self._lock:
                 self.in_flight_creates -= 1
+
+    def get_task(self, request: tasks_v2.GetTaskRequest,
+                 context: grpc.ServicerContext) -> tasks_v2.Task:
+        with self._lock:
+            self.get_task_calls += 1
+            if self.fail_get_tasks is not None:
+                context.abort(self.fail_get_tasks, "fake: get_task failing")
+            pending = self.live.get(request.name)
+            if pending is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, "Requested entity was not found.")
+            assert pending is not None
+            task = tasks_v2.Task(pending.task)
+            task.dispatch_count = pending.dispatch_count
+            task.response_count = pending.response_count
+            return task
+
+    def delete_task(self, request: tasks_v2.DeleteTaskRequest,
+                    context: grpc.ServicerContext) -> empty_pb2.Empty:
+        with self._lock:
+            pending = self.live.pop(request.name, None)
+            if pending is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, "Requested entity was not found.")
+            assert pending is not None
+            state = self.queues.get(pending.queue)
+            if state is not None:
+                state.pending = [p for p in state.pending if p is not pending]
+        return empty_pb2.Empty()
+
+    def purge_queue(self, request: tasks_v2.PurgeQueueRequest,
+                    context: grpc.ServicerContext) -> tasks_v2.Queue:
+        with self._lock:
+            state = self._queue(request.name, context)
+            state.pending = []
+            for name in [n for n, p in self.live.items() if p.queue == request.name]:
+                del self.live[name]
+            return self._view(state)
 
     # -- delivery ---------------------------------------------------------------------
     def _deliver_loop(self) -> None:
@@ -348,13 +399,15 @@ class CloudTasksFake:
             pending.dispatch_count += 1
             if status:
                 pending.response_count += 1
-            if 200 <= status < 300:
-                return
             state = self.queues.get(pending.queue)
-            if state is None:
+            gone = self.live.get(task.name) is not pending  # deleted or purged meanwhile
+            if 200 <= status < 300 or state is None or gone:
+                if not gone:
+                    del self.live[task.name]  # delivered: the task no longer exists
                 return
             retry = state.queue.retry_config
             if retry.max_attempts and pending.dispatch_count >= retry.max_attempts:
+                del self.live[task.name]  # Cloud Tasks gives up and drops the task
                 return
             min_s = (retry.min_backoff.total_seconds() if retry.min_backoff else 0.0) or 0.1
             max_s = (retry.max_backoff.total_seconds() if retry.max_backoff else 0.0) or 3600.0
