@@ -12,8 +12,8 @@ UPDATE generation_tasks AS t
 
 -- name: stranded_candidates
 -- Rows the queue may have lost (core.sweeper.sweep_stranded, rule in core.stranded): queued
--- and untouched for :stale_s, or running with a lease that ran out :stale_s ago, and not
--- checked in the last :stale_s either (next_attempt_at, which Cloud Tasks mode does not
+-- and untouched for stale_s, or running with a lease that ran out stale_s ago, and not
+-- checked in the last stale_s either (next_attempt_at, which Cloud Tasks mode does not
 -- otherwise use once a row is queued, records the last check). Oldest check first, so a
 -- long backlog is looked at a slice per sweep instead of the same rows every time.
 SELECT id, job_id, status, dispatch_generation, updated_at, lease_until, next_attempt_at,
@@ -26,7 +26,7 @@ SELECT id, job_id, status, dispatch_generation, updated_at, lease_until, next_at
  LIMIT :limit;
 
 -- name: touch_held_tasks
--- The queue still holds these: note the check (next_attempt_at) so they wait :stale_s for
+-- The queue still holds these: note the check (next_attempt_at) so they wait stale_s for
 -- the next one. Guarded by the state we read; updated_at itself is left alone.
 UPDATE generation_tasks AS t
    SET next_attempt_at = now()

@@ -1,0 +1,294 @@
+"""Tasks stranded in Cloud Tasks mode: rows left queued (or running on a dead lease) after
+the queue lost their task. Against tests/peers/cloudtasks_fake.py (the CloudTasks gRPC
+service; the real google-cloud-tasks client over a real channel), real PostgreSQL, and a
+real worker in production mode (OIDC) for the end-to-end case.
+
+Rows are made stale by moving their timestamps back in SQL: the sweep's threshold is half
+an hour, and the point is what it does with rows past it, not the waiting."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from sqlalchemy import Engine, text
+
+from core import jobs
+from core.cli import main as cli
+from core.config import Settings
+from core.dispatch.cloud_tasks import CloudTasksDispatcher
+from core.queries import q
+from core.stranded import Candidate, is_candidate
+from core.sweeper import sweep_stranded
+from core.validation import BatchSpec
+from tests.conftest import WorkerProcess, free_port, wait_for
+from tests.peers.cloudtasks_fake import CloudTasksFake, TestIdentity, production_worker_env
+
+ADMIN = {"X-API-Key": "test-admin-key-0123456789"}
+STALE_S = 1800.0
+
+
+@pytest.fixture
+def identity() -> Iterator[TestIdentity]:
+    key = TestIdentity()
+    yield key
+    key.stop()
+
+
+@pytest.fixture
+def fake(identity: TestIdentity) -> Iterator[CloudTasksFake]:
+    with CloudTasksFake(identity) as server:
+        yield server
+
+
+@pytest.fixture
+def prod_env(env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity
+             ) -> dict[str, str]:
+    port = free_port()  # nothing listens there until a test starts the worker
+    env.update(production_worker_env(port=port, tasks_host=fake.host,
+                                     certs_url=identity.serve()))
+    env["PORT"] = str(port)
+    return env
+
+
+@pytest.fixture
+def long_retries(prod_env: dict[str, str]) -> None:
+    """The queue keeps retrying deliveries that reach nobody for about a minute (102
+    attempts, 0.5 s apart) instead of giving up within two seconds: its tasks stay held."""
+    prod_env["MAX_ATTEMPTS"] = "100"
+
+
+@pytest.fixture
+def dispatcher(prod_env: dict[str, str], settings: Settings
+               ) -> Iterator[CloudTasksDispatcher]:
+    assert cli(["queue", "create"]) == 0
+    assert cli(["queue", "pause"]) == 0  # nothing delivered until a test resumes
+    cloud = CloudTasksDispatcher.from_settings(settings)
+    yield cloud
+    cloud.close()
+
+
+def _submit(settings: Settings, n: int) -> Any:
+    return jobs.submit_batch(BatchSpec(prompts=tuple(f"stranded {i}" for i in range(n)),
+                                       style="none", count_per_prompt=1), settings=settings)
+
+
+def _rows(engine: Engine, job_id: Any) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(text(
+            "SELECT id, status, attempts, cloud_task_name, dispatch_generation, updated_at, "
+            "next_attempt_at FROM generation_tasks WHERE job_id = :j ORDER BY prompt_index"),
+            {"j": job_id}))
+
+
+def _age(engine: Engine, ids: list[Any], *, seconds: float = 3600) -> None:
+    """As if these rows had sat untouched (and unchecked) for ``seconds``."""
+    with engine.begin() as conn:
+        conn.execute(text(
+            "UPDATE generation_tasks SET updated_at = now() - make_interval(secs => :s), "
+            "next_attempt_at = now() - make_interval(secs => :s) WHERE id = ANY(:ids)"),
+            {"s": seconds, "ids": ids})
+
+
+def _sweep_cli(capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+    capsys.readouterr()
+    code = cli(["sweep", "--stranded"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.usefixtures("long_retries")
+def test_cli_skips_a_paused_queue_leaves_held_tasks_and_requeues_a_deleted_one(
+    dispatcher: CloudTasksDispatcher, fake: CloudTasksFake, settings: Settings,
+    engine: Engine, capsys: pytest.CaptureFixture[str],
+) -> None:
+    job = _submit(settings, 3)
+    gone, held, _fresh = before = _rows(engine, job.id)
+    assert {r.status for r in before} == {"queued"}
+    dispatcher.client.delete_task(name=gone.cloud_task_name)
+    assert gone.cloud_task_name not in fake.live
+    _age(engine, [gone.id, held.id])  # fresh stays recent: not even asked about
+    aged = _rows(engine, job.id)
+
+    # Paused: the queue holds its tasks; the sweep asks nothing and moves nothing.
+    code, out = _sweep_cli(capsys)
+    assert (code, out["skipped"], out["checked"], out["requeued"]) == (0, "queue paused", 0, 0)
+    assert fake.get_task_calls == 0
+    assert _rows(engine, job.id) == aged
+
+    assert cli(["queue", "resume"]) == 0  # deliveries now reach nobody: tasks stay held
+    code, out = _sweep_cli(capsys)
+    assert code == 0, out
+    assert (out["skipped"], out["checked"], out["held"], out["unknown"], out["requeued"],
+            out["enqueued"], out["failed"]) == (None, 2, 1, 0, 1, 1, 0)
+    assert fake.get_task_calls == 2
+    g, h, f = _rows(engine, job.id)
+    # The lost task: a new generation, a new name, which the queue now holds.
+    assert (g.status, g.dispatch_generation) == ("queued", 1)
+    assert g.cloud_task_name != gone.cloud_task_name and g.cloud_task_name in fake.live
+    # The held one: untouched but for the note of its check (next_attempt_at).
+    assert (h.status, h.dispatch_generation, h.cloud_task_name, h.updated_at) == (
+        "queued", 0, held.cloud_task_name, aged[1].updated_at)
+    assert h.next_attempt_at > aged[1].next_attempt_at
+    assert f == aged[2]
+    # Straight away again: the requeued row is fresh, the held one was just checked.
+    code, out = _sweep_cli(capsys)
+    assert (code, out["checked"], out["requeued"]) == (0, 0, 0)
+    assert fake.get_task_calls == 2
+
+
+@pytest.mark.usefixtures("long_retries")
+def test_an_unanswered_lookup_leaves_the_row_until_the_queue_answers(
+    dispatcher: CloudTasksDispatcher, fake: CloudTasksFake, settings: Settings,
+    engine: Engine,
+) -> None:
+    job = _submit(settings, 1)
+    (row,) = _rows(engine, job.id)
+    dispatcher.client.delete_task(name=row.cloud_task_name)
+    _age(engine, [row.id])
+    aged = _rows(engine, job.id)
+    dispatcher.resume()
+    fake.fail_get_tasks = grpc.StatusCode.UNAVAILABLE
+    swept = sweep_stranded(dispatcher, stale_s=STALE_S)
+    assert (swept.checked, swept.unknown, swept.held, swept.requeued) == (1, 1, 0, 0)
+    # Not even the check is noted: the row is asked about again next sweep.
+    assert _rows(engine, job.id) == aged
+    fake.fail_get_tasks = grpc.StatusCode.UNIMPLEMENTED  # what the PyPI emulator answers
+    swept = sweep_stranded(dispatcher, stale_s=STALE_S)
+    assert (swept.checked, swept.unknown, swept.requeued) == (1, 1, 0)
+    assert _rows(engine, job.id) == aged
+    assert fake.create_calls == 1
+    fake.fail_get_tasks = None
+    swept = sweep_stranded(dispatcher, stale_s=STALE_S)
+    assert (swept.checked, swept.requeued, swept.enqueue.enqueued) == (1, 1, 1)
+    (moved,) = _rows(engine, job.id)
+    assert (moved.status, moved.dispatch_generation) == ("queued", 1)
+
+
+class _ClaimedMeanwhile(CloudTasksDispatcher):
+    """A delivery claims each row between the sweep's read and the queue's answer."""
+
+    engine: Engine
+
+    def holds(self, task_name: str) -> bool | None:
+        with self.engine.begin() as conn:
+            conn.execute(text(
+                "UPDATE generation_tasks SET status = 'running', attempts = attempts + 1, "
+                "lease_until = now() + interval '1 minute', updated_at = now() "
+                "WHERE cloud_task_name = :n"), {"n": task_name})
+        return super().holds(task_name)
+
+
+@pytest.mark.usefixtures("long_retries")
+def test_a_row_claimed_while_the_queue_is_asked_is_not_requeued(
+    dispatcher: CloudTasksDispatcher, fake: CloudTasksFake, settings: Settings,
+    engine: Engine,
+) -> None:
+    job = _submit(settings, 1)
+    (row,) = _rows(engine, job.id)
+    dispatcher.client.delete_task(name=row.cloud_task_name)  # NOT_FOUND when asked
+    _age(engine, [row.id])
+    racing = _ClaimedMeanwhile(settings, dispatcher.client)
+    racing.engine = engine
+    dispatcher.resume()
+    swept = sweep_stranded(racing, stale_s=STALE_S)
+    assert (swept.checked, swept.requeued, swept.enqueue.enqueued) == (1, 0, 0)
+    (after,) = _rows(engine, job.id)
+    assert (after.status, after.dispatch_generation, after.cloud_task_name) == (
+        "running", 0, row.cloud_task_name)
+    assert fake.create_calls == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "updated_s", "lease_s", "checked_s"),
+    [
+        ("queued", 3600, None, 3600),
+        ("queued", 3600, None, 60),
+        ("queued", 60, None, 3600),
+        ("queued", 3600, None, -30),
+        ("running", 7200, 3600, 7200),
+        ("running", 7200, 60, 7200),
+        ("running", 7200, -60, 7200),
+        ("running", 7200, 3600, 60),
+        ("pending", 7200, None, 7200),
+        ("succeeded", 7200, None, 7200),
+    ],
+)
+def test_the_sql_picks_exactly_the_rows_the_pure_rule_does(
+    dispatcher: CloudTasksDispatcher, settings: Settings, engine: Engine,
+    status: str, updated_s: float, lease_s: float | None, checked_s: float,
+) -> None:
+    job = _submit(settings, 1)
+    (row,) = _rows(engine, job.id)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "UPDATE generation_tasks SET status = :st, "
+            "updated_at = now() - make_interval(secs => :u), "
+            "lease_until = now() - make_interval(secs => CAST(:l AS float)), "
+            "next_attempt_at = now() - make_interval(secs => :c) WHERE id = :id"),
+            {"st": status, "u": updated_s, "l": lease_s, "c": checked_s, "id": row.id})
+        picked = conn.execute(q("stranded_candidates"), {"stale_s": STALE_S, "limit": 10}).all()
+        full = conn.execute(text(
+            "SELECT id, job_id, status, dispatch_generation, updated_at, lease_until, "
+            "next_attempt_at, cloud_task_name, now() AS db_now FROM generation_tasks "
+            "WHERE id = :id"), {"id": row.id}).one()
+    candidate = Candidate(**{k: getattr(full, k) for k in Candidate.__dataclass_fields__})
+    assert [r.id for r in picked] == (
+        [row.id] if is_candidate(candidate, now=full.db_now, stale_s=STALE_S) else [])
+
+
+def test_worker_sweep_recovers_tasks_the_queue_lost_and_the_job_completes(
+    dispatcher: CloudTasksDispatcher, fake: CloudTasksFake, settings: Settings,
+    engine: Engine, prod_env: dict[str, str], tmp_path: Path,
+) -> None:
+    job = _submit(settings, 4)
+    deleted, died, gave_up_a, gave_up_b = before = _rows(engine, job.id)
+    # Deleted by an operator; the next one deleted too while a worker that had claimed it
+    # died (running, lease long gone); the last two dropped by the queue after max_attempts
+    # of deliveries that never reached a worker.
+    dispatcher.client.delete_task(name=deleted.cloud_task_name)
+    dispatcher.client.delete_task(name=died.cloud_task_name)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "UPDATE generation_tasks SET status = 'running', attempts = 1, "
+            "lease_until = now() - interval '1 hour' WHERE id = :id"), {"id": died.id})
+    dispatcher.resume()
+    attempts = settings.MAX_ATTEMPTS + 2
+    wait_for(lambda: not ({gave_up_a.cloud_task_name, gave_up_b.cloud_task_name}
+                          & set(fake.live)), timeout_s=30, message="the queue to give up")
+    assert len(fake.deliveries_for(gave_up_a.cloud_task_name)) == attempts
+    _age(engine, [r.id for r in before])
+    assert {r.status for r in _rows(engine, job.id)} == {"queued", "running"}
+
+    worker = WorkerProcess(env={**prod_env, "SWEEP_INTERVAL_S": "0.5"},
+                           port=int(prod_env["PORT"]), log_path=tmp_path / "worker.log")
+    worker.start()
+    try:
+        def finished() -> dict[str, Any] | None:
+            body = httpx.get(f"{worker.url}/api/admin/jobs/{job.id}/status", headers=ADMIN,
+                             timeout=10).json()
+            return body if body["progress_percentage"] == 100.0 else None
+
+        status = wait_for(finished, timeout_s=60, interval_s=0.2, message="the job")
+        logs = worker.logs()
+    finally:
+        worker.stop()
+    assert status["status"] == "completed"
+    rows = _rows(engine, job.id)
+    assert {r.status for r in rows} == {"succeeded"}
+    for old, new in zip(before, rows, strict=True):
+        assert new.dispatch_generation == 1
+        assert new.cloud_task_name != old.cloud_task_name
+        (delivery,) = fake.deliveries_for(new.cloud_task_name)
+        assert delivery.status == 200
+    assert fake.deliveries_for(deleted.cloud_task_name) == []
+    assert fake.deliveries_for(died.cloud_task_name) == []
+    recovered = [json.loads(line) for line in logs.splitlines()
+                 if '"stranded_requeue"' in line]
+    assert sorted((e["task_id"], e["was_status"]) for e in recovered) == sorted(
+        (str(r.id), "running" if r.id == died.id else "queued") for r in before)
+    assert all(e["severity"] == "WARNING" for e in recovered)
