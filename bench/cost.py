@@ -36,7 +36,9 @@ def cpu_per_task_s() -> float | None:
             bench_database("cost") as url, workdir("cost") as tmp:
         env = {**base_env(url, tmp), "IMAGE_PROVIDER": "openai",
                "OPENAI_API_KEY": stub.api_key, "OPENAI_BASE_URL": stub.base_url,
-               "LOCAL_MAX_CONCURRENCY": str(CONCURRENCY)}
+               "LOCAL_MAX_CONCURRENCY": str(CONCURRENCY),
+               # Production's log level: a JSON line per delivery is part of the cost.
+               "LOG_LEVEL": "INFO"}
         engine = sync_engine(url)
         try:
             with running_worker(env, tmp / "worker.log") as worker:

@@ -209,9 +209,9 @@ def explain(engine: Engine) -> dict[str, str]:
                                 bound).scalars().all()
             tx.rollback()  # the claim is an UPDATE: measure it, keep nothing
             plan = "\n".join(rows)
-            uses = sorted({ln.strip().split(" on ")[0].split("  ")[0].lstrip("-> ")
-                           + " " + ln.strip().split(" on ")[1].split()[0]
-                           for ln in rows if " on " in ln and "Scan" in ln})
+            # "Index Scan using generation_jobs_pkey on generation_jobs", etc.
+            uses = [ln.strip().lstrip("-> ").split(" (actual")[0]
+                    for ln in rows if "Scan" in ln and "(actual" in ln]
             exec_ms = next((ln.split(":")[1].strip() for ln in rows
                             if ln.startswith("Execution Time")), "?")
             plans[label] = f"{'; '.join(uses)} ({exec_ms})"
@@ -284,7 +284,7 @@ def run() -> list[Figure]:
         finally:
             engine.dispose()
     seq_scans = [k for k, v in plans.items() if not k.endswith(".full")
-                 and "Seq Scan generation_tasks" in v]
+                 and "Seq Scan on generation_tasks" in v]
     figs = [
         figure("job status over HTTP, p99 (1M tasks, 1,000 jobs)", _p(status_ms, 0.99), "ms",
                goal="< 10 ms", check=lambda v: v < 10,

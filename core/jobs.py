@@ -195,6 +195,11 @@ def submit_batch(
             rows.append((uuid.uuid4(), job_id, prompt_index, image_index, prompt, spec.style))
     cost = estimate_cost_usd(options.provider, options.model, options.size, options.quality,
                              len(rows))
+    dispatcher = dispatcher or get_dispatcher(settings)
+    # The local queue is this table, so handing a task to it is its status: written queued
+    # by the COPY itself, in the same transaction, instead of a second UPDATE of every row
+    # (half the time of a 10,000-task submit). Other queues get the outbox hand-over.
+    local = dispatcher.name == "local"
     with transaction(engine) as conn:
         conn.execute(q("insert_job"), {
             "id": job_id, "total_tasks": len(rows), "style": spec.style,
@@ -202,15 +207,16 @@ def submit_batch(
             "model": options.model, "size": options.size, "quality": options.quality,
             "estimated_cost_usd": cost,
         })
-        _copy_tasks(conn, rows)
+        _copy_tasks(conn, rows, "queued" if local else "pending")
         job = _job(conn.execute(q("job_by_id"), {"job_id": job_id}).one())
     log.info("job submitted", extra={"action": "submit_batch", "job_id": str(job_id),
                                      "total_tasks": len(rows)})
-    _hand_over(dispatcher or get_dispatcher(settings), [TaskRef(r[0], 0) for r in rows], job_id)
+    if not local:
+        _hand_over(dispatcher, [TaskRef(r[0], 0) for r in rows], job_id)
     return job
 
 
-def _copy_tasks(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+def _copy_tasks(conn: Connection, rows: Sequence[tuple[Any, ...]], status: str) -> None:
     # COPY, not INSERT ... VALUES: a 10,000-task batch is one round trip of a few MB.
     raw = conn.connection.driver_connection
     assert raw is not None
@@ -219,7 +225,7 @@ def _copy_tasks(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         " FROM STDIN"
     ) as copy:
         for row in rows:
-            copy.write_row((*row, "pending"))
+            copy.write_row((*row, status))
 
 
 def _hand_over(dispatcher: Dispatcher, refs: list[TaskRef], job_id: UUID) -> None:
