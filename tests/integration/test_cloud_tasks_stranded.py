@@ -27,6 +27,7 @@ from core.stranded import Candidate, is_candidate
 from core.sweeper import sweep_stranded
 from core.validation import BatchSpec
 from tests.conftest import WorkerProcess, free_port, wait_for
+from tests.integration import test_cloud_tasks_emulator as emulator_tests
 from tests.peers.cloudtasks_fake import CloudTasksFake, TestIdentity, production_worker_env
 
 ADMIN = {"X-API-Key": "test-admin-key-0123456789"}
@@ -169,6 +170,54 @@ def test_an_unanswered_lookup_leaves_the_row_until_the_queue_answers(
     assert (moved.status, moved.dispatch_generation) == ("queued", 1)
 
 
+@pytest.mark.usefixtures("long_retries")
+def test_a_purged_queue_gets_its_unfinished_tasks_back(
+    dispatcher: CloudTasksDispatcher, fake: CloudTasksFake, settings: Settings,
+    engine: Engine,
+) -> None:
+    job = _submit(settings, 3)
+    before = _rows(engine, job.id)
+    dispatcher.client.purge_queue(name=dispatcher.queue_path)
+    assert fake.live == {}
+    _age(engine, [r.id for r in before])
+    dispatcher.resume()
+    swept = sweep_stranded(dispatcher, stale_s=STALE_S)
+    assert (swept.checked, swept.requeued, swept.enqueue.enqueued) == (3, 3, 3)
+    after = _rows(engine, job.id)
+    assert [r.dispatch_generation for r in after] == [1, 1, 1]
+    assert {r.cloud_task_name for r in after} == set(fake.live)
+
+
+# gcloud-tasks-emulator (PyPI) has no GetTask: it answers UNIMPLEMENTED (HTTP 501).
+emulator = emulator_tests.emulator
+
+
+@pytest.fixture
+def emulator_env(env: dict[str, str], emulator: str) -> dict[str, str]:
+    port = free_port()  # the emulator's deliveries reach nobody; the rows stay queued
+    env.update(USE_CLOUD_TASKS="true", GCP_PROJECT="test-project", GCP_LOCATION="us-central1",
+               QUEUE_NAME=f"images-{port}", CLOUD_TASKS_EMULATOR_HOST=emulator,
+               WORKER_URL=f"http://127.0.0.1:{port}")
+    return env
+
+
+def test_against_the_emulator_which_cannot_look_tasks_up_nothing_moves(
+    emulator_env: dict[str, str], settings: Settings, engine: Engine,
+) -> None:
+    assert settings.CLOUD_TASKS_EMULATOR_HOST == emulator_env["CLOUD_TASKS_EMULATOR_HOST"]
+    assert cli(["queue", "create"]) == 0
+    job = _submit(settings, 2)
+    _age(engine, [r.id for r in _rows(engine, job.id)])
+    aged = _rows(engine, job.id)
+    cloud = CloudTasksDispatcher.from_settings(settings)
+    try:
+        swept = sweep_stranded(cloud, stale_s=STALE_S)
+    finally:
+        cloud.close()
+    assert (swept.skipped, swept.checked, swept.unknown, swept.requeued) == (None, 2, 2, 0)
+    assert _rows(engine, job.id) == aged
+
+
 class _ClaimedMeanwhile(CloudTasksDispatcher):
     """A delivery claims each row between the sweep's read and the queue's answer."""
 
@@ -292,3 +341,12 @@ def test_worker_sweep_recovers_tasks_the_queue_lost_and_the_job_completes(
     assert sorted((e["task_id"], e["was_status"]) for e in recovered) == sorted(
         (str(r.id), "running" if r.id == died.id else "queued") for r in before)
     assert all(e["severity"] == "WARNING" for e in recovered)
+
+
+def test_cli_refuses_a_stranded_sweep_on_the_local_queue(
+    settings: Settings, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The local queue is its table: its loop re-delivers expired leases itself.
+    assert not settings.USE_CLOUD_TASKS
+    assert cli(["sweep", "--stranded"]) == 2
+    assert "USE_CLOUD_TASKS" in capsys.readouterr().err
