@@ -82,8 +82,11 @@ def sweep_stranded(
     running = lookup.queue_running()
     if running is not True:
         skipped = "queue paused" if running is False else "queue state unknown"
-        log.info("stranded sweep skipped: %s", skipped,
-                 extra={"action": "stranded_sweep_skipped", "reason": skipped})
+        # Paused is an operator's choice; unreadable (often a missing IAM role) silently
+        # disables this recovery, so it is said louder.
+        log.log(logging.DEBUG if running is False else logging.WARNING,
+                "stranded sweep skipped: %s", skipped,
+                extra={"action": "stranded_sweep_skipped", "reason": skipped})
         return StrandedSweep(skipped=skipped)
     with transaction(engine) as conn:
         rows = conn.execute(q("stranded_candidates"),

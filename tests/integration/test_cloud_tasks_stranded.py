@@ -188,6 +188,21 @@ def test_a_purged_queue_gets_its_unfinished_tasks_back(
     assert {r.cloud_task_name for r in after} == set(fake.live)
 
 
+def test_a_queue_that_cannot_be_read_is_not_swept(
+    dispatcher: CloudTasksDispatcher, fake: CloudTasksFake, settings: Settings,
+    engine: Engine, capsys: pytest.CaptureFixture[str],
+) -> None:
+    job = _submit(settings, 1)
+    _age(engine, [r.id for r in _rows(engine, job.id)])
+    aged = _rows(engine, job.id)
+    # Its tasks all answer NOT_FOUND now; that must not read as "all lost".
+    dispatcher.client.delete_queue(name=dispatcher.queue_path)
+    code, out = _sweep_cli(capsys)
+    assert (code, out["skipped"], out["checked"]) == (1, "queue state unknown", 0)
+    assert fake.get_task_calls == 0
+    assert _rows(engine, job.id) == aged
+
+
 # gcloud-tasks-emulator (PyPI) has no GetTask: it answers UNIMPLEMENTED (HTTP 501).
 emulator = emulator_tests.emulator
 
