@@ -102,6 +102,9 @@ def sweep_stranded(
                             thread_name_prefix="get-task") as pool:
         presence = list(pool.map(lookup.holds, names))
     verdicts = judge(candidates, presence)
+    if verdicts.stranded and lookup.queue_running() is not True:
+        # The queue went away (or paused) while we asked: its NOT_FOUNDs prove nothing.
+        verdicts = judge(candidates, [None if p is False else p for p in presence])
     result.held, result.unknown = len(verdicts.held), len(verdicts.unknown)
     with transaction(engine) as conn:
         if verdicts.held:

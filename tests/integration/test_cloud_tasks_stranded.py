@@ -203,6 +203,29 @@ def test_a_queue_that_cannot_be_read_is_not_swept(
     assert _rows(engine, job.id) == aged
 
 
+class _QueueDeletedMeanwhile(CloudTasksDispatcher):
+    """The queue is deleted while the sweep asks about its tasks."""
+
+    def holds(self, task_name: str) -> bool | None:
+        self.client.delete_queue(name=self.queue_path)
+        return super().holds(task_name)
+
+
+def test_a_queue_deleted_during_the_sweep_proves_nothing(
+    dispatcher: CloudTasksDispatcher, fake: CloudTasksFake, settings: Settings,
+    engine: Engine,
+) -> None:
+    job = _submit(settings, 1)
+    _age(engine, [r.id for r in _rows(engine, job.id)])
+    aged = _rows(engine, job.id)
+    dispatcher.resume()
+    swept = sweep_stranded(_QueueDeletedMeanwhile(settings, dispatcher.client),
+                           stale_s=STALE_S)
+    assert (swept.checked, swept.unknown, swept.requeued) == (1, 1, 0)
+    assert fake.get_task_calls == 1
+    assert _rows(engine, job.id) == aged
+
+
 # gcloud-tasks-emulator (PyPI) has no GetTask: it answers UNIMPLEMENTED (HTTP 501).
 emulator = emulator_tests.emulator
 

@@ -268,6 +268,8 @@ class CloudTasksFake:
         with self._lock:
             self._queue(request.name, context)
             del self.queues[request.name]
+            for name in [n for n, p in self.live.items() if p.queue == request.name]:
+                del self.live[name]  # its tasks go with it
         return empty_pb2.Empty()
 
     def pause_queue(self, request: tasks_v2.PauseQueueRequest,
