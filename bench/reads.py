@@ -145,6 +145,24 @@ def http_reads(worker_url: str) -> tuple[list[float], list[float]]:
     return status_ms, page_ms
 
 
+def core_status(engine: Engine) -> list[float]:
+    """core.jobs.get_job, what the status route calls, without HTTP: the database's share."""
+    from uuid import UUID
+
+    from core import jobs
+
+    rng = random.Random(7)
+    for _ in range(20):
+        jobs.get_job(UUID(_job_id(rng.randrange(N_JOBS))), engine=engine)
+    samples = []
+    for _ in range(STATUS_REQUESTS):
+        job_id = UUID(_job_id(rng.randrange(N_JOBS)))
+        started = time.perf_counter()
+        jobs.get_job(job_id, engine=engine)
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
 def dashboard_job_page(url: str, images_dir: Path) -> float | None:
     """Seconds for one AppTest run of the job page on the 10,000-task job (after a warm-up
     run, so imports and Streamlit's script compile are not counted)."""
@@ -277,6 +295,7 @@ def run() -> list[Figure]:
             env = {**base_env(url, tmp), "RUN_DISPATCHER": "false"}
             with running_worker(env, tmp / "worker.log") as worker:
                 status_ms, page_ms = http_reads(worker.url)
+            core_status_ms = core_status(engine)
             plans = explain(engine)
             page_s = dashboard_job_page(url, images)
             one_job = asyncio.run(_completions(url, jobs=1))
@@ -290,6 +309,8 @@ def run() -> list[Figure]:
                goal="< 10 ms", check=lambda v: v < 10,
                note=f"p50 {statistics.median(status_ms):.1f} ms, {STATUS_REQUESTS} requests; "
                     f"data generated in {gen_s:.0f} s; {load_note()}"),
+        figure("job status in core (core.jobs.get_job, no HTTP), p99", _p(core_status_ms, 0.99),
+               "ms", note=f"p50 {statistics.median(core_status_ms):.2f} ms"),
         figure("failures page of the 10,000-task job over HTTP, p99", _p(page_ms, 0.99), "ms",
                goal="< 50 ms", check=lambda v: v < 50,
                note=f"p50 {statistics.median(page_ms):.1f} ms; 100 rows + total"),
