@@ -126,7 +126,9 @@ def base_env(db_url: str, workdir: Path) -> dict[str, str]:
         "DISPATCH_DEADLINE_S": "60",
         "LOG_LEVEL": "WARNING",
         "LOG_FORMAT": "json",
-        "DB_POOL_SIZE": "10",
+        # Enough pooled connections for the deliveries in flight: below that, SQLAlchemy
+        # opens and closes an overflow connection (a PostgreSQL backend) per checkout.
+        "DB_POOL_SIZE": "26",
     }
 
 

@@ -69,7 +69,8 @@ def end_to_end(processes: int = 1) -> tuple[float | None, float | None]:
     """tasks/s and worker CPU-seconds per task with ``processes`` worker processes, each
     dispatching to itself (as instances would), all on one database."""
     with bench_database("overhead") as url, workdir("overhead") as tmp:
-        env = {**base_env(url, tmp), "LOCAL_MAX_CONCURRENCY": str(CONCURRENCY // processes)}
+        env = {**base_env(url, tmp), "LOCAL_MAX_CONCURRENCY": str(CONCURRENCY // processes),
+               "DB_POOL_SIZE": str(CONCURRENCY // processes + 2)}
         engine = sync_engine(url)
         try:
             with contextlib.ExitStack() as stack:
