@@ -5,10 +5,16 @@ one HTTP call and one counted attempt. SDK errors become one TaskFailure through
 core.classify: 429 keeps ``retry-after``; timeouts, connection errors and 5xx retry; a
 moderation refusal (400 ``moderation_blocked``) and other invalid requests are final;
 a wrong key is final and logged at ERROR, since no retry will fix it.
+
+Rate limits: every answer's ``x-ratelimit-*`` and ``Retry-After`` headers feed a pacer
+shared by the process's calls to this endpoint (core.ratelimit). A call waits for its
+slot (at most PROVIDER_RATE_WAIT_S) instead of being sent into an exhausted window; a
+longer wait answers "rate limited, retry after" without a call, and the queue holds it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -16,7 +22,7 @@ from typing import Any, cast
 
 import openai
 
-from core import classify
+from core import classify, ratelimit
 from core.config import Settings
 from core.errors import TaskFailure
 from core.providers.base import GeneratedImage, ImageRequest
@@ -27,8 +33,12 @@ log = logging.getLogger(__name__)
 class OpenAIProvider:
     name = "openai"
 
-    def __init__(self, client: openai.AsyncOpenAI) -> None:
+    def __init__(self, client: openai.AsyncOpenAI, *,
+                 pacer: ratelimit.ProviderPacer | None = None,
+                 max_wait_s: float = 0.0) -> None:
         self.client = client
+        self.pacer = pacer  # None: no pacing (every call goes at once)
+        self.max_wait_s = max_wait_s
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIProvider:
@@ -39,18 +49,26 @@ class OpenAIProvider:
             timeout=settings.OPENAI_TIMEOUT_S,
             max_retries=0,
         )
-        return cls(client)
+        wait_s = settings.PROVIDER_RATE_WAIT_S
+        pacer = ratelimit.pacer_for(str(client.base_url)) if wait_s > 0 else None
+        return cls(client, pacer=pacer, max_wait_s=wait_s)
 
     async def generate(self, request: ImageRequest) -> GeneratedImage:
+        await self._wait_for_slot()
         try:
             # size and quality are validated against the price table when the job is
             # submitted; the SDK's Literal types cannot see that.
-            result = await self.client.images.generate(
+            raw = await self.client.images.with_raw_response.generate(
                 model=request.model, prompt=request.prompt, size=cast(Any, request.size),
                 quality=cast(Any, request.quality), n=1,
             )
         except openai.APIError as exc:
+            if isinstance(exc, openai.APIStatusError) and self.pacer is not None:
+                self.pacer.observe(status=exc.status_code, headers=exc.response.headers)
             raise failure_from_sdk_error(exc) from exc
+        if self.pacer is not None:
+            self.pacer.observe(status=raw.status_code, headers=raw.headers)
+        result = raw.parse()
         if not result.data or not result.data[0].b64_json:
             raise TaskFailure(retryable=True, code="empty_response",
                               message="the images API returned no image data")
@@ -66,6 +84,20 @@ class OpenAIProvider:
             input_tokens=usage.input_tokens if usage else None,
             output_tokens=usage.output_tokens if usage else None,
         )
+
+    async def _wait_for_slot(self) -> None:
+        if self.pacer is None:
+            return
+        delay = self.pacer.reserve(self.max_wait_s)
+        if delay is None:
+            # The provider said the window is shut for longer than a delivery should wait:
+            # hand the task back to the queue (429 + Retry-After) without a doomed call.
+            raise classify.classify_http(
+                429, code="rate_limited",
+                message="the images API's rate limit is exhausted; waiting for it",
+                retry_after_s=max(1.0, self.pacer.blocked_for_s()))
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     async def aclose(self) -> None:
         await self.client.close()
