@@ -45,6 +45,7 @@ test: test-deps lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install
+	VENV=$(VENV) bash bench/install_deps.sh
 	$(PY) -m bench
 
 ## Stop the embedded PostgreSQL (it outlives `make demo` so the next start is instant).
