@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -16,7 +17,7 @@ from core.oidc import CertsUnavailable, TokenRejected, Verifier
 log = logging.getLogger(__name__)
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -64,16 +65,18 @@ def _is_loopback(host: str | None) -> bool:
         return host == "localhost"
 
 
-def require_task_auth(request: Request, settings: SettingsDep) -> None:
+async def require_task_auth(request: Request, settings: SettingsDep) -> None:
     """Who may deliver a task. Never the admin key.
 
     Cloud Tasks: a Google OIDC token for CLOUD_TASKS_SERVICE_ACCOUNT with audience
     WORKER_URL. Local: the TASK_SECRET header; without one configured (development),
     only loopback clients.
     """
+    # Async, so a delivery does not hop through the thread pool for a header compare;
+    # only the OIDC check, which may fetch Google's certificates, runs in a thread.
     verifier = getattr(request.app.state, "oidc_verifier", None)
     if verifier is not None:
-        _check_oidc(verifier, request)
+        await asyncio.to_thread(_check_oidc, verifier, request)
         return
     secret = settings.TASK_SECRET.get_secret_value() if settings.TASK_SECRET else ""
     if secret:
