@@ -35,7 +35,7 @@ _API_KEY_HEADER = APIKeyHeader(name="X-API-Key", scheme_name="ApiKey", auto_erro
 _BEARER = HTTPBearer(scheme_name="Bearer", auto_error=False)
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep,
     x_api_key: Annotated[str | None, Security(_API_KEY_HEADER)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
