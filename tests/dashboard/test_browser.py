@@ -22,7 +22,7 @@ from playwright.sync_api import sync_playwright
 
 from core.config import Settings
 from core.dispatch import get_dispatcher
-from tests.conftest import REPO_ROOT, WorkerProcess, free_port, need, wait_for
+from tests.conftest import REPO_ROOT, WorkerProcess, free_port, need, stop_process, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = REPO_ROOT / "docs" / "screenshots" / "job-page.png"
@@ -60,12 +60,7 @@ def dashboard(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
         wait_for(healthy, timeout_s=60, message="streamlit health")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 @pytest.mark.browser

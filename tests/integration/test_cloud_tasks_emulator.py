@@ -25,7 +25,7 @@ from core.config import Settings
 from core.dispatch import EnqueueResult, TaskRef
 from core.dispatch.cloud_tasks import CloudTasksDispatcher
 from core.validation import BatchSpec
-from tests.conftest import REPO_ROOT, WorkerProcess, free_port, need, wait_for
+from tests.conftest import REPO_ROOT, WorkerProcess, free_port, need, stop_process, wait_for
 from tests.peers.openai_stub import OpenAIStub, Reply
 
 EMULATOR_PYTHON = REPO_ROOT / ".venv-emulator" / "bin" / "python"
@@ -55,12 +55,7 @@ def emulator(tmp_path: Path) -> Iterator[str]:
                 time.sleep(0.1)
         yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, timeout_s=10)
         log.close()
 
 

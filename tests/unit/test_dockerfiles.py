@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT, free_port, wait_for
+from tests.conftest import REPO_ROOT, free_port, stop_process, wait_for
 
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 
@@ -174,15 +174,6 @@ def _run_cmd(instructions: list[Instruction], root: Path, env: dict[str, str],
                                 stdout=out, stderr=subprocess.STDOUT)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 def _healthy(proc: subprocess.Popen[bytes], url: str, log: Path) -> bool:
     if proc.poll() is not None:
         raise AssertionError(f"the CMD exited:\n{log.read_text(errors='replace')[-3000:]}")
@@ -211,7 +202,7 @@ def test_worker_cmd_serves_on_port_from_only_the_copied_code(
                                   tmp_path / "worker.log"), timeout_s=60,
                  message="the worker CMD")
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def test_worker_image_refuses_to_start_without_production_secrets(
@@ -246,4 +237,4 @@ def test_dashboard_cmd_serves_on_port_from_only_the_copied_code(
                                   tmp_path / "dashboard.log"), timeout_s=60,
                  message="the dashboard CMD")
     finally:
-        _stop(proc)
+        stop_process(proc)
