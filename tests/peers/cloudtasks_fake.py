@@ -1,28 +1,44 @@
 """A small Cloud Tasks server for tests: the google.cloud.tasks.v2.CloudTasks gRPC service
 (messages from the google-cloud-tasks protos), on 127.0.0.1, for the real client over a
-real insecure channel. It covers what gcloud-tasks-emulator does not:
+real insecure channel. It behaves as Cloud Tasks documents (RetryConfig, HttpRequest,
+the X-CloudTasks-* request headers), where gcloud-tasks-emulator does not:
 
-- CreateTask answers ALREADY_EXISTS for a name it has seen (Cloud Tasks remembers names
-  for about an hour after the task ran or was deleted);
-- each delivery is an HTTP POST with ``Authorization: Bearer <OIDC token>``, the token
-  signed by ``TestIdentity`` (an RSA key whose certificate ``TestIdentity.serve()`` serves
-  on loopback, in Google's ``{kid: PEM certificate}`` format), plus the X-CloudTasks-*
-  headers as Cloud Tasks sends them (short queue name);
-- queue create/get/update/pause/resume; a paused queue delivers nothing;
-- ``create_latency_s`` and ``max_in_flight_creates`` to observe how many CreateTask calls a
+- Queues: create/get/update/pause/resume/purge/delete. A field left unset at creation gets
+  Cloud Tasks' default (``CLOUD_TASKS_DEFAULT_RETRY``: max_attempts 100, min_backoff 0.1 s,
+  max_backoff 3600 s, max_doublings 16, no max_retry_duration; 500 dispatches/s, 1000
+  concurrent), so ``gcloud_queue()`` (what ``gcloud tasks queues create`` with only rate
+  and concurrency flags sends) reads back as the real service would show it. A paused
+  queue delivers nothing; max_concurrent_dispatches and max_dispatches_per_second bound
+  deliveries.
+- Retries follow the queue's RetryConfig: every dispatch is an attempt (a 503, a refused
+  connection or a deadline passed included); the k-th retry waits min_backoff doubled
+  k-1 times up to max_doublings, then growing linearly by min_backoff * 2^max_doublings,
+  capped at max_backoff (Cloud Tasks' schedule); after max_attempts (-1: unlimited) and
+  max_retry_duration (0: none) the task is dropped (``dropped`` lists them).
+- ``dispatch_deadline`` (default 600 s, 15 s - 30 min): a delivery with no answer by then
+  counts as failed and is retried on schedule, while the first may still be running.
+- 429 or 503 with ``Retry-After`` slows the whole queue (no dispatch before it passes), as
+  Cloud Tasks' system throttling considers it; the task's own retry stays on its schedule.
+- Headers as Cloud Tasks sets them: X-CloudTasks-TaskRetryCount = earlier dispatches of
+  the task (all of them), X-CloudTasks-TaskExecutionCount = earlier answers from the
+  handler that were not 5xx; QueueName / TaskName short; an OIDC ``Authorization:
+  Bearer`` token signed by ``TestIdentity`` (an RSA key whose certificate
+  ``TestIdentity.serve()`` serves on loopback in Google's ``{kid: PEM}`` format).
+- ``schedule_time`` is honoured exactly (no delivery before it).
+- CreateTask answers ALREADY_EXISTS for a name it has seen, including tasks that already
+  ran, were dropped or deleted (Cloud Tasks remembers names for about an hour or more).
+- GetTask finds a task from creation until it is gone (delivered 2xx, dropped, deleted,
+  purged), then NOT_FOUND; ``get_task_calls`` counts lookups; ``fail_get_tasks`` (a status
+  code) makes every GetTask fail with it.
+- ``create_latency_s`` / ``max_in_flight_creates`` observe how many CreateTask calls a
   client keeps in flight; ``fail_creates`` makes the next N CreateTask calls UNAVAILABLE.
-- GetTask finds a task from its creation until it is gone: delivered (2xx), given up
-  after max_attempts, deleted (DeleteTask) or purged (PurgeQueue); then NOT_FOUND, as in
-  Cloud Tasks. ``get_task_calls`` counts lookups; ``fail_get_tasks`` (a status code) makes
-  every GetTask fail with it.
-
-Non-2xx answers are retried after the queue's min_backoff (doubling, capped at
-max_backoff) up to max_attempts, like Cloud Tasks.
+- ``deliveries`` records every dispatch (start and end wall times, status, headers).
 """
-
 from __future__ import annotations
 
 import datetime as dt
+import heapq
+import itertools
 import json
 import threading
 import time
@@ -123,34 +139,114 @@ class TestIdentity:
             self._server.server_close()
 
 
+# What Cloud Tasks picks for what a CreateQueue leaves unset (the RetryConfig and
+# RateLimits reference pages; "gcloud tasks queues create" without retry flags).
+CLOUD_TASKS_DEFAULT_RETRY = {"max_attempts": 100, "min_backoff_s": 0.1,
+                             "max_backoff_s": 3600.0, "max_doublings": 16}
+DEFAULT_MAX_DISPATCHES_PER_SECOND = 500.0
+DEFAULT_MAX_CONCURRENT_DISPATCHES = 1000
+DEFAULT_DISPATCH_DEADLINE_S = 600.0
+
+
+def gcloud_queue(queue_path: str, *, max_dispatches_per_second: float,
+                 max_concurrent_dispatches: int) -> tasks_v2.Queue:
+    """The queue the deployment guide's ``gcloud tasks queues create QUEUE
+    --max-dispatches-per-second=R --max-concurrent-dispatches=C`` sends: rate limits
+    only, no retry config (so the service's defaults apply)."""
+    return tasks_v2.Queue(name=queue_path, rate_limits=tasks_v2.RateLimits(
+        max_dispatches_per_second=max_dispatches_per_second,
+        max_concurrent_dispatches=max_concurrent_dispatches))
+
+
+def _seconds(value: Any) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    return float(value.seconds) + value.nanos / 1e9
+
+
+def retry_delay_s(retry: tasks_v2.RetryConfig, failures: int) -> float:
+    """Cloud Tasks' wait before the retry after ``failures`` failed attempts (pure): the
+    interval starts at min_backoff, doubles max_doublings times, then grows linearly by
+    min_backoff * 2^max_doublings, capped at max_backoff."""
+    pb = tasks_v2.RetryConfig.pb(retry)
+    min_s = _seconds(pb.min_backoff)
+    max_s = _seconds(pb.max_backoff)
+    doublings = pb.max_doublings
+    k = max(1, failures)
+    if k - 1 <= doublings:
+        delay = min_s * 2 ** (k - 1)
+    else:
+        step = min_s * 2 ** doublings
+        delay = step + step * (k - 1 - doublings)
+    return min(delay, max_s) if max_s > 0 else delay
+
+
+def with_defaults(queue: tasks_v2.Queue) -> tasks_v2.Queue:
+    """The queue as Cloud Tasks stores it: unset retry and rate fields get its defaults."""
+    pb = tasks_v2.Queue.pb(queue)
+    out = tasks_v2.Queue.pb(tasks_v2.Queue())
+    out.CopyFrom(pb)
+    retry = out.retry_config
+    if not pb.HasField("retry_config") or pb.retry_config.max_attempts == 0:
+        retry.max_attempts = CLOUD_TASKS_DEFAULT_RETRY["max_attempts"]
+    if not pb.retry_config.HasField("min_backoff"):
+        retry.min_backoff.FromTimedelta(dt.timedelta(
+            seconds=CLOUD_TASKS_DEFAULT_RETRY["min_backoff_s"]))
+    if not pb.retry_config.HasField("max_backoff"):
+        retry.max_backoff.FromTimedelta(dt.timedelta(
+            seconds=CLOUD_TASKS_DEFAULT_RETRY["max_backoff_s"]))
+    if not pb.HasField("retry_config"):  # an explicit 0 cannot be told from unset
+        retry.max_doublings = CLOUD_TASKS_DEFAULT_RETRY["max_doublings"]
+    if out.rate_limits.max_dispatches_per_second <= 0:
+        out.rate_limits.max_dispatches_per_second = DEFAULT_MAX_DISPATCHES_PER_SECOND
+    if out.rate_limits.max_concurrent_dispatches <= 0:
+        out.rate_limits.max_concurrent_dispatches = DEFAULT_MAX_CONCURRENT_DISPATCHES
+    return tasks_v2.Queue.wrap(out)
+
+
 @dataclass
 class Delivery:
     task_name: str
     url: str
-    status: int  # 0 = could not connect
+    status: int  # 0 = no answer (could not connect, or the dispatch deadline passed)
     authorization: str | None
     headers: dict[str, str]
+    started_at: float = 0.0  # wall clock (time.time())
+    finished_at: float = 0.0
+    retry_after: str | None = None
 
 
 @dataclass
 class _Pending:
     task: tasks_v2.Task
     queue: str
-    due: float
+    due: float  # monotonic
     dispatch_count: int = 0
     response_count: int = 0
+    execution_count: int = 0  # answers that were not 5xx
+    first_attempt_at: float | None = None
+    in_flight: bool = False
 
 
 @dataclass
 class _QueueState:
     queue: tasks_v2.Queue
     paused: bool = False
-    pending: list[_Pending] = field(default_factory=list)
+    # (due, sequence, pending): the next task to deliver first.
+    heap: list[tuple[float, int, _Pending]] = field(default_factory=list)
+    in_flight: int = 0
+    throttled_until: float = 0.0  # monotonic: a Retry-After holds the whole queue
+    next_dispatch_at: float = 0.0  # max_dispatches_per_second
 
 
 class CloudTasksFake:
     def __init__(self, identity: TestIdentity, *, create_latency_s: float = 0.0,
                  delivery_threads: int = 8) -> None:
+        # delivery_threads is kept for callers; deliveries run one thread each, bounded
+        # by the queue's max_concurrent_dispatches, as a deadline can hold one for minutes.
+        del delivery_threads
         self.identity = identity
         self.create_latency_s = create_latency_s
         self.fail_creates = 0
@@ -160,13 +256,19 @@ class CloudTasksFake:
         self.in_flight_creates = 0
         self.max_in_flight_creates = 0
         self.deliveries: list[Delivery] = []
+        self.dropped: list[str] = []  # tasks given up after max_attempts
+        self.created: dict[str, tasks_v2.Task] = {}  # every task created, by name
         # Tasks the queue holds (waiting, backing off or being delivered), by name.
         self.live: dict[str, _Pending] = {}
         self.get_task_calls = 0
+        self.get_queue_calls = 0
         self.fail_get_tasks: grpc.StatusCode | None = None
+        self.fail_get_queue: grpc.StatusCode | None = None
+        self._seq = itertools.count()
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
         self._stop = threading.Event()
-        self._pool = futures.ThreadPoolExecutor(delivery_threads)
+        self._threads: list[threading.Thread] = []
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=128))
         self._grpc.add_generic_rpc_handlers((self._handlers(),))
         self.port = self._grpc.add_insecure_port("127.0.0.1:0")
@@ -184,9 +286,12 @@ class CloudTasksFake:
 
     def stop(self) -> None:
         self._stop.set()
+        with self._lock:
+            self._wake.notify_all()
         self._grpc.stop(grace=0.5).wait(5)
         self._loop.join(timeout=5)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for thread in list(self._threads):
+            thread.join(timeout=2)
 
     def __enter__(self) -> CloudTasksFake:
         return self.start()
@@ -201,6 +306,11 @@ class CloudTasksFake:
                 fn, request_deserializer=request_type.deserialize,
                 response_serializer=response_type.serialize)
 
+        def empty(fn: Any, request_type: Any) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(
+                fn, request_deserializer=request_type.deserialize,
+                response_serializer=lambda message: message.SerializeToString())
+
         return grpc.method_handlers_generic_handler(SERVICE, {
             "CreateQueue": unary(self.create_queue, tasks_v2.CreateQueueRequest,
                                  tasks_v2.Queue),
@@ -212,13 +322,9 @@ class CloudTasksFake:
                                  tasks_v2.Queue),
             "CreateTask": unary(self.create_task, tasks_v2.CreateTaskRequest, tasks_v2.Task),
             "GetTask": unary(self.get_task, tasks_v2.GetTaskRequest, tasks_v2.Task),
-            "DeleteTask": grpc.unary_unary_rpc_method_handler(
-                self.delete_task, request_deserializer=tasks_v2.DeleteTaskRequest.deserialize,
-                response_serializer=lambda message: message.SerializeToString()),
+            "DeleteTask": empty(self.delete_task, tasks_v2.DeleteTaskRequest),
             "PurgeQueue": unary(self.purge_queue, tasks_v2.PurgeQueueRequest, tasks_v2.Queue),
-            "DeleteQueue": grpc.unary_unary_rpc_method_handler(
-                self.delete_queue, request_deserializer=tasks_v2.DeleteQueueRequest.deserialize,
-                response_serializer=lambda message: message.SerializeToString()),
+            "DeleteQueue": empty(self.delete_queue, tasks_v2.DeleteQueueRequest),
         })
 
     def _queue(self, name: str, context: grpc.ServicerContext) -> _QueueState:
@@ -239,12 +345,15 @@ class CloudTasksFake:
         with self._lock:
             if request.queue.name in self.queues:
                 context.abort(grpc.StatusCode.ALREADY_EXISTS, "Queue already exists.")
-            self.queues[request.queue.name] = _QueueState(tasks_v2.Queue(request.queue))
+            self.queues[request.queue.name] = _QueueState(with_defaults(request.queue))
             return self._view(self.queues[request.queue.name])
 
     def get_queue(self, request: tasks_v2.GetQueueRequest,
                   context: grpc.ServicerContext) -> tasks_v2.Queue:
         with self._lock:
+            self.get_queue_calls += 1
+            if self.fail_get_queue is not None:
+                context.abort(self.fail_get_queue, "fake: get_queue failing")
             return self._view(self._queue(request.name, context))
 
     def update_queue(self, request: tasks_v2.UpdateQueueRequest,
@@ -253,7 +362,7 @@ class CloudTasksFake:
             state = self._queue(request.queue.name, context)
             paths = list(request.update_mask.paths) if request.update_mask else []
             if not paths:
-                state.queue = tasks_v2.Queue(request.queue)
+                state.queue = with_defaults(request.queue)
             for path in paths:  # "rate_limits.max_dispatches_per_second", ...
                 section, _, leaf = path.partition(".")
                 source = getattr(request.queue, section)
@@ -261,6 +370,7 @@ class CloudTasksFake:
                     setattr(getattr(state.queue, section), leaf, getattr(source, leaf))
                 else:
                     setattr(state.queue, section, source)
+            self._wake.notify_all()
             return self._view(state)
 
     def delete_queue(self, request: tasks_v2.DeleteQueueRequest,
@@ -284,6 +394,7 @@ class CloudTasksFake:
         with self._lock:
             state = self._queue(request.name, context)
             state.paused = False
+            self._wake.notify_all()
             return self._view(state)
 
     def create_task(self, request: tasks_v2.CreateTaskRequest,
@@ -308,9 +419,21 @@ class CloudTasksFake:
                     context.abort(grpc.StatusCode.ALREADY_EXISTS,
                                   "Requested entity already exists")
                 self.seen_names.add(task.name)
-                pending = _Pending(task, request.parent, time.monotonic())
-                state.pending.append(pending)
+                now_wall, now = time.time(), time.monotonic()
+                pb = tasks_v2.Task.pb(task)
+                if pb.HasField("schedule_time"):
+                    due = now + (pb.schedule_time.ToNanoseconds() / 1e9 - now_wall)
+                else:
+                    due = now
+                    pb.schedule_time.FromNanoseconds(int(now_wall * 1e9))
+                pb.create_time.FromNanoseconds(int(now_wall * 1e9))
+                if not pb.HasField("dispatch_deadline"):
+                    pb.dispatch_deadline.FromTimedelta(
+                        dt.timedelta(seconds=DEFAULT_DISPATCH_DEADLINE_S))
+                pending = _Pending(task, request.parent, due)
+                self._push(state, pending)
                 self.live[task.name] = pending
+                self.created[task.name] = task
                 return task
         finally:
             with self._lock:
@@ -337,46 +460,74 @@ class CloudTasksFake:
             pending = self.live.pop(request.name, None)
             if pending is None:
                 context.abort(grpc.StatusCode.NOT_FOUND, "Requested entity was not found.")
-            assert pending is not None
-            state = self.queues.get(pending.queue)
-            if state is not None:
-                state.pending = [p for p in state.pending if p is not pending]
-        return empty_pb2.Empty()
+        return empty_pb2.Empty()  # its heap entry is skipped: no longer live
 
     def purge_queue(self, request: tasks_v2.PurgeQueueRequest,
                     context: grpc.ServicerContext) -> tasks_v2.Queue:
         with self._lock:
             state = self._queue(request.name, context)
-            state.pending = []
+            state.heap = []
             for name in [n for n, p in self.live.items() if p.queue == request.name]:
                 del self.live[name]
             return self._view(state)
 
     # -- delivery ---------------------------------------------------------------------
-    def _deliver_loop(self) -> None:
-        while not self._stop.wait(0.02):
-            now = time.monotonic()
-            with self._lock:
-                due: list[_Pending] = []
-                for state in self.queues.values():
-                    if state.paused:
-                        continue
-                    ready = [p for p in state.pending if p.due <= now]
-                    state.pending = [p for p in state.pending if p.due > now]
-                    due.extend(ready)
-            for pending in due:
-                self._pool.submit(self._deliver, pending)
+    def _push(self, state: _QueueState, pending: _Pending) -> None:
+        heapq.heappush(state.heap, (pending.due, next(self._seq), pending))
+        self._wake.notify_all()
 
-    def _deliver(self, pending: _Pending) -> None:
+    def _deliver_loop(self) -> None:
+        with self._lock:
+            while not self._stop.is_set():
+                wait_s = 0.5
+                now = time.monotonic()
+                for state in self.queues.values():
+                    wait_s = min(wait_s, self._dispatch_ready(state, now))
+                self._wake.wait(max(0.005, wait_s))
+
+    def _dispatch_ready(self, state: _QueueState, now: float) -> float:
+        """(Under the lock.) Start every delivery the queue allows now; returns how long
+        until something may change."""
+        if state.paused:
+            return 0.5
+        limits = state.queue.rate_limits
+        while state.heap:
+            due, _, pending = state.heap[0]
+            if self.live.get(pending.task.name) is not pending:
+                heapq.heappop(state.heap)  # deleted or purged meanwhile
+                continue
+            start_at = max(due, state.throttled_until, state.next_dispatch_at)
+            if start_at > now:
+                return start_at - now
+            if state.in_flight >= limits.max_concurrent_dispatches:
+                return 0.5  # woken when one finishes
+            heapq.heappop(state.heap)
+            state.in_flight += 1
+            state.next_dispatch_at = now + 1.0 / limits.max_dispatches_per_second
+            pending.in_flight = True
+            if pending.first_attempt_at is None:
+                pending.first_attempt_at = now
+            thread = threading.Thread(target=self._deliver, args=(state, pending),
+                                      daemon=True)
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+            thread.start()
+        return 0.5
+
+    def _deliver(self, state: _QueueState, pending: _Pending) -> None:
         task = pending.task
         request = task.http_request
         short_queue = pending.queue.rsplit("/", 1)[-1]
+        eta_ns = tasks_v2.Task.pb(task).schedule_time.ToNanoseconds()
+        with self._lock:
+            retry_count, execution_count = pending.dispatch_count, pending.execution_count
         headers = dict(request.headers)
         headers.update({
             "X-CloudTasks-QueueName": short_queue,
             "X-CloudTasks-TaskName": task.name.rsplit("/", 1)[-1],
-            "X-CloudTasks-TaskRetryCount": str(pending.dispatch_count),
-            "X-CloudTasks-TaskExecutionCount": str(pending.response_count),
+            "X-CloudTasks-TaskRetryCount": str(retry_count),
+            "X-CloudTasks-TaskExecutionCount": str(execution_count),
+            "X-CloudTasks-TaskETA": f"{eta_ns / 1e9:.6f}",
             # Cloud Run puts a trace context on each request it receives.
             "X-Cloud-Trace-Context": f"{abs(hash(task.name)):032x}"[:32] + "/1;o=1",
         })
@@ -385,38 +536,67 @@ class CloudTasksFake:
             token = self.identity.token(audience=oidc.audience or request.url,
                                         email=oidc.service_account_email)
             headers["Authorization"] = f"Bearer {token}"
+        deadline_s = _seconds(tasks_v2.Task.pb(task).dispatch_deadline) or \
+            DEFAULT_DISPATCH_DEADLINE_S
         http = urllib.request.Request(request.url, data=request.body, method="POST",
                                       headers=headers)
-        status = 0
+        status, retry_after = 0, None
+        started = time.time()
         try:
-            with urllib.request.urlopen(http, timeout=30) as response:
+            with urllib.request.urlopen(http, timeout=deadline_s) as response:
                 status = response.status
         except urllib.error.HTTPError as exc:
             status = exc.code
-        except OSError:
-            status = 0
+            retry_after = exc.headers.get("Retry-After")
+        except OSError:  # TimeoutError included
+            status = 0  # refused, reset, or the deadline passed: no answer
+        finished = time.time()
         with self._lock:
             self.deliveries.append(Delivery(task.name, request.url, status,
-                                            headers.get("Authorization"), headers))
+                                            headers.get("Authorization"), headers,
+                                            started, finished, retry_after))
+            state.in_flight -= 1
+            pending.in_flight = False
             pending.dispatch_count += 1
             if status:
                 pending.response_count += 1
-            state = self.queues.get(pending.queue)
-            gone = self.live.get(task.name) is not pending  # deleted or purged meanwhile
-            if 200 <= status < 300 or state is None or gone:
-                if not gone:
-                    del self.live[task.name]  # delivered: the task no longer exists
-                return
-            retry = state.queue.retry_config
-            if retry.max_attempts and pending.dispatch_count >= retry.max_attempts:
-                del self.live[task.name]  # Cloud Tasks gives up and drops the task
-                return
-            min_s = (retry.min_backoff.total_seconds() if retry.min_backoff else 0.0) or 0.1
-            max_s = (retry.max_backoff.total_seconds() if retry.max_backoff else 0.0) or 3600.0
-            pending.due = time.monotonic() + min(max_s, min_s * 2 ** (pending.dispatch_count
-                                                                       - 1))
-            state.pending.append(pending)
+                if status < 500:
+                    pending.execution_count += 1
+            self._after_attempt(state, pending, status, retry_after)
+            self._wake.notify_all()
+
+    def _after_attempt(self, state: _QueueState, pending: _Pending, status: int,
+                       retry_after: str | None) -> None:
+        """(Under the lock.) Delete, drop or schedule the retry, as Cloud Tasks does."""
+        name = pending.task.name
+        if self.live.get(name) is not pending or self.queues.get(pending.queue) is not state:
+            return  # deleted, purged or its queue deleted meanwhile
+        if 200 <= status < 300:
+            del self.live[name]  # delivered: the task no longer exists
+            return
+        now = time.monotonic()
+        if status in (429, 503) and retry_after:
+            try:
+                state.throttled_until = max(state.throttled_until,
+                                            now + max(0.0, float(retry_after)))
+            except ValueError:
+                pass  # an HTTP date: not sent by our worker
+        retry = state.queue.retry_config
+        max_attempts = retry.max_attempts
+        max_duration_s = _seconds(tasks_v2.RetryConfig.pb(retry).max_retry_duration)
+        age_s = now - (pending.first_attempt_at or now)
+        if (max_attempts != -1 and pending.dispatch_count >= max_attempts
+                and (max_duration_s <= 0 or age_s >= max_duration_s)):
+            del self.live[name]  # Cloud Tasks gives up and deletes the task
+            self.dropped.append(name)
+            return
+        pending.due = now + retry_delay_s(retry, pending.dispatch_count)
+        self._push(state, pending)
 
     def deliveries_for(self, task_name: str) -> list[Delivery]:
         with self._lock:
             return [d for d in self.deliveries if d.task_name == task_name]
+
+    def queue_config(self, queue_path: str) -> tasks_v2.Queue:
+        with self._lock:
+            return tasks_v2.Queue(self.queues[queue_path].queue)
