@@ -48,3 +48,65 @@ UPDATE generation_tasks AS t
  WHERE t.id = v.id AND t.status = v.status
    AND t.dispatch_generation = v.generation AND t.updated_at = v.updated_at
 RETURNING t.id, t.job_id, t.dispatch_generation, v.status AS was_status;
+
+-- name: task_generation
+-- Which generation of a task is current (core/dispatch/handover.py): a delivery of an
+-- older one is superseded.
+SELECT status, dispatch_generation
+  FROM generation_tasks
+ WHERE id = :task_id;
+
+-- name: mark_handover
+-- Outbox step 1 of a hand-over: note the generation about to be created (one above what
+-- the delivery carried, or the row's own when it carried none), only while the row is
+-- unfinished and the delivery's generation is still current (an older one changes
+-- nothing). Returns when the new Cloud Task is due: the row's next attempt, or the end
+-- of a live lease another delivery holds. Same generation, same name: marking twice is
+-- harmless.
+UPDATE generation_tasks
+   SET handover_generation = GREATEST(dispatch_generation,
+                                      COALESCE(:generation, dispatch_generation)) + 1,
+       handover_marked_at = now()
+ WHERE id = :task_id AND status IN ('queued', 'running')
+   AND dispatch_generation <= COALESCE(:generation, dispatch_generation)
+RETURNING handover_generation,
+          GREATEST(EXTRACT(EPOCH FROM (
+              CASE WHEN status = 'running' THEN GREATEST(lease_until, next_attempt_at)
+                   ELSE next_attempt_at END - now())), 0)::float AS due_in_s;
+
+-- name: finish_handover
+-- Outbox step 2: the Cloud Task exists; the row now belongs to that generation, so
+-- deliveries of older ones are answered "superseded". updated_at moves: the row was just
+-- handed over, which is what the stranded check measures from.
+UPDATE generation_tasks
+   SET dispatch_generation = :generation, cloud_task_name = :name,
+       handover_generation = NULL, handover_marked_at = NULL, updated_at = now()
+ WHERE id = :task_id AND handover_generation = :generation
+   AND dispatch_generation < :generation;
+
+-- name: unfinished_handovers
+-- Hand-overs a crash (or a failed CreateTask) cut short, older than a grace period so a
+-- delivery still handing over is left alone (core.sweeper.sweep_handovers).
+SELECT id, handover_generation,
+       GREATEST(EXTRACT(EPOCH FROM (
+           CASE WHEN status = 'running' THEN GREATEST(lease_until, next_attempt_at)
+                ELSE next_attempt_at END - now())), 0)::float AS due_in_s
+  FROM generation_tasks
+ WHERE handover_generation IS NOT NULL
+   AND handover_marked_at < now() - make_interval(secs => :grace_s)
+ ORDER BY handover_marked_at
+ LIMIT :limit;
+
+-- name: drop_finished_handovers
+-- A row that finished while marked needs no new Cloud Task.
+UPDATE generation_tasks
+   SET handover_generation = NULL, handover_marked_at = NULL
+ WHERE id = ANY(CAST(:ids AS uuid[])) AND handover_generation IS NOT NULL
+   AND status NOT IN ('queued', 'running');
+
+-- name: expired_leases_exist
+-- The cheap probe before the expired-lease take-over (generation_tasks_running_lease_idx).
+SELECT EXISTS (
+    SELECT 1 FROM generation_tasks
+     WHERE status = 'running' AND lease_until < now() - make_interval(secs => :grace_s)
+) AS found;

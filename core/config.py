@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # out this long ago) is checked against the queue; if the queue no longer holds its task
     # it is handed over again (core.sweeper.sweep_stranded). Above the queue's max backoff.
     STRANDED_AFTER_S: float = Field(default=1800.0, ge=0.0)
+    # Cloud Tasks mode: how often the worker takes over running rows whose lease expired
+    # (a dead instance) and finishes interrupted hand-overs (core.cloud_checks).
+    LEASE_CHECK_INTERVAL_S: float = Field(default=10.0, gt=0)
 
     # security and limits
     API_KEY: SecretStr | None = None

@@ -87,3 +87,18 @@ CREATE TABLE IF NOT EXISTS queue_state (
 );
 
 INSERT INTO schema_migrations (version) VALUES (1) ON CONFLICT (version) DO NOTHING;
+
+-- version 3: Cloud Tasks hand-over outbox and the expired-lease check
+-- A retry in Cloud Tasks mode is a new named Cloud Task (core/dispatch/handover.py):
+-- handover_generation is the generation being handed over (set before CreateTask, cleared
+-- once the row records it), so the sweeper finishes a hand-over a crash cut short.
+ALTER TABLE generation_tasks ADD COLUMN IF NOT EXISTS handover_generation integer;
+ALTER TABLE generation_tasks ADD COLUMN IF NOT EXISTS handover_marked_at timestamptz;
+CREATE INDEX IF NOT EXISTS generation_tasks_handover_idx
+    ON generation_tasks (handover_marked_at)
+    WHERE handover_generation IS NOT NULL;
+-- Running rows by lease end: the worker's frequent expired-lease check reads only this.
+CREATE INDEX IF NOT EXISTS generation_tasks_running_lease_idx
+    ON generation_tasks (lease_until)
+    WHERE status = 'running';
+INSERT INTO schema_migrations (version) VALUES (3) ON CONFLICT (version) DO NOTHING;

@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from core import db, metrics
+from core import cloud_checks, db, metrics
 from core.config import Settings, get_settings
 from core.dispatch import get_dispatcher
 from core.dispatch.local_loop import LocalDispatchLoop
@@ -57,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.dispatch_loop = loop
             background.append(asyncio.create_task(loop.run(stop)))
         background.append(asyncio.create_task(_sweep_forever(settings, stop)))
+        if settings.USE_CLOUD_TASKS:  # queue config line, expired leases, hand-overs
+            background.append(asyncio.create_task(cloud_checks.run(settings, engine, stop)))
         log.info("worker started", extra={"action": "worker_start",
                                           "provider": settings.provider_name,
                                           "storage": settings.storage_name,

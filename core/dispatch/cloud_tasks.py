@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 from sqlalchemy import Engine
 
 from core import queue_state
@@ -46,10 +47,13 @@ MARK_SLICE = 500
 # The guide's queue settings.
 QUEUE_MAX_DISPATCHES_PER_SECOND = 10.0
 QUEUE_MAX_CONCURRENT_DISPATCHES = 100
-# Our rows decide failure at MAX_ATTEMPTS (the worker answers 200 then). The queue keeps
-# a little headroom so a delivery that never reached the handler (instance starting,
-# a 503 from a live lease) cannot strand a task that is still queued in our table.
-QUEUE_ATTEMPT_HEADROOM = 2
+# The table decides every retry (core/dispatch/handover.py): a delivery that reached the
+# handler is answered 2xx once its next attempt is a new Cloud Task. The queue's own
+# retries only carry deliveries that never reached the handler (instance starting,
+# connection lost, database down), so they may go on for hours: 100 attempts (Cloud Tasks'
+# own default) at our backoff (1 s doubling to 32 s, then +32 s a try, up to 300 s) keep a
+# task about 7 hours before the queue drops it.
+QUEUE_MAX_ATTEMPTS = 100
 # Cloud Tasks accepts dispatch deadlines from 15 s to 30 min.
 MIN_DEADLINE_S, MAX_DEADLINE_S = 15, 1800
 
@@ -64,8 +68,10 @@ def dispatch_deadline_s(settings: Settings) -> int:
     return int(min(MAX_DEADLINE_S, max(MIN_DEADLINE_S, settings.DISPATCH_DEADLINE_S)))
 
 
-def build_task(settings: Settings, queue_path: str, task: TaskRef) -> tasks_v2.Task:
-    """The CreateTask payload for one generation task (pure)."""
+def build_task(settings: Settings, queue_path: str, task: TaskRef, *,
+               schedule_at_s: float | None = None) -> tasks_v2.Task:
+    """The CreateTask payload for one generation task (pure). ``schedule_at_s`` (epoch
+    seconds): not delivered before then (a hand-over's next attempt)."""
     if not settings.WORKER_URL:
         raise ConfigError("WORKER_URL is required with USE_CLOUD_TASKS")
     worker_url = settings.WORKER_URL.rstrip("/")
@@ -78,25 +84,31 @@ def build_task(settings: Settings, queue_path: str, task: TaskRef) -> tasks_v2.T
     if settings.CLOUD_TASKS_SERVICE_ACCOUNT:
         request.oidc_token = tasks_v2.OidcToken(
             service_account_email=settings.CLOUD_TASKS_SERVICE_ACCOUNT, audience=worker_url)
-    return tasks_v2.Task(
+    built = tasks_v2.Task(
         name=f"{queue_path}/tasks/{task_id_for(task)}",
         http_request=request,
         dispatch_deadline=duration_pb2.Duration(seconds=dispatch_deadline_s(settings)),
     )
+    if schedule_at_s is not None:
+        stamp = timestamp_pb2.Timestamp()
+        stamp.FromNanoseconds(int(schedule_at_s * 1e9))
+        built.schedule_time = stamp
+    return built
 
 
 def queue_config(settings: Settings, queue_path: str, *,
                  max_dispatches_per_second: float = QUEUE_MAX_DISPATCHES_PER_SECOND,
                  max_concurrent_dispatches: int = QUEUE_MAX_CONCURRENT_DISPATCHES,
                  ) -> tasks_v2.Queue:
-    """The queue as the guide sets it up, with retries matching our retry policy (pure)."""
+    """The queue as the guide sets it up (pure): transport retries for hours, at our
+    backoff; task retries are the worker's."""
     return tasks_v2.Queue(
         name=queue_path,
         rate_limits=tasks_v2.RateLimits(
             max_dispatches_per_second=max_dispatches_per_second,
             max_concurrent_dispatches=max_concurrent_dispatches),
         retry_config=tasks_v2.RetryConfig(
-            max_attempts=settings.MAX_ATTEMPTS + QUEUE_ATTEMPT_HEADROOM,
+            max_attempts=QUEUE_MAX_ATTEMPTS,
             min_backoff=_duration(settings.RETRY_MIN_BACKOFF_S),
             max_backoff=_duration(settings.RETRY_MAX_BACKOFF_S),
             max_doublings=settings.RETRY_MAX_DOUBLINGS),
@@ -175,8 +187,15 @@ class CloudTasksDispatcher:
                                                 thread_name_prefix="create-task")
             return self._pool
 
-    def _create(self, ref: TaskRef) -> _Created:
-        task = build_task(self.settings, self.queue_path, ref)
+    def create_one(self, ref: TaskRef, *, delay_s: float = 0.0) -> tuple[str, str, str]:
+        """One CreateTask, due ``delay_s`` from now (core.dispatch.handover): (state
+        created | exists | failed, task name, error)."""
+        at = time.time() + delay_s if delay_s > 0 else None
+        created = self._create(ref, schedule_at_s=at)
+        return created.state, created.name, created.error
+
+    def _create(self, ref: TaskRef, *, schedule_at_s: float | None = None) -> _Created:
+        task = build_task(self.settings, self.queue_path, ref, schedule_at_s=schedule_at_s)
         try:
             self.client.create_task(parent=self.queue_path, task=task,
                                     timeout=CREATE_TIMEOUT_S)
@@ -266,8 +285,10 @@ class CloudTasksDispatcher:
         except gexc.AlreadyExists:
             return self.client.update_queue(queue=queue)
 
-    def describe_queue(self) -> tasks_v2.Queue:
-        return self.client.get_queue(name=self.queue_path)
+    def describe_queue(self, timeout: float | None = None) -> tasks_v2.Queue:
+        if timeout is None:
+            return self.client.get_queue(name=self.queue_path)
+        return self.client.get_queue(name=self.queue_path, timeout=timeout, retry=None)
 
     def update_limits(self, *, max_dispatches_per_second: float | None = None,
                       max_concurrent_dispatches: int | None = None) -> tasks_v2.Queue:

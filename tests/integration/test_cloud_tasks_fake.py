@@ -17,9 +17,13 @@ from sqlalchemy import Engine, text
 
 from core import jobs
 from core.cli import main as cli
-from core.config import Settings, get_settings
+from core.config import Settings
 from core.dispatch import TaskRef
-from core.dispatch.cloud_tasks import CREATE_CONCURRENCY, CloudTasksDispatcher
+from core.dispatch.cloud_tasks import (
+    CREATE_CONCURRENCY,
+    QUEUE_MAX_ATTEMPTS,
+    CloudTasksDispatcher,
+)
 from core.validation import BatchSpec
 from tests.conftest import WorkerProcess, free_port, wait_for
 from tests.peers.cloudtasks_fake import CloudTasksFake, TestIdentity, production_worker_env
@@ -190,7 +194,7 @@ def test_cli_creates_describes_updates_pauses_and_resumes_the_queue(
     described = json.loads(capsys.readouterr().out)
     assert described["max_dispatches_per_second"] == 10
     assert described["max_concurrent_dispatches"] == 100
-    assert described["max_attempts"] == get_settings().MAX_ATTEMPTS + 2
+    assert described["max_attempts"] == QUEUE_MAX_ATTEMPTS
     assert described["state"] == "RUNNING"
     assert cli(["queue", "update", "--max-dispatches-per-second", "25"]) == 0
     updated = json.loads(capsys.readouterr().out)

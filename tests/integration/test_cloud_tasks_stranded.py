@@ -16,6 +16,8 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from google.cloud import tasks_v2
+from google.protobuf import field_mask_pb2
 from sqlalchemy import Engine, text
 
 from core import jobs
@@ -343,8 +345,13 @@ def test_worker_sweep_recovers_tasks_the_queue_lost_and_the_job_completes(
         conn.execute(text(
             "UPDATE generation_tasks SET status = 'running', attempts = 1, "
             "lease_until = now() - interval '1 hour' WHERE id = :id"), {"id": died.id})
+    # A queue that gives up quickly (ours keeps trying for hours): 7 attempts.
+    attempts = 7
+    dispatcher.client.update_queue(
+        queue=tasks_v2.Queue(name=dispatcher.queue_path,
+                             retry_config=tasks_v2.RetryConfig(max_attempts=attempts)),
+        update_mask=field_mask_pb2.FieldMask(paths=["retry_config.max_attempts"]))
     dispatcher.resume()
-    attempts = settings.MAX_ATTEMPTS + 2
     wait_for(lambda: not ({gave_up_a.cloud_task_name, gave_up_b.cloud_task_name}
                           & set(fake.live)), timeout_s=30, message="the queue to give up")
     assert len(fake.deliveries_for(gave_up_a.cloud_task_name)) == attempts

@@ -10,6 +10,8 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
+from core.dispatch import get_dispatcher
+from core.dispatch.handover import HANDOVER_OUTCOMES, Handover, answer_for, generation_of
 from core.processing import TaskProcessor
 from worker.deps import TaskAuthDep
 from worker.responses import ErrorBody, error_responses
@@ -87,8 +89,43 @@ async def process_task(
             extra["logging.googleapis.com/trace"] = (
                 f"projects/{settings.GCP_PROJECT}/traces/{trace_id}"
             )
+    if x_cloudtasks_taskname and request.app.state.settings.USE_CLOUD_TASKS:
+        return await _cloud_tasks_delivery(request, processor, body.task_id,
+                                           x_cloudtasks_taskname, extra)
     outcome = await processor.process(body.task_id, attempt_floor=attempt_floor, log_extra=extra)
     headers = {}
     if outcome.retry_after_s is not None:
         headers["Retry-After"] = str(max(1, round(outcome.retry_after_s)))
     return JSONResponse(outcome.body(), status_code=outcome.http_status, headers=headers)
+
+
+def _handover(request: Request) -> Handover:
+    handover = getattr(request.app.state, "handover", None)
+    if handover is None:
+        dispatcher = get_dispatcher(request.app.state.settings)
+        handover = Handover(dispatcher, request.app.state.engine)  # type: ignore[arg-type]
+        request.app.state.handover = handover
+    return handover
+
+
+async def _cloud_tasks_delivery(request: Request, processor: TaskProcessor, task_id: UUID,
+                                task_name: str, extra: dict[str, object]) -> JSONResponse:
+    """Cloud Tasks carries, the table decides (core/dispatch/handover.py): a superseded
+    generation changes nothing; an unfinished task becomes the next generation's Cloud Task
+    before this delivery is answered 2xx."""
+    handover = _handover(request)
+    generation = generation_of(task_id, task_name)
+    if await handover.superseded(task_id, generation):
+        log.info("delivery of a superseded generation ignored",
+                 extra={"action": "process_task_skip", "task_id": str(task_id), **extra,
+                        "outcome": "superseded"})
+        return JSONResponse({"task_id": str(task_id), "outcome": "superseded"},
+                            status_code=200)
+    # The queue's retry count counts deliveries that never reached us and restarts with
+    # each generation: the table's own count is the attempt.
+    outcome = await processor.process(task_id, log_extra=extra)
+    if outcome.outcome not in HANDOVER_OUTCOMES:
+        return JSONResponse(outcome.body(), status_code=outcome.http_status)
+    result = await handover.hand_over(task_id, generation)
+    status, body, headers = answer_for(outcome.body(), result)
+    return JSONResponse(body, status_code=status, headers=headers)

@@ -1,0 +1,211 @@
+"""The table decides every retry; Cloud Tasks only carries (core/dispatch/handover.py).
+
+A production worker behind tests/peers/cloudtasks_fake.py (the real google-cloud-tasks
+client, OIDC-signed deliveries) and the OpenAI stub: a retry is a new named Cloud Task of
+the next generation scheduled at the row's next_attempt_at, created before the delivery is
+answered 2xx; a superseded generation changes nothing; a failed CreateTask is answered
+503 so the queue retries the delivery; the worker logs the queue's retry config."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from sqlalchemy import Engine, text
+
+from core.cli import main as cli
+from core.config import Settings
+from tests.conftest import WorkerProcess, free_port, wait_for
+from tests.peers.cloudtasks_fake import CloudTasksFake, TestIdentity, production_worker_env
+from tests.peers.openai_stub import OpenAIStub, Reply
+
+ADMIN = {"X-API-Key": "test-admin-key-0123456789"}
+TASK_PATH = "/api/admin/worker/process-task"
+
+
+@pytest.fixture
+def identity() -> Iterator[TestIdentity]:
+    key = TestIdentity()
+    yield key
+    key.stop()
+
+
+@pytest.fixture
+def fake(identity: TestIdentity) -> Iterator[CloudTasksFake]:
+    with CloudTasksFake(identity) as server:
+        yield server
+
+
+@pytest.fixture
+def stub() -> Iterator[OpenAIStub]:
+    with OpenAIStub() as server:
+        yield server
+
+
+@pytest.fixture
+def prod_env(env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity,
+             stub: OpenAIStub) -> dict[str, str]:
+    port = free_port()
+    env.update(production_worker_env(port=port, tasks_host=fake.host,
+                                     certs_url=identity.serve()))
+    env.update(PORT=str(port), IMAGE_PROVIDER="openai", OPENAI_BASE_URL=stub.base_url,
+               OPENAI_API_KEY=stub.api_key, PROVIDER_RATE_WAIT_S="0",
+               # the table caps a Retry-After at its max backoff
+               RETRY_MAX_BACKOFF_S="10")
+    return env
+
+
+@pytest.fixture
+def worker(prod_env: dict[str, str], settings: Settings, tmp_path: Path
+           ) -> Iterator[WorkerProcess]:
+    assert cli(["queue", "create"]) == 0
+    process = WorkerProcess(env=prod_env, port=int(prod_env["PORT"]),
+                            log_path=tmp_path / "worker.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+def _submit(worker: WorkerProcess, prompt: str) -> str:
+    response = httpx.post(worker.url + "/api/admin/generate/batch", headers=ADMIN, timeout=30,
+                          json={"prompts": [prompt], "style": "none", "count_per_prompt": 1})
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
+def _row(engine: Engine, job_id: str) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(text(
+            "SELECT id, status, attempts, dispatch_generation, cloud_task_name, updated_at, "
+            "handover_generation FROM generation_tasks WHERE job_id = :j"), {"j": job_id}).one()
+
+
+def _wait_done(engine: Engine, job_id: str, timeout_s: float = 60) -> Any:
+    return wait_for(lambda: (r := _row(engine, job_id)).status in ("succeeded", "failed")
+                    and r, timeout_s=timeout_s, interval_s=0.1, message="the task to finish")
+
+
+def test_a_rate_limited_attempt_is_a_new_task_scheduled_at_the_retry_after(
+    worker: WorkerProcess, fake: CloudTasksFake, stub: OpenAIStub, engine: Engine,
+) -> None:
+    stub.on_prompt("a heron", Reply.rate_limited(retry_after_s=3))
+    job_id = _submit(worker, "a heron")
+    first_name = _row(engine, job_id).cloud_task_name
+    row = _wait_done(engine, job_id)
+    assert (row.status, row.attempts, row.dispatch_generation) == ("succeeded", 2, 1)
+    assert row.cloud_task_name != first_name and row.handover_generation is None
+    (first,) = fake.deliveries_for(first_name)
+    (second,) = fake.deliveries_for(row.cloud_task_name)
+    # The first delivery was answered 2xx once the next Cloud Task existed: the queue never
+    # retried it; the next one was due at the provider's Retry-After, not the queue's backoff.
+    assert first.status == 200 and second.status == 200
+    created = fake.created[row.cloud_task_name]
+    scheduled = created.schedule_time.timestamp()
+    assert scheduled - first.finished_at >= 3.0 - 0.5
+    assert second.started_at >= scheduled
+    assert second.started_at - first.started_at >= 3.0
+    calls = stub.calls_for("a heron")
+    assert [c.status for c in calls] == [429, 200]
+    assert calls[1].at_s - calls[0].at_s >= 3.0
+    handed = [json.loads(line) for line in worker.logs().splitlines()
+              if '"action": "handover"' in line]
+    assert [h["dispatch_generation"] for h in handed] == [1]
+
+
+def test_a_superseded_generation_is_answered_200_and_changes_nothing(
+    worker: WorkerProcess, fake: CloudTasksFake, stub: OpenAIStub, engine: Engine,
+    identity: TestIdentity, prod_env: dict[str, str],
+) -> None:
+    stub.on_prompt("a kite", Reply.rate_limited(retry_after_s=1))
+    job_id = _submit(worker, "a kite")
+    first_name = _row(engine, job_id).cloud_task_name
+    before = _wait_done(engine, job_id)
+    assert before.dispatch_generation == 1
+    # The queue delivering the old generation again (a duplicate, or a retry of a delivery
+    # whose answer was lost): nothing moves, no model call.
+    token = identity.token(audience=prod_env["WORKER_URL"],
+                           email=prod_env["CLOUD_TASKS_SERVICE_ACCOUNT"])
+    calls = len(stub.calls)
+    response = httpx.post(worker.url + TASK_PATH, timeout=10, json={"task_id": str(before.id)},
+                          headers={"Authorization": f"Bearer {token}",
+                                   "X-CloudTasks-TaskName": first_name.rsplit("/", 1)[-1],
+                                   "X-CloudTasks-QueueName": "images",
+                                   "X-CloudTasks-TaskRetryCount": "3"})
+    assert response.status_code == 200, response.text
+    assert response.json()["outcome"] == "superseded"
+    after = _row(engine, job_id)
+    assert after == before
+    assert len(stub.calls) == calls
+
+
+def test_a_failed_createtask_is_answered_503_and_the_queue_retries_the_delivery(
+    worker: WorkerProcess, fake: CloudTasksFake, stub: OpenAIStub, engine: Engine,
+) -> None:
+    stub.on_prompt("a quay", Reply.rate_limited(retry_after_s=2))
+    assert cli(["queue", "pause"]) == 0
+    job_id = _submit(worker, "a quay")
+    first_name = _row(engine, job_id).cloud_task_name
+    fake.fail_creates = 1  # the hand-over's CreateTask
+    assert cli(["queue", "resume"]) == 0
+    row = _wait_done(engine, job_id)
+    assert (row.status, row.dispatch_generation) == ("succeeded", 1)
+    statuses = [d.status for d in fake.deliveries_for(first_name)]
+    assert statuses[0] == 503 and statuses[-1] == 200
+    assert len(fake.deliveries_for(row.cloud_task_name)) == 1
+    # The provider was asked once per table attempt: the queue's retries of the first
+    # delivery did not call it again before its Retry-After.
+    assert [c.status for c in stub.calls_for("a quay")] == [429, 200]
+
+
+def test_the_worker_says_what_the_queue_config_means_for_retries(
+    worker: WorkerProcess, fake: CloudTasksFake,
+) -> None:
+    line = wait_for(lambda: next((json.loads(x) for x in worker.logs().splitlines()
+                                  if '"queue_config"' in x), None), timeout_s=20,
+                    message="the queue config line")
+    assert line["severity"] == "INFO"
+    assert line["message"].startswith("queue images: max_attempts 100, backoff 0.05\u201310 s")
+    assert "task retries are scheduled by the worker" in line["message"]
+
+
+def test_an_unreadable_queue_config_is_one_warning_naming_the_role(
+    prod_env: dict[str, str], settings: Settings, fake: CloudTasksFake, tmp_path: Path,
+) -> None:
+    assert cli(["queue", "create"]) == 0
+    fake.fail_get_queue = grpc.StatusCode.PERMISSION_DENIED
+    process = WorkerProcess(env=prod_env, port=int(prod_env["PORT"]),
+                            log_path=tmp_path / "worker.log")
+    process.start()
+    try:
+        lines = wait_for(lambda: [json.loads(x) for x in process.logs().splitlines()
+                                  if '"queue_config_unread"' in x] or None, timeout_s=20,
+                         message="the warning")
+        time.sleep(0.5)
+        logs = process.logs()
+    finally:
+        process.stop()
+    assert len(lines) == 1 and lines[0]["severity"] == "WARNING"
+    assert "roles/cloudtasks.viewer" in lines[0]["message"]
+    assert "Traceback" not in logs
+
+
+def test_generation_names_are_parsed_only_for_their_own_task() -> None:
+    from core.dispatch import TaskRef
+    from core.dispatch.cloud_tasks import task_id_for
+    from core.dispatch.handover import generation_of, is_superseded
+
+    task = uuid.uuid4()
+    assert generation_of(task, task_id_for(TaskRef(task, 3))) == 3
+    assert generation_of(task, f"projects/p/locations/l/queues/q/tasks/"
+                               f"{task_id_for(TaskRef(task, 0))}") == 0
+    assert generation_of(task, task_id_for(TaskRef(uuid.uuid4(), 3))) is None
+    assert generation_of(task, "1234567890") is None and generation_of(task, None) is None
+    assert is_superseded(0, 1) and not is_superseded(1, 1) and not is_superseded(2, 1)
+    assert not is_superseded(None, 4)
