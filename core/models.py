@@ -55,9 +55,6 @@ class GenerationJob(Base):
     updated_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # version 3 (Cloud Tasks hand-over outbox, core/dispatch/handover.py)
-    handover_generation: Mapped[int | None] = mapped_column(Integer)
-    handover_marked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class GenerationTask(Base):
@@ -95,6 +92,9 @@ class GenerationTask(Base):
     updated_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # version 3 (Cloud Tasks hand-over outbox, core/dispatch/handover.py)
+    handover_generation: Mapped[int | None] = mapped_column(Integer)
+    handover_marked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class QueueState(Base):
