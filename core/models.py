@@ -92,6 +92,13 @@ class GenerationTask(Base):
     updated_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # version 2: owned leases (see sql/init_db.sql)
+    lease_owner: Mapped[str | None] = mapped_column(Text)
+    lease_boot: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    crashes: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    free_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    rate_limited_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class QueueState(Base):
