@@ -49,9 +49,10 @@ GOAL_TASKS_PER_S = 300.0
 MEASURED: dict[str, float] = {}
 
 PGBENCH_SCRIPT = """\
-UPDATE generation_tasks t SET next_attempt_at = now() + make_interval(secs => 65)
+UPDATE generation_tasks t SET lease_until = now() + make_interval(secs => 30)
  WHERE t.id IN (SELECT id FROM generation_tasks
                  WHERE status = 'queued' AND next_attempt_at <= now()
+                   AND (lease_until IS NULL OR lease_until < now())
                  ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED)
 RETURNING t.id AS task_id \\gset
 {claim}
@@ -106,12 +107,16 @@ def pgbench_ceiling() -> float | None:
     if binary is None:
         return None
     claim = (_named("claim_task").strip().rstrip(";")
-             .replace(":lease_s", "330")
-             .replace(":attempt_floor", "0") + ";")
+             .replace(":lease_s", "30")
+             .replace(":attempt_floor", "0").replace(":max_attempts", "5")
+             .replace(":owner", "'bench:1'")
+             .replace(":boot", "'00000000-0000-0000-0000-0000000000b0'")
+             .replace(":token", "'00000000-0000-0000-0000-0000000000a0'") + ";")
     complete = (_named("complete_task").strip().rstrip(";")
                 .replace(":image_path", "'a.png'").replace(":thumbnail_path", "'a.webp'")
                 .replace(":latency_ms", "1").replace(":input_tokens", "NULL")
-                .replace(":output_tokens", "NULL").replace(":attempt", "1") + ";")
+                .replace(":output_tokens", "NULL")
+                .replace(":token", "'00000000-0000-0000-0000-0000000000a0'") + ";")
     script = PGBENCH_SCRIPT.format(claim=_one_line(claim), complete=_one_line(complete))
     with bench_database("pgbench") as url, workdir("pgbench") as tmp:
         engine = sync_engine(url)

@@ -11,6 +11,7 @@ import os
 import random
 import statistics
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,9 @@ def dashboard_job_page(url: str, images_dir: Path) -> float | None:
         db.reset_engines()
 
 
+# The claim token of the completion bench's rows (complete_task is token-guarded).
+BENCH_TOKEN = uuid.UUID("00000000-0000-0000-0000-0000000000a0")
+
 EXPLAINED: dict[str, tuple[str, dict[str, Any]]] = {
     "job_by_id": ("job_by_id", {"job_id": "JOB"}),
     "failures page": ("list_tasks", {"job_id": "BIG", "status": "failed",
@@ -208,8 +212,10 @@ EXPLAINED: dict[str, tuple[str, dict[str, Any]]] = {
     "failures count": ("count_tasks", {"job_id": "BIG", "status": "failed",
                                        "error_code": None}),
     "task counts": ("task_counts_by_status", {"job_id": "BIG"}),
-    "dispatch claim": ("dispatch_claim_due", {"limit": 10, "visibility_s": 60,
-                                          "queue_name": "image-generation"}),
+    "dispatch claim": ("dispatch_claim_due", {"limit": 10, "visibility_s": 30,
+                                          "queue_name": "image-generation",
+                                          "owner": "bench:1",
+                                          "boot": "00000000-0000-0000-0000-0000000000b0"}),
 }
 
 
@@ -252,9 +258,10 @@ async def _completions(url: str, *, jobs: int) -> tuple[float, int]:
                 f"FROM generate_series(0, {jobs - 1}) j"))
             ids = (await conn.execute(text(
                 "INSERT INTO generation_tasks (id, job_id, prompt_index, image_index, prompt, "
-                "style, status, attempts, lease_until) SELECT gen_random_uuid(), "
-                f"md5((g % {jobs})::text)::uuid, g, 0, 'p', 'none', 'running', 1, "
-                f"now() + interval '5 minutes' FROM generate_series(0, {COMPLETIONS - 1}) g "
+                "style, status, attempts, lease_until, claim_token) SELECT "
+                f"gen_random_uuid(), md5((g % {jobs})::text)::uuid, g, 0, 'p', 'none', "
+                f"'running', 1, now() + interval '5 minutes', '{BENCH_TOKEN}' "
+                f"FROM generate_series(0, {COMPLETIONS - 1}) g "
                 "RETURNING id"))).scalars().all()
         # Warm the pool so connection set-up is not what we time.
         async def ping() -> None:
@@ -266,7 +273,7 @@ async def _completions(url: str, *, jobs: int) -> tuple[float, int]:
             task = delivery.ClaimedTask(id=task_id, job_id=task_id, prompt="p", style="none",
                                         attempt=1, prompt_index=0, image_index=0,
                                         provider="demo", model="demo", size="1024x1024",
-                                        quality="low")
+                                        quality="low", token=BENCH_TOKEN)
             assert await delivery.complete(engine, task, image_path="a", thumbnail_path="b",
                                            latency_ms=1)
 

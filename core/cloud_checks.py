@@ -4,8 +4,12 @@
 - running rows whose lease expired (their Cloud Run instance died): taken over, the
   attempt counted (``worker_crashed`` at MAX_ATTEMPTS), and handed to a new Cloud Task of
   the next generation, so such a task runs again within about a lease plus this interval,
-  not after STRANDED_AFTER_S. A cheap indexed probe (generation_tasks_running_lease_idx)
-  finds whether any exist before anything else is read;
+  not after STRANDED_AFTER_S. Usually the queue is first: the dead delivery's retry met
+  the live lease ("busy") and was handed over to a task due at the lease end; this check
+  is the bound when it was not. One indexed read (generation_tasks_running_lease_idx)
+  when there are none;
+- pending rows (a restarted worker's boot clean-up hands its previous boot's rows back
+  as pending under a new generation), enqueued now rather than at the general sweep;
 - hand-overs a crash or a failed CreateTask left marked (core/dispatch/handover.py).
 
 The stranded sweep (core.sweeper.sweep_stranded) stays for tasks the queue itself lost.
@@ -16,15 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core import delivery
 from core.config import Settings
 from core.dispatch import get_dispatcher
 from core.dispatch.handover import Handover
 from core.dispatch.queue_check import log_queue_config
 from core.queries import q
+from core.sweeper import sweep_pending
 
 log = logging.getLogger(__name__)
 
@@ -34,40 +39,31 @@ EXPIRED_GRACE_S = 5.0
 TAKEOVER_BATCH = 200
 
 
-async def expired_leases_exist(engine: AsyncEngine, grace_s: float = EXPIRED_GRACE_S
-                               ) -> bool:
-    async with engine.connect() as conn:
-        row = (await conn.execute(q("expired_leases_exist"), {"grace_s": grace_s})).one()
-    return bool(row.found)
-
-
 async def take_over_expired(settings: Settings, engine: AsyncEngine, handover: Handover,
-                            *, grace_s: float = EXPIRED_GRACE_S) -> int:
-    """Take over running rows whose lease ended ``grace_s`` ago; returns how many were
-    handed over again (those failed ``worker_crashed`` need nothing more)."""
-    if not await expired_leases_exist(engine, grace_s):
-        return 0
-    requeued = await _take_over(settings, engine, grace_s)
-    handed = 0
-    for task_id in requeued:
-        result = await handover.hand_over(task_id, None)
+                            *, grace_s: float = EXPIRED_GRACE_S) -> tuple[int, int]:
+    """Take over running rows whose lease ended ``grace_s`` ago (core.delivery: a crash
+    and an attempt counted, ``worker_crashed`` at MAX_ATTEMPTS) and hand the rest to a new
+    Cloud Task, due now. Returns (handed over, failed)."""
+    async with engine.connect() as conn:
+        ids = [r.id for r in (await conn.execute(q("expired_lease_ids"), {
+            "grace_s": grace_s, "limit": TAKEOVER_BATCH})).all()]
+    if not ids:
+        return 0, 0
+    taken = await delivery.take_over_abandoned(
+        engine, max_attempts=settings.MAX_ATTEMPTS, to_status="queued", task_ids=ids,
+        limit=TAKEOVER_BATCH)
+    handed = failed = 0
+    for row in taken:
+        if row.status == "failed":
+            failed += 1
+            continue
+        result = await handover.hand_over(row.id, None)
         handed += result.state == "handed"
-    if requeued:
+    if taken:
         log.warning("took over tasks whose worker stopped (lease expired)", extra={
-            "action": "lease_takeover", "requeued": len(requeued), "handed": handed})
-    return handed
-
-
-async def _take_over(settings: Settings, engine: AsyncEngine, grace_s: float) -> list[Any]:
-    """The delivery-level take-over of expired leases (core.delivery): ids requeued."""
-    from core import delivery
-
-    takeover = getattr(delivery, "take_over_expired", None)
-    if takeover is None:
-        return []
-    rows = await takeover(engine, max_attempts=settings.MAX_ATTEMPTS, grace_s=grace_s,
-                          limit=TAKEOVER_BATCH)
-    return [r for r in rows]
+            "action": "lease_takeover", "handed": handed, "failed": failed,
+            "task_ids": [str(r.id) for r in taken][:20]})
+    return handed, failed
 
 
 async def run(settings: Settings, engine: AsyncEngine, stop: asyncio.Event) -> None:
@@ -83,6 +79,9 @@ async def run(settings: Settings, engine: AsyncEngine, stop: asyncio.Event) -> N
         try:
             await take_over_expired(settings, engine, handover)
             await handover.finish_unfinished()
+            # Rows a restarted worker freed at boot (pending, next generation) are due now:
+            # not left for the slower general sweep.
+            await asyncio.to_thread(sweep_pending, dispatcher)
         except Exception as exc:
             log.warning("Cloud Tasks check failed: %s", type(exc).__name__,
                         extra={"action": "cloud_check_error"})

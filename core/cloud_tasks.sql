@@ -104,9 +104,11 @@ UPDATE generation_tasks
  WHERE id = ANY(CAST(:ids AS uuid[])) AND handover_generation IS NOT NULL
    AND status NOT IN ('queued', 'running');
 
--- name: expired_leases_exist
--- The cheap probe before the expired-lease take-over (generation_tasks_running_lease_idx).
-SELECT EXISTS (
-    SELECT 1 FROM generation_tasks
-     WHERE status = 'running' AND lease_until < now() - make_interval(secs => :grace_s)
-) AS found;
+-- name: expired_lease_ids
+-- Running rows whose lease ended :grace_s ago (their holder died), read from
+-- generation_tasks_running_lease_idx only: when there are none this touches no table row.
+SELECT id
+  FROM generation_tasks
+ WHERE status = 'running' AND lease_until < now() - make_interval(secs => :grace_s)
+ ORDER BY lease_until
+ LIMIT :limit;

@@ -76,9 +76,13 @@ class Settings(BaseSettings):
     RETRY_MAX_DOUBLINGS: int = Field(default=5, ge=0, le=30)
     # How long Cloud Tasks (or the local dispatcher) waits for one delivery.
     DISPATCH_DEADLINE_S: float = Field(default=300.0, ge=1.0, le=1800.0)
-    # The claim lease must outlast the dispatch deadline, or a redelivery would start a
-    # second model call while the first still runs. None = deadline + 30 s.
-    TASK_LEASE_S: float | None = Field(default=None, ge=1.0)
+    # A claim's lease, renewed every LEASE_RENEW_S while the handler works (core.leases):
+    # a holder that dies frees its task within one lease, however long the dispatch
+    # deadline; a live one keeps it while the model runs. 30 s / 10 s: a lease survives two
+    # missed renewals, and a dead worker's tasks are free again within half a minute.
+    # A renewal interval above a third of the lease is lowered to that third.
+    TASK_LEASE_S: float = Field(default=30.0, ge=1.0)
+    LEASE_RENEW_S: float = Field(default=10.0, gt=0.0)
     LOCAL_MAX_CONCURRENCY: int = Field(default=5, ge=1, le=1000)
     # AIMD on the local dispatcher's in-flight limit (core.dispatch.limits): up to
     # LOCAL_MAX_CONCURRENCY, halved on 429/503 at most once per cooldown, and the queue held
@@ -97,6 +101,21 @@ class Settings(BaseSettings):
     # out this long ago) is checked against the queue; if the queue no longer holds its task
     # it is handed over again (core.sweeper.sweep_stranded). Above the queue's max backoff.
     STRANDED_AFTER_S: float = Field(default=1800.0, ge=0.0)
+    # Who holds a lease: stable across restarts of one process, different for two processes
+    # (default hostname:PORT), so a restarted worker frees its previous boot's tasks at
+    # once. Cloud Run (K_SERVICE set) shares hostname and port between instances, so there
+    # the default is per boot and the 30 s lease is the bound.
+    WORKER_ID: str | None = None
+    K_SERVICE: str | None = None  # set by Cloud Run; only read to choose WORKER_ID's default
+    # On SIGTERM: stop taking deliveries, let in-flight ones finish this long, then release
+    # the rest (due at once). Under Cloud Run's 10 s between SIGTERM and SIGKILL.
+    SHUTDOWN_GRACE_S: float = Field(default=8.0, ge=0.0, le=3600.0)
+    # A 429 does not use up MAX_ATTEMPTS while the task's rate-limit streak is younger than
+    # this (core.retry): a provider outage of minutes fails nothing; one of hours still ends.
+    RATE_LIMIT_BUDGET_S: float = Field(default=3600.0, ge=0.0)
+    # Model answers whose storing failed wait here for the next attempt, so an image is
+    # paid for once (core.staging).
+    STAGING_DIR: str = ".data/staging"
     # Cloud Tasks mode: how often the worker takes over running rows whose lease expired
     # (a dead instance) and finishes interrupted hand-overs (core.cloud_checks).
     LEASE_CHECK_INTERVAL_S: float = Field(default=10.0, gt=0)
@@ -133,13 +152,6 @@ class Settings(BaseSettings):
             self.STORAGE_BACKEND = (
                 "supabase" if self.SUPABASE_URL and self.SUPABASE_KEY else "local"
             )
-        if self.TASK_LEASE_S is None:
-            self.TASK_LEASE_S = self.DISPATCH_DEADLINE_S + 30.0
-        if self.TASK_LEASE_S <= self.DISPATCH_DEADLINE_S:
-            raise ConfigError(
-                "TASK_LEASE_S must be longer than DISPATCH_DEADLINE_S, or a redelivery "
-                "would run beside a live attempt"
-            )
         if self.RETRY_MAX_BACKOFF_S < self.RETRY_MIN_BACKOFF_S:
             raise ConfigError("RETRY_MAX_BACKOFF_S must be >= RETRY_MIN_BACKOFF_S")
         if self.ENVIRONMENT == "production":
@@ -165,8 +177,13 @@ class Settings(BaseSettings):
 
     @property
     def lease_s(self) -> float:
-        assert self.TASK_LEASE_S is not None
         return self.TASK_LEASE_S
+
+    @property
+    def renew_every_s(self) -> float:
+        from core.leases import renewal_interval_s
+
+        return renewal_interval_s(self.TASK_LEASE_S, self.LEASE_RENEW_S)
 
     @property
     def provider_name(self) -> str:

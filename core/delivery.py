@@ -1,8 +1,10 @@
-"""The task endpoint's database steps (async): claim, complete, fail, release.
+"""The task endpoint's database steps (async): claim, renew, complete, fail, release, and
+the takeover of tasks whose holder stopped.
 
-Each is one statement guarded by status and attempt, so duplicate and late deliveries
-cannot move a counter twice. Each runs in autocommit: one statement is atomic, and a row
-lock (the job's counters) is then held for the statement and its commit only. The job's
+Each is one statement guarded by the claim's token, so duplicate and late deliveries
+cannot move a counter twice, nor change a later attempt (after retry-failed too). Each
+runs in autocommit: one statement is atomic, and a row lock (the job's counters) is then
+held for the statement and its commit only. The job's
 status follows its counters in the same statement (complete_task / fail_task spell the
 rule of core.status in SQL); the pure rule then checks the result and repairs it if the
 two ever disagreed.
@@ -10,15 +12,23 @@ two ever disagreed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.queries import q
 from core.status import JOB_TERMINAL, job_status_after
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who claims: the process (WORKER_ID, stable across its restarts) and this boot of it."""
+
+    owner: str
+    boot: UUID
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,10 @@ class ClaimedTask:
     model: str
     size: str
     quality: str
+    # Drawn by this claim; complete / fail / release / renew present it.
+    token: UUID = field(default_factory=uuid4)
+    free_attempts: int = 0  # attempts given back (rate limits within budget, stops)
+    rate_limited_for_s: float | None = None  # length of the current rate-limit streak
 
 
 @dataclass(frozen=True)
@@ -41,15 +55,35 @@ class TaskState:
     status: str
     attempts: int
     lease_left_s: float
+    due_in_s: float = 0.0  # queued: seconds until next_attempt_at
+    lease_expired: bool = False
+    free_attempts: int = 0
+
+
+@dataclass(frozen=True)
+class TakenOver:
+    """A task whose holder stopped: ``status`` is where it went (queued / pending to be
+    delivered again, failed as worker_crashed)."""
+
+    id: UUID
+    job_id: UUID
+    status: str
+    dispatch_generation: int
+    crashes: int
+    attempts: int
 
 
 async def claim(
-    engine: AsyncEngine, task_id: UUID, *, lease_s: float, attempt_floor: int = 0
+    engine: AsyncEngine, task_id: UUID, *, lease_s: float, holder: Holder, max_attempts: int,
+    attempt_floor: int = 0,
 ) -> ClaimedTask | None:
     # The claim is one statement, atomic on its own: autocommit spares BEGIN and COMMIT.
+    token = uuid4()
     async with _autocommit(engine).connect() as conn:
         row = (await conn.execute(q("claim_task"), {
             "task_id": task_id, "lease_s": lease_s, "attempt_floor": attempt_floor,
+            "owner": holder.owner, "boot": holder.boot, "token": token,
+            "max_attempts": max_attempts,
         })).first()
     if row is None:
         return None
@@ -58,16 +92,62 @@ async def claim(
         id=m["id"], job_id=m["job_id"], prompt=m["prompt"], style=m["style"],
         attempt=m["attempts"], prompt_index=m["prompt_index"], image_index=m["image_index"],
         provider=m["provider"], model=m["model"], size=m["size"], quality=m["quality"],
+        token=token, free_attempts=m["free_attempts"],
+        rate_limited_for_s=m["rate_limited_for_s"],
     )
 
 
 async def state(engine: AsyncEngine, task_id: UUID) -> TaskState | None:
-    async with engine.connect() as conn:
+    async with _autocommit(engine).connect() as conn:
         row = (await conn.execute(q("task_state"), {"task_id": task_id})).first()
     if row is None:
         return None
     return TaskState(status=row.status, attempts=row.attempts,
-                     lease_left_s=float(row.lease_left_s or 0.0))
+                     lease_left_s=float(row.lease_left_s or 0.0),
+                     due_in_s=float(row.due_in_s or 0.0),
+                     lease_expired=bool(row.lease_expired), free_attempts=row.free_attempts)
+
+
+async def renew(engine: AsyncEngine, task: ClaimedTask, *, lease_s: float) -> bool:
+    """Extend this delivery's lease; False if the lease is no longer ours (lost)."""
+    async with _autocommit(engine).connect() as conn:
+        result = await conn.execute(q("renew_lease"), {
+            "task_id": task.id, "token": task.token, "lease_s": lease_s})
+    return bool(result.rowcount)
+
+
+async def take_over_abandoned(
+    engine: AsyncEngine,
+    *,
+    max_attempts: int,
+    to_status: str = "queued",
+    holder: Holder | None = None,
+    task_ids: list[UUID] | None = None,
+    limit: int = 1000,
+) -> list[TakenOver]:
+    """Free tasks whose holder stopped (rule: core.leases.crash_verdict).
+
+    Without ``holder``: running rows whose lease expired. With it: running rows of a
+    previous boot of ``holder.owner``, live lease or not (called once at start, also frees
+    the local dispatcher's holds). Each row goes back to ``to_status`` ('queued' for the
+    local queue; 'pending' under a new dispatch generation for Cloud Tasks, whose caller
+    enqueues the returned rows), or fails as worker_crashed at ``max_attempts``.
+    """
+    if to_status not in ("queued", "pending"):
+        raise ValueError(f"to_status must be queued or pending, not {to_status!r}")
+    async with _autocommit(engine).connect() as conn:
+        rows = (await conn.execute(q("take_over_abandoned"), {
+            "max_attempts": max_attempts, "to_status": to_status,
+            "owner": holder.owner if holder else None,
+            "boot": holder.boot if holder else None,
+            "task_ids": task_ids, "limit": limit,
+        })).all()
+        if holder is not None:
+            await conn.execute(q("free_dispatch_holds"),
+                               {"owner": holder.owner, "boot": holder.boot})
+    return [TakenOver(id=r.id, job_id=r.job_id, status=r.status,
+                      dispatch_generation=r.dispatch_generation, crashes=r.crashes,
+                      attempts=r.attempts) for r in rows]
 
 
 async def complete(
@@ -83,7 +163,7 @@ async def complete(
     """Mark the task succeeded; False if this delivery no longer owns it."""
     async with _autocommit(engine).connect() as conn:
         job = (await conn.execute(q("complete_task"), {
-            "task_id": task.id, "attempt": task.attempt, "image_path": image_path,
+            "task_id": task.id, "token": task.token, "image_path": image_path,
             "thumbnail_path": thumbnail_path, "latency_ms": latency_ms,
             "input_tokens": input_tokens, "output_tokens": output_tokens,
         })).first()
@@ -99,7 +179,7 @@ async def fail(
     """Mark the task failed for good; False if this delivery no longer owns it."""
     async with _autocommit(engine).connect() as conn:
         job = (await conn.execute(q("fail_task"), {
-            "task_id": task.id, "attempt": task.attempt, "error_code": code,
+            "task_id": task.id, "token": task.token, "error_code": code,
             "error_message": message, "latency_ms": latency_ms,
         })).first()
         if job is None:
@@ -110,13 +190,16 @@ async def fail(
 
 async def release(
     engine: AsyncEngine, task: ClaimedTask, *, code: str, message: str, delay_s: float,
-    latency_ms: int | None,
+    latency_ms: int | None, free_attempt: bool = False, rate_limited: bool = False,
 ) -> bool:
-    """Give the task back to the queue after a retryable failure."""
+    """Give the task back to the queue, due in ``delay_s`` (a retryable failure, or a
+    stop); ``free_attempt`` gives the attempt back. False if this delivery no longer owns
+    it."""
     async with _autocommit(engine).connect() as conn:
         result = await conn.execute(q("release_task"), {
-            "task_id": task.id, "attempt": task.attempt, "error_code": code,
+            "task_id": task.id, "token": task.token, "error_code": code,
             "error_message": message, "delay_s": delay_s, "latency_ms": latency_ms,
+            "free_attempt": free_attempt, "rate_limited": rate_limited,
         })
     return bool(result.rowcount)
 

@@ -1,23 +1,33 @@
 """One delivery of one task: claim, call the model, store, record. Returns what the
-task endpoint should answer, per the delivery contract (DESIGN.md)."""
+task endpoint should answer, per the delivery contract (DESIGN.md).
+
+The claim's lease is renewed while the work runs (core.leases), only for work longer
+than the renewal interval, so a short task costs no extra statement. A renewal that finds
+the token gone stops the work before it writes anything. On a stop (SIGTERM) no new
+delivery is claimed; work still running when the grace ends is cancelled and its task
+released, due at once, without using up an attempt.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core import classify, delivery
+from core import classify, delivery, leases
 from core.config import Settings
 from core.errors import StorageError, TaskFailure
-from core.providers import ImageProvider, ImageRequest
+from core.providers import GeneratedImage, ImageProvider, ImageRequest
 from core.retry import decide, policy_from_settings
+from core.staging import Staging
 from core.status import TASK_TERMINAL
 from core.storage import Storage, make_thumbnail, object_keys
 from core.storage.thumbnails import THUMBNAIL_CONTENT_TYPE
@@ -25,11 +35,15 @@ from core.styles import apply_style
 
 log = logging.getLogger(__name__)
 
+STOPPING_RETRY_AFTER_S = 1.0
+
 
 @dataclass(frozen=True)
 class DeliveryOutcome:
     http_status: int
-    outcome: str  # succeeded | failed | retry | duplicate | busy | unknown_task | lost_lease
+    # succeeded | failed | retry | duplicate | busy | not_due | stopping | unknown_task |
+    # lost_lease
+    outcome: str
     task_id: str
     attempt: int | None = None
     retry_after_s: float | None = None
@@ -57,11 +71,28 @@ def outcome_without_claim(task_id: str, state: delivery.TaskState | None) -> Del
         # in case that delivery dies.
         return DeliveryOutcome(503, "busy", task_id, attempt=state.attempts,
                                retry_after_s=max(1.0, round(state.lease_left_s, 1)))
-    # queued but not claimable cannot happen (claim takes queued); answer retry.
+    if state.due_in_s > 0:
+        # Early: the table's backoff (or the provider's Retry-After) has not run out.
+        return DeliveryOutcome(503, "not_due", task_id, attempt=state.attempts,
+                               retry_after_s=round(state.due_in_s, 3))
+    # queued and due but not claimed: a claim raced this one; answer retry.
     return DeliveryOutcome(503, "busy", task_id, retry_after_s=1.0)
 
 
+def default_holder(settings: Settings) -> delivery.Holder:
+    boot = uuid4()
+    owner, _ = leases.worker_owner(worker_id=settings.WORKER_ID,
+                                   on_cloud_run=bool(settings.K_SERVICE),
+                                   hostname=socket.gethostname(), port=settings.PORT,
+                                   boot=str(boot))
+    return delivery.Holder(owner=owner, boot=boot)
+
+
 ProviderGetter = Callable[[str], ImageProvider]
+
+
+class _Stopped(Exception):
+    """The work was cancelled by a stop, not by a lost lease."""
 
 
 class TaskProcessor:
@@ -73,6 +104,8 @@ class TaskProcessor:
         storage: Storage,
         *,
         on_finished: Callable[[str, DeliveryOutcome, float | None], None] | None = None,
+        holder: delivery.Holder | None = None,
+        staging: Staging | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -80,51 +113,181 @@ class TaskProcessor:
         self.storage = storage
         self.policy = policy_from_settings(settings)
         self.on_finished = on_finished
+        self.holder = holder or default_holder(settings)
+        self.staging = staging or Staging(settings.STAGING_DIR)
+        self.stopping = False
+        self._work: set[asyncio.Task[DeliveryOutcome]] = set()
+
+    # -- stopping ---------------------------------------------------------------------
+
+    def begin_stop(self) -> None:
+        """Claim nothing from now on (SIGTERM); in-flight work goes on."""
+        self.stopping = True
+
+    def in_flight(self) -> int:
+        return len(self._work)
+
+    async def finish_or_release(self, grace_s: float) -> int:
+        """Wait up to ``grace_s`` for in-flight work, then cancel the rest (each delivery
+        releases its task). Returns how many were cut."""
+        self.begin_stop()
+        if self._work:
+            await asyncio.wait(set(self._work), timeout=grace_s)
+        cut = [w for w in self._work if not w.done()]
+        for work in cut:
+            work.cancel(msg="stop")
+        if cut:
+            await asyncio.wait(cut, timeout=5.0)
+        return len(cut)
+
+    # -- one delivery -----------------------------------------------------------------
 
     async def process(
         self, task_id: UUID, *, attempt_floor: int = 0, log_extra: dict[str, Any] | None = None
     ) -> DeliveryOutcome:
         extra = {"task_id": str(task_id), **(log_extra or {})}
+        if self.stopping:
+            return DeliveryOutcome(503, "stopping", str(task_id),
+                                   retry_after_s=STOPPING_RETRY_AFTER_S)
         claimed = await delivery.claim(
-            self.engine, task_id, lease_s=self.settings.lease_s, attempt_floor=attempt_floor
+            self.engine, task_id, lease_s=self.settings.lease_s, holder=self.holder,
+            max_attempts=self.settings.MAX_ATTEMPTS, attempt_floor=attempt_floor,
         )
         if claimed is None:
-            outcome = outcome_without_claim(str(task_id), await delivery.state(self.engine,
-                                                                                task_id))
-            log.info("delivery not claimed: %s", outcome.outcome,
-                     extra={"action": "process_task_skip", **extra,
-                            "outcome": outcome.outcome})
-            return outcome
+            return await self._not_claimed(task_id, extra)
         extra.update(job_id=str(claimed.job_id), attempt=claimed.attempt)
+        work = asyncio.create_task(self._attempt(claimed, extra))
+        self._work.add(work)
+        work.add_done_callback(self._work.discard)
+        try:
+            return await self._supervise(claimed, work, extra)
+        except asyncio.CancelledError:
+            # The handler itself was cancelled (the server's own shutdown timeout): stop
+            # the work and give the task back, whatever happens to this coroutine.
+            work.cancel()
+            await asyncio.shield(self._release_stopped(claimed, extra))
+            raise
+
+    async def _supervise(self, claimed: delivery.ClaimedTask,
+                         work: asyncio.Task[DeliveryOutcome],
+                         extra: dict[str, Any]) -> DeliveryOutcome:
+        """Await the work, renewing the lease every interval it is still running."""
+        renew_s = self.settings.renew_every_s
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=renew_s)
+            if done:
+                break
+            try:
+                owned = await delivery.renew(self.engine, claimed, lease_s=self.settings.lease_s)
+            except (DBAPIError, OSError) as exc:
+                # Try again next interval; if the lease runs out meanwhile, the token guard
+                # keeps this delivery from writing over the next one.
+                log.warning("lease renewal failed: %s", type(exc).__name__,
+                            extra={"action": "lease_renew_error", **extra})
+                continue
+            if not owned:
+                work.cancel(msg="lost lease")
+                await asyncio.wait({work})
+                log.warning("lease lost during the task: its result is dropped",
+                            extra={"action": "lease_lost", **extra})
+                return DeliveryOutcome(200, "lost_lease", str(claimed.id),
+                                       attempt=claimed.attempt)
+        try:
+            return work.result()
+        except asyncio.CancelledError:
+            # Cancelled by a stop (finish_or_release): release it, due at once.
+            await self._release_stopped(claimed, extra)
+            return DeliveryOutcome(503, "stopping", str(claimed.id), attempt=claimed.attempt,
+                                   retry_after_s=STOPPING_RETRY_AFTER_S)
+
+    async def _release_stopped(self, claimed: delivery.ClaimedTask,
+                               extra: dict[str, Any]) -> None:
+        try:
+            await delivery.release(self.engine, claimed, code="worker_stopping",
+                                   message="the worker stopped before the task finished",
+                                   delay_s=0.0, latency_ms=None, free_attempt=True)
+            log.info("task released: the worker is stopping",
+                     extra={"action": "process_task_released", **extra})
+        except (DBAPIError, OSError) as exc:
+            # The lease runs out instead; the next holder takes it over.
+            log.warning("could not release the task on stop: %s", type(exc).__name__,
+                        extra={"action": "release_error", **extra})
+
+    async def _not_claimed(self, task_id: UUID, extra: dict[str, Any]) -> DeliveryOutcome:
+        state = await delivery.state(self.engine, task_id)
+        if state is not None and state.status == "running" and state.lease_expired:
+            # The claim refused a takeover: the task has used up its attempts with its
+            # holders dying. Fail it as worker_crashed (or requeue it, if the row moved).
+            taken = await delivery.take_over_abandoned(
+                self.engine, max_attempts=self.settings.MAX_ATTEMPTS,
+                to_status="pending" if self.settings.USE_CLOUD_TASKS else "queued",
+                task_ids=[task_id], limit=1)
+            for row in taken:
+                log.warning("task taken over from a stopped worker: %s", row.status,
+                            extra={"action": "lease_takeover", **extra,
+                                   "crashes": row.crashes, "status": row.status})
+                if row.status == "failed":
+                    return DeliveryOutcome(200, "failed", str(task_id), attempt=row.attempts,
+                                           error_code=leases.WORKER_CRASHED)
+            state = await delivery.state(self.engine, task_id)
+        outcome = outcome_without_claim(str(task_id), state)
+        log.info("delivery not claimed: %s", outcome.outcome,
+                 extra={"action": "process_task_skip", **extra, "outcome": outcome.outcome})
+        return outcome
+
+    async def _attempt(self, claimed: delivery.ClaimedTask,
+                       extra: dict[str, Any]) -> DeliveryOutcome:
         started = time.monotonic()
         provider_latency_s: float | None = None
+        image: GeneratedImage | None = None
+        paid = False
         try:
-            provider = self.provider_for(claimed.provider)
-            image = await provider.generate(ImageRequest(
-                prompt=apply_style(claimed.style, claimed.prompt),
-                model=claimed.model, size=claimed.size, quality=claimed.quality,
-                task_id=claimed.id, attempt=claimed.attempt,
-                seed_key=f"{claimed.job_id}:{claimed.prompt_index}:{claimed.image_index}",
-            ))
-            provider_latency_s = time.monotonic() - started
+            if claimed.attempt > 1:
+                # A previous attempt may have paid for this image already.
+                image = await asyncio.to_thread(self.staging.take, claimed.id)
+                if image is not None:
+                    log.info("storing the answer a previous attempt paid for",
+                             extra={"action": "staged_answer_used", **extra})
+            if image is None:
+                provider = self.provider_for(claimed.provider)
+                image = await provider.generate(ImageRequest(
+                    prompt=apply_style(claimed.style, claimed.prompt),
+                    model=claimed.model, size=claimed.size, quality=claimed.quality,
+                    task_id=claimed.id, attempt=claimed.attempt,
+                    seed_key=f"{claimed.job_id}:{claimed.prompt_index}:{claimed.image_index}",
+                ))
+                paid = True
+                provider_latency_s = time.monotonic() - started
             keys = object_keys(claimed.job_id, claimed.id)
             # Thumbnail and both writes in one worker thread: one hop, not three.
             await asyncio.to_thread(self._store_both, keys.image, keys.thumbnail, image.data,
                                     image.content_type)
+            latency_ms = int((time.monotonic() - started) * 1000)
+            owned = await delivery.complete(
+                self.engine, claimed, image_path=keys.image, thumbnail_path=keys.thumbnail,
+                latency_ms=latency_ms, input_tokens=image.input_tokens,
+                output_tokens=image.output_tokens,
+            )
         except TaskFailure as failure:
+            if paid and image is not None:
+                await asyncio.to_thread(self.staging.keep, claimed.id, image)
             return await self._failed(claimed, failure, started, provider_latency_s, extra)
+        except asyncio.CancelledError:
+            if paid and image is not None:
+                await asyncio.shield(asyncio.to_thread(self.staging.keep, claimed.id, image))
+            raise
         except Exception as exc:
+            if paid and image is not None:
+                await asyncio.to_thread(self.staging.keep, claimed.id, image)
+            if isinstance(exc, DBAPIError | OSError):
+                raise  # the database is down: answered 503 by the app
             log.exception("unexpected error in task", extra={"action": "process_task_error",
                                                               **extra})
             return await self._failed(claimed, classify.internal_error(exc), started,
                                       provider_latency_s, extra)
-        latency_ms = int((time.monotonic() - started) * 1000)
-        owned = await delivery.complete(
-            self.engine, claimed, image_path=keys.image, thumbnail_path=keys.thumbnail,
-            latency_ms=latency_ms, input_tokens=image.input_tokens,
-            output_tokens=image.output_tokens,
-        )
-        outcome = DeliveryOutcome(200, "succeeded" if owned else "lost_lease", str(task_id),
+        if not paid:
+            await asyncio.to_thread(self.staging.drop, claimed.id)
+        outcome = DeliveryOutcome(200, "succeeded" if owned else "lost_lease", str(claimed.id),
                                   attempt=claimed.attempt)
         log.info("task succeeded" if owned else "task finished after its lease was taken",
                  extra={"action": "process_task_done", **extra, "latency_ms": latency_ms,
@@ -154,7 +317,9 @@ class TaskProcessor:
         extra: dict[str, Any],
     ) -> DeliveryOutcome:
         latency_ms = int((time.monotonic() - started) * 1000)
-        decision = decide(failure, attempt=claimed.attempt, policy=self.policy)
+        decision = decide(failure, attempt=claimed.attempt, policy=self.policy,
+                          free_attempts=claimed.free_attempts,
+                          rate_limited_for_s=claimed.rate_limited_for_s)
         task_id = str(claimed.id)
         if decision.final:
             owned = await delivery.fail(self.engine, claimed, code=failure.code,
@@ -166,16 +331,20 @@ class TaskProcessor:
                     extra={"action": "process_task_failed", **extra, "error_code": failure.code,
                            "retryable": failure.retryable, "latency_ms": latency_ms})
         else:
-            await delivery.release(self.engine, claimed, code=failure.code,
-                                   message=failure.message, delay_s=decision.delay_s,
-                                   latency_ms=latency_ms)
-            outcome = DeliveryOutcome(decision.http_status, "retry", task_id,
-                                      attempt=claimed.attempt, error_code=failure.code,
-                                      retry_after_s=decision.retry_after_s)
+            owned = await delivery.release(
+                self.engine, claimed, code=failure.code, message=failure.message,
+                delay_s=decision.delay_s, latency_ms=latency_ms,
+                free_attempt=decision.free_attempt, rate_limited=decision.rate_limited)
+            # retry_after_s: when the table lets the task be claimed again (a Cloud Tasks
+            # retry scheduled earlier would be answered not_due).
+            outcome = DeliveryOutcome(decision.http_status, "retry" if owned else "lost_lease",
+                                      task_id, attempt=claimed.attempt,
+                                      error_code=failure.code, retry_after_s=decision.delay_s)
             log.info("task will be retried: %s", failure.code,
                      extra={"action": "process_task_retry", **extra,
                             "error_code": failure.code, "delay_s": round(decision.delay_s, 3),
-                            "http_status": decision.http_status})
+                            "http_status": decision.http_status,
+                            "free_attempt": decision.free_attempt})
         self._notify(claimed.provider, outcome, provider_latency_s)
         return outcome
 

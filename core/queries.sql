@@ -27,52 +27,70 @@ SELECT id, dispatch_generation
  LIMIT :limit;
 
 -- name: claim_task
--- The delivery contract's claim: one conditional UPDATE. A queued (or still pending, when
--- Cloud Tasks delivers before our hand-over commits) task, or a running one whose lease
--- has expired, becomes running with a fresh lease; the attempt count moves here, once per
--- delivery that reached the handler, and never below the queue's own count.
+-- The delivery contract's claim: one conditional UPDATE. A due queued (or still pending,
+-- when Cloud Tasks delivers before our hand-over commits) task, or a running one whose
+-- lease has expired, becomes running with a fresh lease owned by :owner / :boot under a new
+-- :token; the attempt count moves here, once per delivery that reached the handler, and
+-- never below the queue's own count. A delivery before next_attempt_at (the backoff or
+-- Retry-After a release stored) claims nothing. Taking over an expired lease is a crash of
+-- its holder: it counts, and at :max_attempts charged attempts the takeover is refused here
+-- and take_over_abandoned fails the task as worker_crashed (rule: core.leases).
 WITH claimed AS (
     UPDATE generation_tasks
        SET status = 'running',
            attempts = GREATEST(attempts + 1, :attempt_floor),
+           crashes = crashes + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
            lease_until = now() + make_interval(secs => :lease_s),
+           lease_owner = :owner, lease_boot = :boot, claim_token = :token,
            started_at = COALESCE(started_at, now()),
            updated_at = now()
      WHERE id = :task_id
+       AND next_attempt_at <= now()
        AND (status IN ('pending', 'queued')
-            OR (status = 'running' AND lease_until < now()))
- RETURNING id, job_id, prompt, style, attempts, prompt_index, image_index
+            OR (status = 'running' AND lease_until < now()
+                AND attempts - free_attempts < :max_attempts))
+ RETURNING id, job_id, prompt, style, attempts, free_attempts, prompt_index, image_index,
+           EXTRACT(EPOCH FROM (now() - rate_limited_since))::float AS rate_limited_for_s
 ), started AS (
     UPDATE generation_jobs j
        SET status = 'running', started_at = COALESCE(j.started_at, now()), updated_at = now()
       FROM claimed
      WHERE j.id = claimed.job_id AND j.status = 'pending'
 )
-SELECT c.id, c.job_id, c.prompt, c.style, c.attempts, c.prompt_index, c.image_index,
-       j.provider, j.model, j.size, j.quality
+SELECT c.id, c.job_id, c.prompt, c.style, c.attempts, c.free_attempts, c.prompt_index,
+       c.image_index, c.rate_limited_for_s, j.provider, j.model, j.size, j.quality
   FROM claimed c JOIN generation_jobs j ON j.id = c.job_id;
 
 -- name: task_state
-SELECT status, attempts, lease_until,
-       GREATEST(EXTRACT(EPOCH FROM (lease_until - now())), 0)::float AS lease_left_s
+SELECT status, attempts, free_attempts, lease_until,
+       GREATEST(EXTRACT(EPOCH FROM (lease_until - now())), 0)::float AS lease_left_s,
+       GREATEST(EXTRACT(EPOCH FROM (next_attempt_at - now())), 0)::float AS due_in_s,
+       (status = 'running' AND lease_until < now()) AS lease_expired
   FROM generation_tasks
  WHERE id = :task_id;
 
+-- name: renew_lease
+-- A live handler extends its lease (core.leases.RENEW_EVERY_S). No row: the token is gone
+-- (lease taken over, task finished or retried meanwhile), so this delivery stops writing.
+UPDATE generation_tasks
+   SET lease_until = now() + make_interval(secs => :lease_s)
+ WHERE id = :task_id AND status = 'running' AND claim_token = :token;
+
 -- name: complete_task
--- Success. Guarded by status and attempt, so a delivery whose lease expired and whose task
--- was claimed again cannot finish it a second time; the job counter moves in the same
--- statement, exactly once per task. The job's status follows in the same statement too
--- (core.status.job_status_after, spelled in SQL for a success; the caller checks the
--- result against the Python rule): one autocommit statement holds the job row's lock for
--- the statement and its commit only, not for a client round trip, so many deliveries of
--- one job do not queue behind each other on that row.
+-- Success. Guarded by the claim token, so a delivery whose lease expired and whose task
+-- was claimed again (or retried after failing) cannot finish it; the job counter moves in
+-- the same statement, exactly once per task. The job's status follows in the same
+-- statement too (core.status.job_status_after, spelled in SQL for a success; the caller
+-- checks the result against the Python rule): one autocommit statement holds the job row's
+-- lock for the statement and its commit only, not for a client round trip, so many
+-- deliveries of one job do not queue behind each other on that row.
 WITH done AS (
     UPDATE generation_tasks
        SET status = 'succeeded', image_path = :image_path, thumbnail_path = :thumbnail_path,
            latency_ms = :latency_ms, input_tokens = :input_tokens,
            output_tokens = :output_tokens, lease_until = NULL,
            finished_at = now(), updated_at = now()
-     WHERE id = :task_id AND status = 'running' AND attempts = :attempt
+     WHERE id = :task_id AND status = 'running' AND claim_token = :token
  RETURNING job_id
 )
 UPDATE generation_jobs j
@@ -93,14 +111,14 @@ UPDATE generation_jobs j
 RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks, j.cancelled_tasks;
 
 -- name: fail_task
--- Permanent failure, or the last allowed attempt failed. Counter and status in one
--- statement, as complete_task.
+-- Permanent failure, or the last allowed attempt failed. Token-guarded; counter and status
+-- in one statement, as complete_task.
 WITH done AS (
     UPDATE generation_tasks
        SET status = 'failed', last_error_code = :error_code, last_error = :error_message,
            latency_ms = :latency_ms, lease_until = NULL,
            finished_at = now(), updated_at = now()
-     WHERE id = :task_id AND status = 'running' AND attempts = :attempt
+     WHERE id = :task_id AND status = 'running' AND claim_token = :token
  RETURNING job_id
 )
 UPDATE generation_jobs j
@@ -121,12 +139,83 @@ UPDATE generation_jobs j
 RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks, j.cancelled_tasks;
 
 -- name: release_task
--- A retryable failure with attempts left: back to queued, due after the backoff.
+-- A retryable failure with attempts left, or a graceful stop: back to queued, due after
+-- :delay_s (the backoff or Retry-After the table decided: a claim before then is refused).
+-- :free_attempt gives the attempt back (core.retry: a rate limit within its budget, a
+-- stop); :rate_limited starts or continues the rate-limit streak, anything else ends it.
+-- Token-guarded like complete_task.
 UPDATE generation_tasks
    SET status = 'queued', last_error_code = :error_code, last_error = :error_message,
-       latency_ms = :latency_ms, lease_until = NULL,
+       latency_ms = :latency_ms, lease_until = NULL, lease_owner = NULL, lease_boot = NULL,
+       free_attempts = free_attempts + CASE WHEN :free_attempt THEN 1 ELSE 0 END,
+       rate_limited_since = CASE WHEN :rate_limited THEN COALESCE(rate_limited_since, now())
+                                 ELSE NULL END,
        next_attempt_at = now() + make_interval(secs => :delay_s), updated_at = now()
- WHERE id = :task_id AND status = 'running' AND attempts = :attempt;
+ WHERE id = :task_id AND status = 'running' AND claim_token = :token;
+
+-- name: take_over_abandoned
+-- Tasks whose holder stopped: running with an expired lease (:owner NULL), or running
+-- under a previous boot of :owner (a restarted process frees its rows at once). Each
+-- counts a crash; below :max_attempts charged attempts it goes back to :to_status
+-- ('queued' for the local queue, 'pending' to be handed to Cloud Tasks again under a new
+-- dispatch generation), due now; at the limit it fails as worker_crashed and its job's
+-- counters move in the same statement (rule: core.leases.crash_verdict). Clearing the
+-- token makes a late answer of the dead holder change nothing.
+WITH gone AS (
+    SELECT id FROM generation_tasks
+     WHERE status = 'running'
+       AND ((CAST(:owner AS text) IS NULL AND lease_until < now())
+            OR (lease_owner = CAST(:owner AS text) AND lease_boot <> CAST(:boot AS uuid)))
+       AND (CAST(:task_ids AS uuid[]) IS NULL OR id = ANY(CAST(:task_ids AS uuid[])))
+     ORDER BY lease_until
+     LIMIT :limit
+       FOR UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE generation_tasks t
+       SET status = CASE WHEN t.attempts - t.free_attempts >= :max_attempts THEN 'failed'
+                         ELSE CAST(:to_status AS text) END,
+           crashes = t.crashes + 1,
+           last_error_code = 'worker_crashed',
+           last_error = 'the worker stopped ' || (t.crashes + 1) || ' times during this task',
+           dispatch_generation = t.dispatch_generation
+               + CASE WHEN t.attempts - t.free_attempts < :max_attempts
+                           AND CAST(:to_status AS text) = 'pending' THEN 1 ELSE 0 END,
+           finished_at = CASE WHEN t.attempts - t.free_attempts >= :max_attempts
+                              THEN now() END,
+           lease_until = NULL, lease_owner = NULL, lease_boot = NULL, claim_token = NULL,
+           next_attempt_at = now(), updated_at = now()
+      FROM gone
+     WHERE t.id = gone.id
+ RETURNING t.id, t.job_id, t.status, t.dispatch_generation, t.crashes, t.attempts
+), failed AS (
+    SELECT job_id, count(*) AS n FROM moved WHERE status = 'failed' GROUP BY job_id
+), counted AS (
+    UPDATE generation_jobs j
+       SET failed_tasks = j.failed_tasks + f.n, updated_at = now(),
+           status = CASE
+               WHEN j.status = 'cancelled' THEN 'cancelled'
+               WHEN j.completed_tasks + j.failed_tasks + f.n + j.cancelled_tasks < j.total_tasks
+                   THEN 'running'
+               WHEN j.completed_tasks = 0 THEN 'failed'
+               ELSE 'completed_with_errors' END,
+           finished_at = CASE
+               WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed',
+                                     'cancelled')
+                    AND j.completed_tasks + j.failed_tasks + f.n + j.cancelled_tasks
+                        >= j.total_tasks
+                   THEN now()
+               ELSE j.finished_at END
+      FROM failed f
+     WHERE j.id = f.job_id
+)
+SELECT id, job_id, status, dispatch_generation, crashes, attempts FROM moved;
+
+-- name: free_dispatch_holds
+-- The local dispatcher's holds on queued rows from a previous boot of :owner (deliveries it
+-- had in flight when it stopped): visible again at once.
+UPDATE generation_tasks
+   SET lease_until = NULL, lease_owner = NULL, lease_boot = NULL
+ WHERE status = 'queued' AND lease_owner = :owner AND lease_boot <> CAST(:boot AS uuid);
 
 -- name: set_job_status
 -- Applies the status rule's decision; guarded so a concurrent change is never overwritten.
@@ -211,31 +300,35 @@ SELECT status, count(*) AS n
  GROUP BY status;
 
 -- name: dispatch_claim_due
--- The local dispatcher's claim: due queued tasks, and running ones whose lease expired
--- (their worker died). Pushing next_attempt_at forward hides them from other dispatchers
--- while the delivery is in flight, like a visibility timeout; if this process dies they
--- come back when it runs out. A paused queue claims nothing: checked in the same statement
--- (a one-time filter), which saves the dispatcher a round trip per claim.
+-- The local dispatcher's claim: due queued tasks that no delivery holds. The hold is a
+-- short lease on the queued row (lease_until, owner, boot) that hides it from other
+-- dispatchers while its delivery is on the way to the handler, like a visibility timeout;
+-- the handler's claim replaces it with the task's own lease. If this process dies, its
+-- next boot frees its holds (free_dispatch_holds), or they run out. Running rows are not
+-- taken here: take_over_abandoned decides about expired leases. A paused queue claims
+-- nothing: checked in the same statement (a one-time filter), which saves the dispatcher a
+-- round trip per claim.
 UPDATE generation_tasks t
-   SET next_attempt_at = now() + make_interval(secs => :visibility_s)
+   SET lease_until = now() + make_interval(secs => :visibility_s),
+       lease_owner = :owner, lease_boot = :boot
  WHERE t.id IN (
        SELECT id FROM generation_tasks
-        WHERE ((status = 'queued' AND next_attempt_at <= now())
-               OR (status = 'running' AND next_attempt_at <= now() AND lease_until < now()))
+        WHERE status = 'queued' AND next_attempt_at <= now()
+          AND (lease_until IS NULL OR lease_until < now())
           AND NOT EXISTS (SELECT 1 FROM queue_state
                            WHERE queue_name = :queue_name AND paused)
         ORDER BY next_attempt_at
         LIMIT :limit
           FOR UPDATE SKIP LOCKED)
-RETURNING t.id, t.attempts, t.next_attempt_at;
+RETURNING t.id, t.attempts, t.lease_until;
 
 -- name: dispatch_defer
--- A delivery that did not reach a decision (worker unreachable, crashed, busy): due again
--- after :delay_s, unless the worker already rescheduled or finished it.
+-- A delivery that did not reach the handler (worker unreachable): due again after
+-- :delay_s, unless a handler claimed it meanwhile (the hold, :marker, is gone then).
 UPDATE generation_tasks
-   SET next_attempt_at = now() + make_interval(secs => :delay_s)
- WHERE id = :task_id AND next_attempt_at = :marker
-   AND status IN ('queued', 'running');
+   SET next_attempt_at = GREATEST(next_attempt_at, now() + make_interval(secs => :delay_s)),
+       lease_until = NULL, lease_owner = NULL, lease_boot = NULL
+ WHERE id = :task_id AND status = 'queued' AND lease_until = :marker;
 
 -- name: queue_paused
 SELECT paused FROM queue_state WHERE queue_name = :queue_name;

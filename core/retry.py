@@ -2,6 +2,12 @@
 
 Mirrors a Cloud Tasks queue's retry config (min/max backoff, max doublings) so the local
 dispatcher and Cloud Tasks behave alike, and honours Retry-After from the model provider.
+Our table decides every retry (the release stores next_attempt_at; a claim before it is
+refused), so the queue's own schedule never burns attempts.
+
+A rate limit is the provider's state, not the task's: while a task's rate-limit streak is
+younger than ``rate_limit_budget_s`` a 429 gives its attempt back, so a provider outage of
+minutes fails nothing; the budget is time, so an outage of hours still ends the task.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ class RetryPolicy:
     # Fraction of the delay that is randomised, so a burst of failures does not come back
     # as a burst.
     jitter: float = 0.2
+    # How long a streak of 429s may go on without using up attempts (see the module doc).
+    rate_limit_budget_s: float = 3600.0
 
 
 def compute_backoff(
@@ -57,6 +65,10 @@ class RetryDecision:
     delay_s: float  # when not final: wait this long before the next attempt
     http_status: int  # what the task endpoint answers the queue
     retry_after_s: float | None = None
+    # Give the attempt back (it does not count against max_attempts).
+    free_attempt: bool = False
+    # The task's rate-limit streak goes on (else it ends).
+    rate_limited: bool = False
 
 
 def decide(
@@ -64,27 +76,39 @@ def decide(
     *,
     attempt: int,
     policy: RetryPolicy,
+    free_attempts: int = 0,
+    rate_limited_for_s: float | None = None,
     rng: random.Random | None = None,
 ) -> RetryDecision:
     """What to do after ``attempt`` failed with ``failure``.
 
-    A permanent failure, or the last allowed attempt, is final and answered 200: only 2xx
-    stops Cloud Tasks, and our tables keep the record. Otherwise the answer tells the
-    queue how to retry: 429 slows it down, 503 for an upstream outage, 500 for the rest.
+    ``free_attempts`` of the task's attempts were given back before; ``rate_limited_for_s``
+    is how long its current rate-limit streak has lasted (None: no streak). A permanent
+    failure, or the last charged attempt, is final and answered 200: only 2xx stops Cloud
+    Tasks, and our tables keep the record. Otherwise the answer tells the queue how to
+    retry: 429 slows it down, 503 for an upstream outage, 500 for the rest.
     """
-    if not failure.retryable or attempt >= policy.max_attempts:
+    if not failure.retryable:
         return RetryDecision(final=True, delay_s=0.0, http_status=200)
+    # The raw attempt number keeps growing, so the backoff does even when attempts are
+    # given back.
     delay = compute_backoff(attempt, policy, rng=rng)
     if failure.retry_after_s is not None:
         delay = max(delay, min(failure.retry_after_s, policy.max_backoff_s))
+    retry_after = failure.retry_after_s
+    if failure.rate_limited and (rate_limited_for_s or 0.0) < policy.rate_limit_budget_s:
+        return RetryDecision(final=False, delay_s=delay, http_status=429,
+                             retry_after_s=retry_after, free_attempt=True, rate_limited=True)
+    if attempt - free_attempts >= policy.max_attempts:
+        return RetryDecision(final=True, delay_s=0.0, http_status=200)
     if failure.rate_limited:
         status = 429
     elif failure.upstream_unavailable:
         status = 503
     else:
         status = 500
-    retry_after = failure.retry_after_s if failure.retry_after_s is not None else None
-    return RetryDecision(final=False, delay_s=delay, http_status=status, retry_after_s=retry_after)
+    return RetryDecision(final=False, delay_s=delay, http_status=status,
+                         retry_after_s=retry_after, rate_limited=failure.rate_limited)
 
 
 def policy_from_settings(settings: Settings) -> RetryPolicy:
@@ -93,4 +117,5 @@ def policy_from_settings(settings: Settings) -> RetryPolicy:
         min_backoff_s=settings.RETRY_MIN_BACKOFF_S,
         max_backoff_s=settings.RETRY_MAX_BACKOFF_S,
         max_doublings=settings.RETRY_MAX_DOUBLINGS,
+        rate_limit_budget_s=settings.RATE_LIMIT_BUDGET_S,
     )

@@ -88,6 +88,29 @@ CREATE TABLE IF NOT EXISTS queue_state (
 
 INSERT INTO schema_migrations (version) VALUES (1) ON CONFLICT (version) DO NOTHING;
 
+-- version 2: owned, renewed leases (owner, boot, claim token); crash and given-back
+-- attempt counts; the rate-limit streak
+-- lease_owner / lease_boot: who holds the lease (WORKER_ID and the process's boot id); on a
+-- queued row they are the local dispatcher's hold while its delivery is in flight.
+-- claim_token: drawn by each claim; complete, fail, release and renew must present it, so
+-- a delivery that outlived its lease (even across retry-failed) changes nothing.
+-- crashes: how often a holder stopped during the task (its lease taken over, or freed by
+-- its owner's next boot); the worker_crashed message cites it.
+-- free_attempts: attempts that do not count against MAX_ATTEMPTS (rate limits within
+-- RATE_LIMIT_BUDGET_S, a graceful stop); rate_limited_since starts the current streak.
+ALTER TABLE generation_tasks ADD COLUMN IF NOT EXISTS lease_owner text;
+ALTER TABLE generation_tasks ADD COLUMN IF NOT EXISTS lease_boot uuid;
+ALTER TABLE generation_tasks ADD COLUMN IF NOT EXISTS claim_token uuid;
+ALTER TABLE generation_tasks ADD COLUMN IF NOT EXISTS crashes integer NOT NULL DEFAULT 0;
+ALTER TABLE generation_tasks ADD COLUMN IF NOT EXISTS free_attempts integer NOT NULL DEFAULT 0;
+ALTER TABLE generation_tasks ADD COLUMN IF NOT EXISTS rate_limited_since timestamptz;
+-- A restarting process finds its previous boot's rows without scanning the table.
+CREATE INDEX IF NOT EXISTS generation_tasks_lease_owner_idx
+    ON generation_tasks (lease_owner)
+    WHERE status IN ('queued', 'running') AND lease_owner IS NOT NULL;
+
+INSERT INTO schema_migrations (version) VALUES (2) ON CONFLICT (version) DO NOTHING;
+
 -- version 3: Cloud Tasks hand-over outbox and the expired-lease check
 -- A retry in Cloud Tasks mode is a new named Cloud Task (core/dispatch/handover.py):
 -- handover_generation is the generation being handed over (set before CreateTask, cleared

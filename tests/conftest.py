@@ -32,6 +32,8 @@ _ISOLATED_ENV = (
     "ENVIRONMENT", "USE_CLOUD_TASKS", "IMAGE_PROVIDER", "STORAGE_BACKEND", "OPENAI_API_KEY",
     "SUPABASE_URL", "SUPABASE_KEY", "API_KEY", "TASK_SECRET", "WORKER_URL", "MAX_ATTEMPTS",
     "LOCAL_STORAGE_DIR", "CLOUD_TASKS_EMULATOR_HOST", "OPENAI_BASE_URL",
+    "TASK_LEASE_S", "LEASE_RENEW_S", "WORKER_ID", "K_SERVICE", "SHUTDOWN_GRACE_S",
+    "RATE_LIMIT_BUDGET_S", "STAGING_DIR",
 )
 
 
@@ -103,6 +105,7 @@ def env(monkeypatch: pytest.MonkeyPatch, db_url: str, tmp_path: Path) -> dict[st
         "ENVIRONMENT": "test",
         "DATABASE_URL": db_url,
         "LOCAL_STORAGE_DIR": str(tmp_path / "images"),
+        "STAGING_DIR": str(tmp_path / "staging"),
         "DEMO_LATENCY_MS": "0",
         "RETRY_MIN_BACKOFF_S": "0.05",
         "RETRY_MAX_BACKOFF_S": "0.5",

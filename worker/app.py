@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,12 +15,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from core import cloud_checks, db, metrics
+from core import cloud_checks, db, delivery, leases, metrics
 from core.config import Settings, get_settings
 from core.dispatch import get_dispatcher
 from core.dispatch.local_loop import LocalDispatchLoop
 from core.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
-from core.processing import TaskProcessor
+from core.processing import TaskProcessor, default_holder
 from core.providers import close_providers, get_provider
 from core.storage import get_storage
 from core.sweeper import sweep_pending, sweep_stranded
@@ -44,16 +45,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweep_temp = getattr(app.state.storage, "remove_orphaned_temp_files", None)
         if sweep_temp is not None:
             await asyncio.to_thread(sweep_temp)
-        app.state.processor = TaskProcessor(
+        holder = default_holder(settings)
+        processor = TaskProcessor(
             settings, engine, lambda name: get_provider(name, settings), app.state.storage,
-            on_finished=metrics.record_delivery,
+            on_finished=metrics.record_delivery, holder=holder,
         )
+        app.state.processor = processor
         app.state.oidc_verifier = _oidc_verifier(settings)
+        await _free_previous_boot(settings, engine, holder)
         stop = asyncio.Event()
         background: list[asyncio.Task[None]] = []
+        stopping: list[asyncio.Task[int]] = []
+
+        def begin_stop() -> None:
+            # SIGTERM / Ctrl-C: the dispatcher stops claiming and the task endpoint stops
+            # taking deliveries now; in-flight work gets SHUTDOWN_GRACE_S, then is released.
+            if stop.is_set():
+                return
+            log.info("stopping: no new deliveries; in-flight ones finish or are released",
+                     extra={"action": "worker_stopping", "in_flight": processor.in_flight(),
+                            "grace_s": settings.SHUTDOWN_GRACE_S})
+            stop.set()
+            stopping.append(asyncio.create_task(
+                processor.finish_or_release(settings.SHUTDOWN_GRACE_S)))
+
+        restore = _on_stop_signals(begin_stop)
         if not settings.USE_CLOUD_TASKS and settings.RUN_DISPATCHER:
             worker_url = settings.WORKER_URL or f"http://127.0.0.1:{settings.PORT}"
-            loop = LocalDispatchLoop(settings, engine, worker_url)
+            loop = LocalDispatchLoop(settings, engine, worker_url, holder=holder)
             app.state.dispatch_loop = loop
             background.append(asyncio.create_task(loop.run(stop)))
         background.append(asyncio.create_task(_sweep_forever(settings, stop)))
@@ -67,8 +86,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            stop.set()
+            restore()
+            begin_stop()
+            cut = sum(await asyncio.gather(*stopping))
             await asyncio.gather(*background, return_exceptions=True)
+            log.info("worker stopped", extra={"action": "worker_stop", "released": cut})
             await close_providers()
             await engine.dispose()
 
@@ -92,6 +114,59 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(health.router)
     return app
+
+
+async def _free_previous_boot(settings: Settings, engine: Any,
+                              holder: delivery.Holder) -> None:
+    """A restarted process frees what its previous boot held (it died or was killed):
+    running tasks count a crash and are delivered again at once (or fail as worker_crashed
+    at MAX_ATTEMPTS), and the dispatcher's holds are dropped. Only with an owner id that
+    survives a restart (never on Cloud Run's shared hostname:port)."""
+    _, stable = leases.worker_owner(worker_id=settings.WORKER_ID,
+                                    on_cloud_run=bool(settings.K_SERVICE), hostname="",
+                                    port=settings.PORT, boot="")
+    if not stable:
+        return
+    try:
+        taken = await delivery.take_over_abandoned(
+            engine, max_attempts=settings.MAX_ATTEMPTS, holder=holder,
+            to_status="pending" if settings.USE_CLOUD_TASKS else "queued")
+    except (DBAPIError, OSError) as exc:
+        log.warning("could not free the previous boot's tasks: %s", type(exc).__name__,
+                    extra={"action": "boot_cleanup_error"})
+        return
+    if taken:
+        log.warning("freed tasks held by this worker's previous boot",
+                    extra={"action": "boot_cleanup", "owner": holder.owner,
+                           "requeued": sum(1 for t in taken if t.status != "failed"),
+                           "failed": sum(1 for t in taken if t.status == "failed")})
+
+
+def _on_stop_signals(callback: Any) -> Any:
+    """Run ``callback`` on the event loop when SIGTERM or SIGINT arrives, before the
+    server's own handler (which then stops accepting connections and waits for the
+    in-flight requests). Returns a function restoring the previous handlers."""
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        loop.call_soon_threadsafe(callback)
+        chained = previous.get(signum)
+        if callable(chained):
+            chained(signum, frame)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (a test client): no signals to catch
+            return lambda: None
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            with contextlib.suppress(ValueError):
+                signal.signal(sig, old)
+
+    return restore
 
 
 def _oidc_verifier(settings: Settings) -> Any:

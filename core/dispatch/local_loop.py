@@ -1,9 +1,12 @@
 """The local dispatch loop: claims due tasks with FOR UPDATE SKIP LOCKED and POSTs each to
 the worker's task endpoint, at most a limited number in flight, like a Cloud Tasks queue.
 
-The table is the queue: a restart loses nothing. A claimed task's next_attempt_at is
-pushed past the dispatch deadline while its delivery is in flight, so another dispatcher
-(or this one after a crash) picks it up only when that runs out.
+The table is the queue: a restart loses nothing. A claimed row carries a short hold
+(lease_until, owner, boot) while its delivery is on the way, which the handler's claim
+replaces with the task's own renewed lease; this process's next boot frees its holds and
+running rows at once, and the loop takes over expired leases of other holders every
+renewal interval (core.leases). When to retry is the table's decision (the handler's
+release stores next_attempt_at); the loop only defers deliveries that never reached it.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core import delivery
 from core.classify import parse_retry_after
 from core.config import Settings
 from core.dispatch.limits import ConcurrencyLimit, limit_from_settings
@@ -32,9 +36,6 @@ log = logging.getLogger(__name__)
 
 TASK_PATH = "/api/admin/worker/process-task"
 TASK_SECRET_HEADER = "X-Task-Secret"
-# Extra visibility beyond the dispatch deadline, so a slow answer is not raced by a
-# redelivery of the same task.
-VISIBILITY_MARGIN_S = 5.0
 # Deliveries per HTTP client (connection pool); see run().
 CONNECTIONS_PER_CLIENT = 8
 # After this many consecutive unreachable deliveries the loop pauses claiming for a while.
@@ -65,8 +66,11 @@ class LocalDispatchLoop:
         worker_url: str,
         *,
         limit: ConcurrencyLimit | None = None,
+        holder: delivery.Holder | None = None,
     ) -> None:
         self.settings = settings
+        self.holder = holder or delivery.Holder(owner="dispatcher", boot=uuid4())
+        self._next_takeover = 0.0
         self.engine = engine
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.task_url = worker_url.rstrip("/") + TASK_PATH
@@ -106,6 +110,7 @@ class LocalDispatchLoop:
                 # the next poll.
                 self._wake.clear()
                 try:
+                    await self._take_over_expired()
                     claimed = await self._claim_round()
                 except (DBAPIError, OSError) as exc:
                     log.warning("dispatcher cannot reach the database: %s", type(exc).__name__,
@@ -114,7 +119,23 @@ class LocalDispatchLoop:
                     await _sleep_or(stop, 1.0)
                 if claimed == 0 or len(self._in_flight) >= self.limit.current:
                     await self._wait(stop)
-            await self._drain()
+            # Stopped claiming first; the handlers finish or release within the grace.
+            await self._drain(self.settings.SHUTDOWN_GRACE_S + 2.0)
+
+    async def _take_over_expired(self) -> None:
+        """Every renewal interval: tasks whose holder's lease ran out (it died) go back to
+        the queue, or fail as worker_crashed at MAX_ATTEMPTS."""
+        now = time.monotonic()
+        if now < self._next_takeover:
+            return
+        self._next_takeover = now + self.settings.renew_every_s
+        taken = await delivery.take_over_abandoned(
+            self.engine, max_attempts=self.settings.MAX_ATTEMPTS, to_status="queued")
+        for row in taken:
+            log.warning("task taken over from a stopped holder: %s", row.status,
+                        extra={"action": "lease_takeover", "task_id": str(row.id),
+                               "job_id": str(row.job_id), "crashes": row.crashes,
+                               "status": row.status})
 
     async def _claim_round(self) -> int:
         if self._unreachable_streak >= UNREACHABLE_BREAKER:
@@ -124,17 +145,19 @@ class LocalDispatchLoop:
             free = self.limit.current - len(self._in_flight)
         if free <= 0:
             return 0
-        visibility_s = self.settings.DISPATCH_DEADLINE_S + VISIBILITY_MARGIN_S
+        # The hold only covers the hop to the handler, whose claim replaces it.
+        visibility_s = self.settings.lease_s
         # One statement (the pause check included), so autocommit: no BEGIN/COMMIT trips.
         async with self._autocommit.connect() as conn:
             rows = (
                 await conn.execute(q("dispatch_claim_due"), {
                     "limit": free, "visibility_s": visibility_s,
                     "queue_name": self.settings.QUEUE_NAME,
+                    "owner": self.holder.owner, "boot": self.holder.boot,
                 })
             ).all()
         for row in rows:
-            claimed = Claimed(id=row.id, attempts=row.attempts, marker=row.next_attempt_at)
+            claimed = Claimed(id=row.id, attempts=row.attempts, marker=row.lease_until)
             task = asyncio.create_task(self._deliver(claimed))
             self._in_flight.add(task)
             task.add_done_callback(self._done)
@@ -174,7 +197,7 @@ class LocalDispatchLoop:
             log.warning("delivery failed: %s", type(exc).__name__,
                         extra={"action": "deliver_error", "task_id": str(task.id)})
             self.limit.on_result(ok=False, overloaded=False)
-            await self._defer(task, retry_after=None)
+            await self._defer(task, delay_s=compute_backoff(max(task.attempts, 1), self.policy))
             return
         self._unreachable_streak = 0
         self.stats.delivered += 1
@@ -192,17 +215,19 @@ class LocalDispatchLoop:
         log.info("delivery answered %s", response.status_code,
                  extra={"action": "deliver_retry", "task_id": str(task.id),
                         "http_status": response.status_code, "latency_ms": elapsed_ms})
-        await self._defer(task, retry_after=retry_after)
+        if response.status_code == 503 and _outcome(response) == "stopping":
+            return  # the worker is stopping: its next boot frees the hold
+        # The handler decided (its release stored next_attempt_at) or did not claim (busy,
+        # not due): drop the hold, if it is still there, so the row is due when the table
+        # says, not when the hold runs out.
+        await self._defer(task, delay_s=0.0)
 
-    async def _defer(self, task: Claimed, *, retry_after: float | None) -> None:
-        delay = compute_backoff(max(task.attempts, 1), self.policy)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.policy.max_backoff_s))
+    async def _defer(self, task: Claimed, *, delay_s: float) -> None:
         try:
-            async with self.engine.begin() as conn:
+            async with self._autocommit.connect() as conn:
                 await conn.execute(
                     q("dispatch_defer"),
-                    {"task_id": task.id, "marker": task.marker, "delay_s": delay},
+                    {"task_id": task.id, "marker": task.marker, "delay_s": delay_s},
                 )
         except (DBAPIError, OSError):
             # The visibility timeout brings the task back anyway.
@@ -217,6 +242,14 @@ class LocalDispatchLoop:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _outcome(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("outcome") if isinstance(body, dict) else None
 
 
 async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:

@@ -155,5 +155,6 @@ def test_killed_worker_restarts_and_finishes_without_loss_or_duplicates(
     assert assert_counters_match_rows(engine, job["id"]) == {"succeeded": 60}
     images = list((tmp_path / "images" / job["id"]).glob("*.png"))
     assert len(images) == 60  # one object per task: a redelivery overwrote, never added
-    assert in_flight >= 0  # recorded for the log below
+    # The kill really cut deliveries in flight (5 in flight at 150 ms each when it came).
+    assert in_flight >= 1
     print(f"tasks running at kill time: {in_flight}")

@@ -81,24 +81,74 @@ def test_delivery_of_a_cancelled_jobs_task_and_of_unknown_ids_change_nothing(
     assert not (tmp_path / "images" / job_id).exists()
 
 
-def test_late_answer_of_an_expired_lease_does_not_finish_the_task_twice(
+def _expire_lease(engine: Engine, task_id: str) -> None:
+    """The holder stalled past its lease (a frozen process, a partition): as a redelivery
+    then finds it."""
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE generation_tasks SET lease_until = now() - interval '1 s' "
+                          "WHERE id = :t AND status = 'running'"), {"t": task_id})
+
+
+def test_renewal_that_finds_its_lease_taken_over_stops_the_write_back(
     start_worker: Callable[..., WorkerProcess], engine: Engine, tmp_path: Path
 ) -> None:
-    # Delivery 1 outlives its lease; delivery 2 (Cloud Tasks' retry after the deadline)
-    # claims the task again. Delivery 1 ends first but no longer owns the task.
-    worker = start_worker(RUN_DISPATCHER="false", DEMO_LATENCY_MS="2500",
-                          DISPATCH_DEADLINE_S="1", TASK_LEASE_S="1.5")
+    # Delivery 1's lease runs out while it works (forced); delivery 2 takes the task over.
+    # Delivery 1's next renewal finds its token gone: it stops and writes nothing.
+    worker = start_worker(RUN_DISPATCHER="false", DEMO_LATENCY_MS="2500", TASK_LEASE_S="3")
     job_id = submit(worker, ["a slow picture"])["id"]
     (target,) = task_ids(engine, job_id)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(_deliver, worker, target)
-        time.sleep(1.9)
+        time.sleep(0.5)
+        _expire_lease(engine, target)
         second = pool.submit(_deliver, worker, target)
         answers = first.result(), second.result()
     assert [a[:2] for a in answers] == [(200, "lost_lease"), (200, "succeeded")]
     with engine.connect() as conn:
-        attempts = conn.execute(text("SELECT attempts FROM generation_tasks WHERE id=:t"),
-                                {"t": target}).scalar()
-    assert attempts == 2
+        row = conn.execute(text("SELECT attempts, crashes FROM generation_tasks WHERE id=:t"),
+                           {"t": target}).one()
+    assert (row.attempts, row.crashes) == (2, 1)  # the takeover counted as an attempt
     assert assert_counters_match_rows(engine, job_id) == {"succeeded": 1}
     assert_exactly_once(engine, tmp_path / "images", job_id)
+
+
+def test_delivery_that_outlived_its_lease_cannot_change_the_task_after_retry_failed(
+    start_worker: Callable[..., WorkerProcess], engine: Engine, tmp_path: Path
+) -> None:
+    # Delivery 1 (attempt 1) stalls past its lease; with MAX_ATTEMPTS=1 the next delivery
+    # fails the task as worker_crashed; the operator retries it (attempts back to 0) and
+    # delivery 3 runs attempt 1 again. Delivery 1 ends while delivery 3 runs: same attempt
+    # number, other claim token: it must change nothing. Default lease (30 s): no renewal
+    # happens during these 3-second tasks, so the completion guard itself is what stops it.
+    worker = start_worker(RUN_DISPATCHER="false", DEMO_LATENCY_MS="3000", MAX_ATTEMPTS="1")
+    job_id = submit(worker, ["a slow picture", "a quick one [[demo:moderation_blocked]]"])["id"]
+    (target,) = task_ids(engine, job_id) - {
+        t for t in task_ids(engine, job_id) if _prompt(engine, t).endswith("]]")}
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        first = pool.submit(_deliver, worker, target)
+        time.sleep(0.5)
+        _expire_lease(engine, target)
+        crashed = _deliver(worker, target)
+        assert crashed[:2] == (200, "failed"), crashed
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT status, last_error_code, last_error "
+                                    "FROM generation_tasks WHERE id=:t"), {"t": target}).one()
+        assert (row.status, row.last_error_code) == ("failed", "worker_crashed")
+        assert row.last_error == "the worker stopped 1 times during this task"
+        retried = httpx.post(f"{worker.url}/api/admin/jobs/{job_id}/retry-failed",
+                             json={"task_ids": [target]}, timeout=10)
+        assert retried.status_code == 200, retried.text
+        third = pool.submit(_deliver, worker, target)
+        answers = first.result(), third.result()
+    assert [a[:2] for a in answers] == [(200, "lost_lease"), (200, "succeeded")], answers
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT status, attempts FROM generation_tasks WHERE id=:t"),
+                           {"t": target}).one()
+    assert (row.status, row.attempts) == ("succeeded", 1)
+    assert assert_counters_match_rows(engine, job_id).get("succeeded") == 1
+
+
+def _prompt(engine: Engine, task_id: str) -> str:
+    with engine.connect() as conn:
+        return str(conn.execute(text("SELECT prompt FROM generation_tasks WHERE id=:t"),
+                                {"t": task_id}).scalar())

@@ -46,21 +46,48 @@ BOOM = classify.classify_http(500, message="boom")
 MOD = classify.classify_http(400, code="moderation_blocked", message="no")
 
 
+HOUR = 3600.0
+
+
 @pytest.mark.parametrize(
-    ("failure", "attempt", "final", "status"),
+    ("failure", "attempt", "free", "streak_s", "final", "status", "free_attempt"),
     [
-        (MOD, 1, True, 200),  # permanent: recorded, answered 200 so the queue stops
-        (RATE, 1, False, 429),  # rate limited: 429 slows the queue
-        (DOWN, 2, False, 503),  # upstream down: 503
-        (BOOM, 3, False, 500),  # other server error: 500 with backoff
-        (BOOM, 5, True, 200),  # last allowed attempt: failed for good
-        (RATE, 7, True, 200),  # beyond the budget (queue counted more): final
-        (classify.timeout(), 1, False, 503),  # timeouts retry
+        (MOD, 1, 0, None, True, 200, False),  # permanent: recorded, answered 200, queue stops
+        (RATE, 1, 0, None, False, 429, True),  # rate limited: 429, the attempt given back
+        (DOWN, 2, 0, None, False, 503, False),  # upstream down: 503
+        (BOOM, 3, 0, None, False, 500, False),  # other server error: 500 with backoff
+        (BOOM, 5, 0, None, True, 200, False),  # last allowed attempt: failed for good
+        (BOOM, 5, 1, None, False, 500, False),  # one attempt was given back: one more try
+        (BOOM, 9, 4, None, True, 200, False),  # 9 tries, 4 given back: 5 charged, final
+        (RATE, 7, 0, None, False, 429, True),  # a 429 never ends a task inside its budget
+        (RATE, 40, 38, 300.0, False, 429, True),  # 5-minute outage: still free
+        (RATE, 5, 0, HOUR, True, 200, False),  # streak older than the budget: charged, final
+        (RATE, 3, 0, HOUR, False, 429, False),  # past the budget, attempts left: charged
+        (classify.timeout(), 1, 0, None, False, 503, False),  # timeouts retry
     ],
 )
-def test_decide(failure: TaskFailure, attempt: int, final: bool, status: int) -> None:
-    decision = decide(failure, attempt=attempt, policy=NO_JITTER)
-    assert (decision.final, decision.http_status) == (final, status)
+def test_decide(failure: TaskFailure, attempt: int, free: int, streak_s: float | None,
+                final: bool, status: int, free_attempt: bool) -> None:
+    decision = decide(failure, attempt=attempt, policy=NO_JITTER, free_attempts=free,
+                      rate_limited_for_s=streak_s)
+    assert (decision.final, decision.http_status, decision.free_attempt) == (
+        final, status, free_attempt)
+
+
+def test_rate_limit_streak_continues_only_on_rate_limits() -> None:
+    assert decide(RATE, attempt=1, policy=NO_JITTER).rate_limited
+    assert decide(RATE, attempt=3, policy=NO_JITTER, rate_limited_for_s=HOUR).rate_limited
+    assert not decide(BOOM, attempt=1, policy=NO_JITTER).rate_limited
+
+
+def test_retry_after_60_is_waited_at_every_try_of_a_long_outage() -> None:
+    minute = classify.classify_http(429, retry_after_s=60.0)
+    policy = RetryPolicy(max_attempts=5, min_backoff_s=1.0, max_backoff_s=300.0,
+                         max_doublings=5, jitter=0.0)
+    for attempt in range(1, 8):
+        decision = decide(minute, attempt=attempt, policy=policy, free_attempts=attempt - 1,
+                          rate_limited_for_s=60.0 * (attempt - 1))
+        assert not decision.final and decision.delay_s >= 60.0 and decision.free_attempt
 
 
 def test_retry_after_is_honoured_as_a_floor_but_capped() -> None:
