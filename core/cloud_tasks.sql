@@ -94,14 +94,17 @@ SELECT id, handover_generation,
   FROM generation_tasks
  WHERE handover_generation IS NOT NULL
    AND handover_marked_at < now() - make_interval(secs => :grace_s)
+   AND status IN ('queued', 'running')
  ORDER BY handover_marked_at
  LIMIT :limit;
 
 -- name: drop_finished_handovers
--- A row that finished while marked needs no new Cloud Task.
+-- A row that finished while marked (an older generation's retry ran it) needs no new
+-- Cloud Task; a pending one is the general sweep's.
 UPDATE generation_tasks
    SET handover_generation = NULL, handover_marked_at = NULL
- WHERE id = ANY(CAST(:ids AS uuid[])) AND handover_generation IS NOT NULL
+ WHERE handover_generation IS NOT NULL
+   AND handover_marked_at < now() - make_interval(secs => :grace_s)
    AND status NOT IN ('queued', 'running');
 
 -- name: expired_lease_ids

@@ -48,8 +48,6 @@ HANDOVER_OUTCOMES = frozenset({"retry", "busy", "not_due"})
 # well under this between its mark and its CreateTask answer).
 UNFINISHED_GRACE_S = 20.0
 UNFINISHED_BATCH = 200
-# When CreateTask fails, the queue retries the delivery after this (or its own backoff).
-CREATE_FAILED_RETRY_AFTER_S = 5
 
 _NAME = re.compile(r"^(?P<digest>[0-9a-f]{32})-g(?P<generation>\d+)$")
 
@@ -133,11 +131,9 @@ class Handover:
         """Complete hand-overs a crash or a failed CreateTask left marked; returns how many
         were handed over."""
         async with _autocommit(self.engine).connect() as conn:
+            await conn.execute(q("drop_finished_handovers"), {"grace_s": grace_s})
             rows = (await conn.execute(q("unfinished_handovers"),
                                        {"grace_s": grace_s, "limit": limit})).all()
-            if rows:
-                await conn.execute(q("drop_finished_handovers"),
-                                   {"ids": [r.id for r in rows]})
         handed = 0
         for row in rows:
             result = await self._create_and_record(row.id, row.handover_generation,
@@ -157,7 +153,8 @@ def answer_for(outcome_body: dict[str, Any], result: HandoverResult
     body = dict(outcome_body)
     if result.state == "failed":
         body["handover"] = "failed"
-        return 503, body, {"Retry-After": str(CREATE_FAILED_RETRY_AFTER_S)}
+        # No Retry-After: it would slow the whole queue; its own backoff retries this one.
+        return 503, body, {}
     body["handover"] = result.state
     if result.generation is not None:
         body["next_generation"] = result.generation
