@@ -75,7 +75,10 @@ def _worker_env(env: dict[str, str], fake: CloudTasksFake, identity: TestIdentit
     values.update(production_worker_env(port=port, tasks_host=fake.host,
                                         certs_url=identity.serve(), queue_name=queue))
     values.update(PORT=str(port), IMAGE_PROVIDER="openai", OPENAI_BASE_URL=stub.base_url,
-                  OPENAI_API_KEY=stub.api_key)
+                  OPENAI_API_KEY=stub.api_key,
+                  # As on Cloud Run: a new instance is a new lease owner, so nothing frees
+                  # the dead one's rows at boot; the lease and the queue must.
+                  K_SERVICE="aiwebimage-worker")
     return values
 
 
