@@ -209,3 +209,56 @@ def test_generation_names_are_parsed_only_for_their_own_task() -> None:
     assert generation_of(task, "1234567890") is None and generation_of(task, None) is None
     assert is_superseded(0, 1) and not is_superseded(1, 1) and not is_superseded(2, 1)
     assert not is_superseded(None, 4)
+
+
+def test_expired_leases_are_taken_over_by_the_worker_check_not_the_stranded_sweep(
+    prod_env: dict[str, str], settings: Settings, fake: CloudTasksFake, engine: Engine,
+    tmp_path: Path,
+) -> None:
+    # Two tasks whose Cloud Run instance died mid-delivery and whose queue tasks are gone
+    # (nothing will redeliver them): one with an attempt left, one at MAX_ATTEMPTS.
+    prod_env.update(MAX_ATTEMPTS="2", LEASE_CHECK_INTERVAL_S="1",
+                    K_SERVICE="aiwebimage-worker")
+    assert cli(["queue", "create"]) == 0
+    assert cli(["queue", "pause"]) == 0
+    process = WorkerProcess(env=prod_env, port=int(prod_env["PORT"]),
+                            log_path=tmp_path / "worker.log")
+    process.start()
+    try:
+        job_id = httpx.post(process.url + "/api/admin/generate/batch", headers=ADMIN,
+                            timeout=30, json={"prompts": ["a mill", "a weir"], "style": "none",
+                                              "count_per_prompt": 1}).json()["id"]
+        with engine.begin() as conn:
+            rows = list(conn.execute(text(
+                "SELECT id, cloud_task_name FROM generation_tasks WHERE job_id = :j "
+                "ORDER BY prompt_index"), {"j": job_id}))
+            for row, attempts in zip(rows, (1, 2), strict=True):
+                conn.execute(text(
+                    "UPDATE generation_tasks SET status = 'running', attempts = :a, "
+                    "lease_until = now() - interval '10 seconds', lease_owner = 'dead', "
+                    "claim_token = gen_random_uuid() WHERE id = :id"),
+                    {"a": attempts, "id": row.id})
+        for row in rows:
+            fake.live.pop(row.cloud_task_name)  # the queue holds nothing for them
+        assert cli(["queue", "resume"]) == 0
+        started = time.monotonic()
+
+        def finished() -> list[Any] | None:
+            with engine.connect() as conn:
+                done = list(conn.execute(text(
+                    "SELECT status, attempts, crashes, last_error_code, last_error, "
+                    "dispatch_generation FROM generation_tasks WHERE job_id = :j "
+                    "ORDER BY prompt_index"), {"j": job_id}))
+            return done if all(r.status in ("succeeded", "failed") for r in done) else None
+
+        mill, weir = wait_for(finished, timeout_s=30, interval_s=0.1, message="take-over")
+        took_s = time.monotonic() - started
+        logs = process.logs()
+    finally:
+        process.stop()
+    print(f"\nexpired leases taken over and finished {took_s:.1f} s after the queue resumed")
+    assert (mill.status, mill.attempts, mill.crashes, mill.dispatch_generation) == (
+        "succeeded", 2, 1, 1)
+    assert (weir.status, weir.last_error_code, weir.crashes) == ("failed", "worker_crashed", 1)
+    assert "stopped 1 times" in weir.last_error
+    assert '"lease_takeover"' in logs and '"stranded_requeue"' not in logs

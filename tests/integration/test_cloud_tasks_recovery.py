@@ -160,6 +160,7 @@ def test_worker_killed_one_second_into_a_delivery_recovers_within_90_s(
     assert len(stub.calls_for("a quick gull")) == 1
 
 
+@pytest.mark.timeout(OUTAGE_S + 4 * RETRY_AFTER_S + 120)
 def test_five_minute_provider_outage_drops_nothing_and_honours_retry_after(
     env: dict[str, str], settings: Settings, fake: CloudTasksFake, identity: TestIdentity,
     stub: OpenAIStub, engine: Engine, tmp_path: Path,
