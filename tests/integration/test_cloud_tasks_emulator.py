@@ -130,7 +130,9 @@ def test_a_worker_answering_503_is_retried_until_it_succeeds(
     cloud_worker: Callable[..., WorkerProcess], engine: Engine, settings: Settings,
 ) -> None:
     with OpenAIStub() as stub:
-        # The provider is down for three tries: the worker answers 503 each time.
+        # The provider is down for three tries: each becomes a new Cloud Task of the next
+        # generation, scheduled at the row's next attempt (core/dispatch/handover.py; this
+        # emulator release keeps a task with a future schedule_time back until then).
         stub.on_prompt("a storm", *[Reply.server_error(503)] * 3, Reply.ok())
         cloud_worker(IMAGE_PROVIDER="openai", OPENAI_BASE_URL=stub.base_url,
                      OPENAI_API_KEY=stub.api_key)
@@ -143,6 +145,7 @@ def test_a_worker_answering_503_is_retried_until_it_succeeds(
         assert [c.status for c in stub.calls_for("a storm")] == [503, 503, 503, 200]
     (row,) = _tasks(engine, job.id)
     assert (row.status, row.attempts) == ("succeeded", 4)
+    assert row.dispatch_generation == 3
 
 
 class _CutOff:
