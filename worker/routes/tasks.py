@@ -29,7 +29,9 @@ class TaskAnswer(BaseModel):
     """What the delivery came to; the status code tells the queue whether to retry."""
 
     task_id: str
-    outcome: str  # succeeded | failed | retry | duplicate | busy | unknown_task | lost_lease
+    # succeeded | failed | retry | duplicate | busy | not_due | stopping | unknown_task |
+    # lost_lease
+    outcome: str
     attempt: int | None = None
     error_code: str | None = None
 
