@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     DEMO_TIMEOUT_RATE: float = Field(default=0.0, ge=0.0, le=1.0)
     DEMO_RETRY_AFTER_S: float = Field(default=1.0, ge=0.0)
     DEMO_IMAGE_PX: int = Field(default=512, ge=16, le=2048)
+    # Tests: a file the demo model appends "task_id attempt" to on every call.
+    DEMO_CALL_LOG: str | None = None
 
     # delivery and retries
     MAX_ATTEMPTS: int = Field(default=5, ge=1, le=100)

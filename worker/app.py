@@ -82,7 +82,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                           "provider": settings.provider_name,
                                           "storage": settings.storage_name,
                                           "queue": "cloud_tasks" if settings.USE_CLOUD_TASKS
-                                          else "local"})
+                                          else "local",
+                                          "worker_id": holder.owner,
+                                          "lease_s": settings.lease_s,
+                                          "renew_every_s": settings.renew_every_s,
+                                          "shutdown_grace_s": settings.SHUTDOWN_GRACE_S,
+                                          "dispatch_deadline_s": settings.DISPATCH_DEADLINE_S,
+                                          "demo_latency_ms": settings.DEMO_LATENCY_MS})
         try:
             yield
         finally:

@@ -5,7 +5,14 @@ the same retry paths as a real provider. A prompt may also ask for a specific fa
 with a marker, which makes tests exact instead of statistical:
 ``[[demo:moderation_blocked]]`` (permanent), ``[[demo:invalid_request]]`` (permanent),
 ``[[demo:rate_limit]]`` (429), ``[[demo:server_error]]`` (500), ``[[demo:timeout]]``,
-``[[demo:flaky:N]]`` (the first N attempts fail with 500, then it succeeds).
+``[[demo:flaky:N]]`` (the first N attempts fail with 500, then it succeeds), and
+``[[crash-worker]]`` / ``[[crash-worker:MS]]``, which makes the worker process exit hard
+(``os._exit``, no clean-up, like an out-of-memory kill) during the task, after the usual
+latency or MS milliseconds.
+
+With DEMO_CALL_LOG set, every model call appends ``task_id attempt`` to that file (one
+small O_APPEND write, so concurrent processes do not interleave lines), which lets tests
+count model calls per task across worker restarts and kills.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import asyncio
 import colorsys
 import hashlib
 import io
+import os
 import random
 import re
 import textwrap
@@ -27,6 +35,8 @@ from core.errors import TaskFailure
 from core.providers.base import GeneratedImage, ImageRequest
 
 _MARKER = re.compile(r"\[\[demo:([a-z_]+)(?::(\d+))?\]\]")
+_CRASH = re.compile(r"\[\[crash-worker(?::(\d+))?\]\]")
+CRASH_EXIT_STATUS = 70
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,9 @@ class DemoProvider:
         permanent_failure_rate: float = 0.0,
         image_px: int = 512,
         storm: StormRates | None = None,
+        call_log: str | None = None,
     ) -> None:
+        self.call_log = call_log
         self.latency_ms = latency_ms
         self.transient_failure_rate = transient_failure_rate
         self.permanent_failure_rate = permanent_failure_rate
@@ -81,9 +93,17 @@ class DemoProvider:
             image_px=settings.DEMO_IMAGE_PX,
             storm=StormRates(settings.DEMO_RATE_LIMIT_RATE, settings.DEMO_SERVER_ERROR_RATE,
                              settings.DEMO_TIMEOUT_RATE, settings.DEMO_RETRY_AFTER_S),
+            call_log=settings.DEMO_CALL_LOG,
         )
 
     async def generate(self, request: ImageRequest) -> GeneratedImage:
+        if self.call_log:
+            _append_line(self.call_log, f"{request.task_id} {request.attempt}\n")
+        crash = _CRASH.search(request.prompt)
+        if crash:
+            delay_ms = int(crash.group(1)) if crash.group(1) else self.latency_ms
+            await asyncio.sleep(delay_ms / 1000.0)
+            os._exit(CRASH_EXIT_STATUS)  # the whole worker, mid-task, no clean-up
         if self.latency_ms:
             await asyncio.sleep(self.latency_ms / 1000.0)
         failure = self._failure_for(request)
@@ -131,6 +151,28 @@ class DemoProvider:
         if self.transient_failure_rate and self._rng.random() < self.transient_failure_rate:
             return classify.classify_http(503, message="demo model: simulated outage")
         return self.storm.failure(f"{request.task_id}:{request.attempt}")
+
+
+def _append_line(path: str, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def read_call_log(path: str) -> dict[str, int]:
+    """Model calls per task id, from a DEMO_CALL_LOG file."""
+    counts: dict[str, int] = {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                task_id = line.split(" ", 1)[0].strip()
+                if task_id:
+                    counts[task_id] = counts.get(task_id, 0) + 1
+    except FileNotFoundError:
+        pass
+    return counts
 
 
 def _unit(key: str) -> float:

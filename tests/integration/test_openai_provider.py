@@ -70,7 +70,8 @@ def test_each_outcome_ends_in_the_right_state_with_one_call_per_attempt(
     stub.on_prompt("refused by moderation", Reply.moderation(), Reply.ok())
     prompts = ["plain success", "rate limited twice", "always rate limited",
                "server error once", "hangs once", "refused by moderation"]
-    worker = _openai_worker(start_worker, stub)
+    # No rate-limit budget: every 429 uses up an attempt (the default budget is below).
+    worker = _openai_worker(start_worker, stub, RATE_LIMIT_BUDGET_S="0")
     tasks = _tasks(engine, _run_batch(worker, prompts))
 
     outcome = {p: (t.status, t.attempts, t.last_error_code) for p, t in tasks.items()}
@@ -99,6 +100,26 @@ def test_each_outcome_ends_in_the_right_state_with_one_call_per_attempt(
         job = conn.execute(text("SELECT status, completed_tasks, failed_tasks FROM "
                                 "generation_jobs")).one()
     assert tuple(job) == ("completed_with_errors", 4, 2)
+
+
+def test_rate_limits_within_the_budget_do_not_use_up_attempts(
+    start_worker: Callable[..., WorkerProcess], engine: Engine, stub: OpenAIStub,
+) -> None:
+    # MAX_ATTEMPTS=3, yet five 429s in a row: each gives its attempt back (the streak is
+    # far younger than RATE_LIMIT_BUDGET_S), so the sixth call succeeds. Other failures
+    # still count: two 500s after the 429s leave one charged attempt.
+    stub.on_prompt("long outage", *[Reply.rate_limited(retry_after_s=0.2)] * 5,
+                   Reply.server_error(500), Reply.server_error(500), Reply.ok())
+    worker = _openai_worker(start_worker, stub)
+    tasks = _tasks(engine, _run_batch(worker, ["long outage"]))
+    task = tasks["long outage"]
+    assert (task.status, task.attempts) == ("succeeded", 8)
+    assert len(stub.calls_for("long outage")) == 8
+    with engine.connect() as conn:
+        free = conn.execute(text("SELECT free_attempts FROM generation_tasks")).scalar()
+    assert free == 5
+    times = [c.at_s for c in stub.calls_for("long outage")][:6]
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.15  # Retry-After waited
 
 
 def test_a_wrong_api_key_fails_permanently_and_loudly(

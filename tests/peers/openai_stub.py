@@ -18,6 +18,7 @@ Usage::
         stub.stats   # Stats(requests=.., accepted=.., limited=.., failed=.., images=..)
         stub.snapshot()  # a consistent copy of stats while requests are in flight
         stub.calls   # every request: prompt, model, size, quality, n, status, at_s
+        stub.billed_by_prompt()  # Counter: answered-with-an-image calls per prompt
 
 Options:
 
@@ -206,6 +207,13 @@ class OpenAIStub:
     def calls_for(self, fragment: str) -> list[Call]:
         with self._lock:
             return [c for c in self.calls if fragment in c.prompt]
+
+    def billed_by_prompt(self) -> collections.Counter[str]:
+        """Model calls that were answered with an image (the ones OpenAI bills), per
+        prompt: tests give each task its own prompt, so this counts calls per task (image
+        file names cannot: an overwrite makes a second call look like the first)."""
+        with self._lock:
+            return collections.Counter(c.prompt for c in self.calls if c.status == 200)
 
     def snapshot(self) -> Stats:
         """A consistent copy of the counters (safe while requests are in flight)."""

@@ -116,3 +116,50 @@ def test_write_cut_off_half_way_keeps_the_old_image_and_leaves_no_temp_file(
     assert done.stdout.startswith("refused: could not write job/task.png")
     assert (tmp_path / "job" / "task.png").read_bytes() == b"A" * 1000
     assert [p.name for p in (tmp_path / "job").iterdir()] == ["task.png"]
+
+
+def _succeeded(engine: Engine, job_id: str) -> int:
+    return rows_by_status(engine, job_id).get("succeeded", 0)
+
+
+@pytest.mark.slow
+def test_storage_down_20_s_during_a_50_task_batch_pays_for_each_image_once(
+    start_worker: Callable[..., WorkerProcess], engine: Engine, tmp_path: Path
+) -> None:
+    """The model answered, storing failed: the answer is staged and the next attempts store
+    it without calling the model again. Billed calls are counted at the OpenAI stub."""
+    from tests.peers.openai_stub import OpenAIStub
+
+    images, away = tmp_path / "images", tmp_path / "images-away"
+    prompts = [f"paid once picture {i}" for i in range(50)]
+    with OpenAIStub(latency_s=0.3) as stub:
+        worker = start_worker(IMAGE_PROVIDER="openai", OPENAI_BASE_URL=stub.base_url,
+                              OPENAI_API_KEY=stub.api_key, LOCAL_MAX_CONCURRENCY="5",
+                              MAX_ATTEMPTS="30", RETRY_MIN_BACKOFF_S="0.5",
+                              RETRY_MAX_BACKOFF_S="4")
+        job_id = submit(worker, prompts)["id"]
+        wait_for(lambda: _succeeded(engine, job_id) >= 5, timeout_s=60, interval_s=0.05,
+                 message="5 images stored")
+        images.rename(away)  # storage goes down: a file where its folder must be
+        images.write_bytes(b"storage is down")
+        down_at = time.monotonic()
+        stored_before = _succeeded(engine, job_id)
+        time.sleep(20)
+        assert _storage_failures(engine, job_id) > 0  # the outage really hit deliveries
+        images.unlink()
+        away.rename(images)  # and comes back
+        rows = wait_finished(engine, job_id, timeout_s=120)
+        recovery_s = time.monotonic() - down_at - 20
+        billed = stub.billed_by_prompt()
+
+    assert rows == {"succeeded": 50}
+    assert_counters_match_rows(engine, job_id)
+    assert_exactly_once(engine, images, job_id)
+    assert sum(billed.values()) == 50, billed.most_common(3)
+    assert set(billed) == set(prompts) and set(billed.values()) == {1}
+    staged_used = worker.logs().count('"staged_answer_used"')
+    assert staged_used > 0
+    assert list((tmp_path / "staging").glob("*.bin")) == []  # dropped once stored
+    print(f"FIGURES storage_paid_once: tasks=50 outage_s=20 stored_before={stored_before} "
+          f"billed_calls={sum(billed.values())} images=50 staged_answers_used={staged_used} "
+          f"recovery_after_outage_s={recovery_s:.1f}")

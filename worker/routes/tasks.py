@@ -31,7 +31,9 @@ class TaskAnswer(BaseModel):
     """What the delivery came to; the status code tells the queue whether to retry."""
 
     task_id: str
-    outcome: str  # succeeded | failed | retry | duplicate | busy | unknown_task | lost_lease
+    # succeeded | failed | retry | duplicate | busy | not_due | stopping | unknown_task |
+    # lost_lease | superseded (Cloud Tasks: a delivery of an older dispatch generation)
+    outcome: str
     attempt: int | None = None
     error_code: str | None = None
 
@@ -125,6 +127,9 @@ async def _cloud_tasks_delivery(request: Request, processor: TaskProcessor, task
     # each generation: the table's own count is the attempt.
     outcome = await processor.process(task_id, log_extra=extra)
     if outcome.outcome not in HANDOVER_OUTCOMES:
+        # No Retry-After here: on a 429/503 Cloud Tasks slows the whole queue by it, and a
+        # delivery that did not reach the task (stopping, database down) is for the queue's
+        # own backoff.
         return JSONResponse(outcome.body(), status_code=outcome.http_status)
     result = await handover.hand_over(task_id, generation)
     status, body, headers = answer_for(outcome.body(), result)
