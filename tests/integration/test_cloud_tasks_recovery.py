@@ -68,6 +68,14 @@ def stub() -> Iterator[OpenAIStub]:
         yield server
 
 
+@pytest.fixture(autouse=True)
+def _defaults(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings fixture exported the shortened values to this process's environment,
+    which worker processes inherit: take them out again."""
+    for name in SHORTENED:
+        monkeypatch.delenv(name, raising=False)
+
+
 def _worker_env(env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity,
                 stub: OpenAIStub, queue: str) -> dict[str, str]:
     port = free_port()
@@ -202,20 +210,25 @@ def test_five_minute_provider_outage_drops_nothing_and_honours_retry_after(
             assert calls[-1].status == 200, (how, row.prompt)
             assert all(c.status == 429 for c in calls[:-1])
             gaps += [b.at_s - a.at_s for a, b in itertools.pairwise(calls)]
-        # Deliveries of each task's generations: each later one at least Retry-After after
-        # the one answered 429 (and handed over).
+        # Deliveries: after a delivery whose model call met a 429, the task's next
+        # delivery (its next generation's Cloud Task) starts at least Retry-After later.
+        wall = time.time() - time.monotonic()  # the stub stamps calls with monotonic time
         delivery_gaps = []
         for row in task_rows:
-            mine = sorted((d for d in fake.deliveries if _task_of(fake, d) == str(row.id)),
-                          key=lambda d: d.started_at)
-            delivery_gaps += [b.started_at - a.finished_at for a, b in itertools.pairwise(mine)
-                              if a.task_name != b.task_name]
+            starts = sorted(d.started_at for d in fake.deliveries
+                            if _task_of(fake, d) == str(row.id))
+            for call in stub.calls_for(row.prompt):
+                if call.status != 429:
+                    continue
+                later = [t for t in starts if t > call.at_s + wall]
+                if later:
+                    delivery_gaps.append(later[0] - (call.at_s + wall))
         print(f"\n[defaults] queue created by {how}: {OUTAGE_S:g} s outage (429, Retry-After "
               f"{RETRY_AFTER_S:g}): {sum(r.status == 'succeeded' for r in task_rows)}/"
               f"{len(task_rows)} succeeded, done {after_s:.1f} s after it ended; model calls "
               f"per task {[len(stub.calls_for(r.prompt)) for r in task_rows]}; shortest gap "
-              f"between calls {min(gaps):.1f} s, between deliveries {min(delivery_gaps):.1f} s;"
-              f" dropped by the queue {len(fake.dropped)}")
+              f"between calls {min(gaps):.1f} s, from a 429 to the next delivery "
+              f"{min(delivery_gaps):.1f} s; dropped by the queue {len(fake.dropped)}")
         assert {r.status for r in task_rows} == {"succeeded"}, how
         assert min(gaps) >= RETRY_AFTER_S - 0.5, how
         assert min(delivery_gaps) >= RETRY_AFTER_S - 1.0, how
@@ -224,3 +237,6 @@ def test_five_minute_provider_outage_drops_nothing_and_honours_retry_after(
     for how, log_text in logs.items():
         line = next(json.loads(x) for x in log_text.splitlines() if '"queue_config"' in x)
         print(f"[defaults] {how}: {line['severity']}: {line['message']}")
+        # The workers ran with the defaults (the queue the CLI made says so).
+        expected = "backoff 1\u2013300 s" if how == "cli" else "backoff 0.1\u20133600 s"
+        assert expected in line["message"]
