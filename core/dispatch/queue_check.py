@@ -126,10 +126,12 @@ def log_queue_config(settings: Settings, dispatcher: Any) -> tuple[int, str]:
     except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
         level = logging.WARNING
         reason = type(exc).__name__
+        why = ("the worker's service account lacks " + VIEWER_ROLE
+               if isinstance(exc, gexc.PermissionDenied)
+               else f"if the worker's service account lacks {VIEWER_ROLE}, grant it")
         message = (f"queue {settings.QUEUE_NAME}: could not read its retry config "
-                   f"(GetQueue: {reason}); grant the worker's service account "
-                   f"{VIEWER_ROLE} (cloudtasks.queues.get) so it can check it; task "
-                   f"retries are scheduled by the worker either way")
+                   f"(GetQueue: {reason}); {why} (cloudtasks.queues.get) so the worker "
+                   f"can check it; task retries are scheduled by the worker either way")
         log.log(level, message, extra={"action": "queue_config_unread", "reason": reason})
         return level, message
     level, message = judge(settings.QUEUE_NAME, shape_of(queue),
