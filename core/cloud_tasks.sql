@@ -77,12 +77,17 @@ RETURNING handover_generation,
 -- name: finish_handover
 -- Outbox step 2: the Cloud Task exists; the row now belongs to that generation, so
 -- deliveries of older ones are answered "superseded". updated_at moves: the row was just
--- handed over, which is what the stranded check measures from.
+-- handed over, which is what the stranded check measures from. If another path (the
+-- stranded sweep, a boot clean-up) moved the row to this generation or past it meanwhile,
+-- only the mark is cleared.
 UPDATE generation_tasks
-   SET dispatch_generation = :generation, cloud_task_name = :name,
-       handover_generation = NULL, handover_marked_at = NULL, updated_at = now()
- WHERE id = :task_id AND handover_generation = :generation
-   AND dispatch_generation < :generation;
+   SET dispatch_generation = GREATEST(dispatch_generation, :generation),
+       cloud_task_name = CASE WHEN dispatch_generation < :generation THEN :name
+                              ELSE cloud_task_name END,
+       updated_at = CASE WHEN dispatch_generation < :generation THEN now()
+                         ELSE updated_at END,
+       handover_generation = NULL, handover_marked_at = NULL
+ WHERE id = :task_id AND handover_generation = :generation;
 
 -- name: unfinished_handovers
 -- Hand-overs a crash (or a failed CreateTask) cut short, older than a grace period so a

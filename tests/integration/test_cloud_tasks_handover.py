@@ -87,6 +87,15 @@ def _row(engine: Engine, job_id: str) -> Any:
             "handover_generation FROM generation_tasks WHERE job_id = :j"), {"j": job_id}).one()
 
 
+def _first_name(engine: Engine, job_id: str) -> str:
+    """Generation 0's Cloud Task name (the row may have moved on already)."""
+    from core.dispatch import TaskRef
+    from core.dispatch.cloud_tasks import task_id_for
+
+    row = _row(engine, job_id)
+    return row.cloud_task_name.rsplit("/", 1)[0] + "/" + task_id_for(TaskRef(row.id, 0))
+
+
 def _wait_done(engine: Engine, job_id: str, timeout_s: float = 60) -> Any:
     return wait_for(lambda: (r := _row(engine, job_id)).status in ("succeeded", "failed")
                     and r, timeout_s=timeout_s, interval_s=0.1, message="the task to finish")
@@ -97,7 +106,7 @@ def test_a_rate_limited_attempt_is_a_new_task_scheduled_at_the_retry_after(
 ) -> None:
     stub.on_prompt("a heron", Reply.rate_limited(retry_after_s=3))
     job_id = _submit(worker, "a heron")
-    first_name = _row(engine, job_id).cloud_task_name
+    first_name = _first_name(engine, job_id)
     row = _wait_done(engine, job_id)
     assert (row.status, row.attempts, row.dispatch_generation) == ("succeeded", 2, 1)
     assert row.cloud_task_name != first_name and row.handover_generation is None
@@ -125,7 +134,7 @@ def test_a_superseded_generation_is_answered_200_and_changes_nothing(
 ) -> None:
     stub.on_prompt("a kite", Reply.rate_limited(retry_after_s=1))
     job_id = _submit(worker, "a kite")
-    first_name = _row(engine, job_id).cloud_task_name
+    first_name = _first_name(engine, job_id)
     before = _wait_done(engine, job_id)
     assert before.dispatch_generation == 1
     # The queue delivering the old generation again (a duplicate, or a retry of a delivery
@@ -151,7 +160,7 @@ def test_a_failed_createtask_is_answered_503_and_the_queue_retries_the_delivery(
     stub.on_prompt("a quay", Reply.rate_limited(retry_after_s=2))
     assert cli(["queue", "pause"]) == 0
     job_id = _submit(worker, "a quay")
-    first_name = _row(engine, job_id).cloud_task_name
+    first_name = _first_name(engine, job_id)
     fake.fail_creates = 1  # the hand-over's CreateTask
     assert cli(["queue", "resume"]) == 0
     row = _wait_done(engine, job_id)
