@@ -41,7 +41,8 @@ def is_candidate(row: Candidate, *, now: datetime, stale_s: float) -> bool:
     if row.status == "queued":
         return row.updated_at < cutoff
     if row.status == "running":
-        # A live or freshly expired lease: the queue's own retry re-delivers it.
+        # A live or freshly expired lease: the queue's retry (handed over at the lease end)
+        # or the worker's expired-lease check (core.cloud_checks) takes it over first.
         return row.lease_until is not None and row.lease_until < cutoff
     return False  # pending is sweep_pending's; finished rows are done
 

@@ -126,6 +126,9 @@ async def _cloud_tasks_delivery(request: Request, processor: TaskProcessor, task
     # The queue's retry count counts deliveries that never reached us and restarts with
     # each generation: the table's own count is the attempt.
     outcome = await processor.process(task_id, log_extra=extra)
+    if outcome.outcome == "lost_lease":
+        # Another delivery took the task over and answers for it: nothing to retry here.
+        return JSONResponse(outcome.body(), status_code=200)
     if outcome.outcome not in HANDOVER_OUTCOMES:
         # No Retry-After here: on a 429/503 Cloud Tasks slows the whole queue by it, and a
         # delivery that did not reach the task (stopping, database down) is for the queue's
