@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any
 from uuid import UUID, uuid4
 
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.queries import q
@@ -133,21 +134,45 @@ async def take_over_abandoned(
     local queue; 'pending' under a new dispatch generation for Cloud Tasks, whose caller
     enqueues the returned rows), or fails as worker_crashed at ``max_attempts``.
     """
-    if to_status not in ("queued", "pending"):
-        raise ValueError(f"to_status must be queued or pending, not {to_status!r}")
+    binds = _takeover_binds(max_attempts, to_status, holder, task_ids, limit)
     async with _autocommit(engine).connect() as conn:
-        rows = (await conn.execute(q("take_over_abandoned"), {
-            "max_attempts": max_attempts, "to_status": to_status,
-            "owner": holder.owner if holder else None,
-            "boot": holder.boot if holder else None,
-            "task_ids": task_ids, "limit": limit,
-        })).all()
+        rows = (await conn.execute(q("take_over_abandoned"), binds)).all()
         if holder is not None:
             await conn.execute(q("free_dispatch_holds"),
                                {"owner": holder.owner, "boot": holder.boot})
-    return [TakenOver(id=r.id, job_id=r.job_id, status=r.status,
-                      dispatch_generation=r.dispatch_generation, crashes=r.crashes,
-                      attempts=r.attempts) for r in rows]
+    return [_taken(r) for r in rows]
+
+
+def take_over_abandoned_sync(
+    engine: Engine,
+    *,
+    max_attempts: int,
+    to_status: str = "pending",
+    task_ids: list[UUID] | None = None,
+    limit: int = 1000,
+) -> list[TakenOver]:
+    """take_over_abandoned for expired leases, on a synchronous engine (the sweeper's
+    thread). Cloud Tasks mode: rows come back 'pending' under a new dispatch generation;
+    the caller enqueues those whose status is 'pending'."""
+    binds = _takeover_binds(max_attempts, to_status, None, task_ids, limit)
+    with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+        rows = conn.execute(q("take_over_abandoned"), binds).all()
+    return [_taken(r) for r in rows]
+
+
+def _takeover_binds(max_attempts: int, to_status: str, holder: Holder | None,
+                    task_ids: list[UUID] | None, limit: int) -> dict[str, Any]:
+    if to_status not in ("queued", "pending"):
+        raise ValueError(f"to_status must be queued or pending, not {to_status!r}")
+    return {"max_attempts": max_attempts, "to_status": to_status,
+            "owner": holder.owner if holder else None,
+            "boot": holder.boot if holder else None, "task_ids": task_ids, "limit": limit}
+
+
+def _taken(r: Any) -> TakenOver:
+    return TakenOver(id=r.id, job_id=r.job_id, status=r.status,
+                     dispatch_generation=r.dispatch_generation, crashes=r.crashes,
+                     attempts=r.attempts)
 
 
 async def complete(

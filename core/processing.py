@@ -203,11 +203,13 @@ class TaskProcessor:
     async def _release_stopped(self, claimed: delivery.ClaimedTask,
                                extra: dict[str, Any]) -> None:
         try:
-            await delivery.release(self.engine, claimed, code="worker_stopping",
-                                   message="the worker stopped before the task finished",
-                                   delay_s=0.0, latency_ms=None, free_attempt=True)
-            log.info("task released: the worker is stopping",
-                     extra={"action": "process_task_released", **extra})
+            released = await delivery.release(
+                self.engine, claimed, code="worker_stopping",
+                message="the worker stopped before the task finished", delay_s=0.0,
+                latency_ms=None, free_attempt=True)
+            if released:  # else it finished (or was taken over) before the stop reached it
+                log.info("task released: the worker is stopping",
+                         extra={"action": "process_task_released", **extra})
         except (DBAPIError, OSError) as exc:
             # The lease runs out instead; the next holder takes it over.
             log.warning("could not release the task on stop: %s", type(exc).__name__,

@@ -175,3 +175,14 @@ def test_a_restarted_process_frees_its_previous_boots_rows_only(
     assert _row(engine, mine_held).lease_until is None  # the dispatcher's hold dropped
     assert _row(engine, other).status == "running"  # another process's live lease
     assert _row(engine, current).status == "running"  # this boot's own
+
+
+def test_sync_takeover_for_the_sweeper_hands_rows_back_pending_under_a_new_generation(
+    settings: Settings, engine: Engine
+) -> None:
+    expired, live = _job(settings, engine, 2)
+    _set(engine, expired, "status='running', attempts=1, lease_until = now() - interval '1 s'")
+    _set(engine, live, "status='running', attempts=1, lease_until = now() + interval '30 s'")
+    taken = delivery.take_over_abandoned_sync(engine, max_attempts=5)
+    assert [(t.id, t.status, t.dispatch_generation) for t in taken] == [(expired, "pending", 1)]
+    assert _row(engine, live).status == "running"

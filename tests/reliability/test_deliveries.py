@@ -152,3 +152,29 @@ def _prompt(engine: Engine, task_id: str) -> str:
     with engine.connect() as conn:
         return str(conn.execute(text("SELECT prompt FROM generation_tasks WHERE id=:t"),
                                 {"t": task_id}).scalar())
+
+
+def test_a_live_handler_renews_its_lease_so_work_longer_than_the_lease_is_not_taken(
+    start_worker: Callable[..., WorkerProcess], engine: Engine, tmp_path: Path
+) -> None:
+    # A 1.5 s lease (renewed every 0.5 s) and a 4 s model call: a second delivery 2.5 s in
+    # finds the lease live, and the first finishes as the only attempt.
+    worker = start_worker(RUN_DISPATCHER="false", DEMO_LATENCY_MS="4000", TASK_LEASE_S="1.5")
+    job_id = submit(worker, ["a long picture"])["id"]
+    (target,) = task_ids(engine, job_id)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(_deliver, worker, target)
+        time.sleep(2.5)
+        with engine.connect() as conn:
+            lease_left_s = conn.execute(text(
+                "SELECT EXTRACT(EPOCH FROM lease_until - now()) FROM generation_tasks "
+                "WHERE id=:t"), {"t": target}).scalar()
+        second = _deliver(worker, target)
+        answer = first.result()
+    assert lease_left_s > 0  # renewed: 2.5 s after a 1.5 s claim the lease still runs
+    assert second[:2] == (503, "busy") and answer[:2] == (200, "succeeded")
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT attempts, crashes FROM generation_tasks WHERE id=:t"),
+                           {"t": target}).one()
+    assert (row.attempts, row.crashes) == (1, 0)
+    assert_exactly_once(engine, tmp_path / "images", job_id)

@@ -45,6 +45,8 @@ def test_a_failing_run_never_shows_a_secret(
         DATABASE_URL=database_url, OPENAI_API_KEY=OPENAI_KEY, SUPABASE_KEY=SUPABASE_KEY,
         API_KEY=API_KEY, TASK_SECRET=TASK_SECRET, IMAGE_PROVIDER="demo",
         STORAGE_BACKEND="local", LOG_LEVEL="DEBUG", MAX_ATTEMPTS="2", DEMO_LATENCY_MS="0",
+        # Every 429 counts, so the always-rate-limited prompt fails within the test.
+        RATE_LIMIT_BUDGET_S="0",
     )
     key = {"X-API-Key": API_KEY}
     answers: list[str] = []
