@@ -271,3 +271,24 @@ def test_expired_leases_are_taken_over_by_the_worker_check_not_the_stranded_swee
     assert (weir.status, weir.last_error_code, weir.crashes) == ("failed", "worker_crashed", 1)
     assert "stopped 1 times" in weir.last_error
     assert '"lease_takeover"' in logs and '"stranded_requeue"' not in logs
+
+
+def test_the_expired_lease_probe_reads_the_running_lease_index(engine: Engine) -> None:
+    # Many finished rows, a few running: the frequent check must not scan the table.
+    from core.queries import sql
+
+    with engine.begin() as conn:
+        job = conn.execute(text(
+            "INSERT INTO generation_jobs (id, status, total_tasks, style, count_per_prompt, "
+            "provider, model, size, quality) VALUES (gen_random_uuid(), 'running', 20000, "
+            "'none', 1, 'demo', 'demo', '1024x1024', 'medium') RETURNING id")).scalar_one()
+        conn.execute(text(
+            "INSERT INTO generation_tasks (id, job_id, prompt_index, image_index, prompt, "
+            "style, status, lease_until) SELECT gen_random_uuid(), :j, i, 0, 'p', 'none', "
+            "CASE WHEN i % 1000 = 0 THEN 'running' ELSE 'succeeded' END, "
+            "CASE WHEN i % 1000 = 0 THEN now() END FROM generate_series(1, 20000) i"),
+            {"j": job})
+        conn.execute(text("ANALYZE generation_tasks"))
+        plan = "\n".join(r[0] for r in conn.execute(
+            text("EXPLAIN " + sql("expired_lease_ids")), {"grace_s": 5, "limit": 200}))
+    assert "generation_tasks_running_lease_idx" in plan, plan
