@@ -28,6 +28,7 @@ from tests.peers.openai_stub import OpenAIStub, Reply
 
 ADMIN = {"X-API-Key": "test-admin-key-0123456789"}
 TASK_PATH = "/api/admin/worker/process-task"
+QUEUE_PATH = "projects/test-project/locations/us-central1/queues/images"
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def _first_name(engine: Engine, job_id: str) -> str:
     from core.dispatch.cloud_tasks import task_id_for
 
     row = _row(engine, job_id)
-    return row.cloud_task_name.rsplit("/", 1)[0] + "/" + task_id_for(TaskRef(row.id, 0))
+    return QUEUE_PATH + "/tasks/" + task_id_for(TaskRef(row.id, 0))
 
 
 def _wait_done(engine: Engine, job_id: str, timeout_s: float = 60) -> Any:
