@@ -53,9 +53,9 @@ def stub() -> Iterator[OpenAIStub]:
 @pytest.fixture
 def prod_env(env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity,
              stub: OpenAIStub) -> dict[str, str]:
+    certs_url = identity.serve()  # first: free_port() must not hand out its port
     port = free_port()
-    env.update(production_worker_env(port=port, tasks_host=fake.host,
-                                     certs_url=identity.serve()))
+    env.update(production_worker_env(port=port, tasks_host=fake.host, certs_url=certs_url))
     env.update(PORT=str(port), IMAGE_PROVIDER="openai", OPENAI_BASE_URL=stub.base_url,
                OPENAI_API_KEY=stub.api_key, PROVIDER_RATE_WAIT_S="0",
                # the table caps a Retry-After at its max backoff
@@ -293,3 +293,36 @@ def test_the_expired_lease_probe_reads_the_running_lease_index(engine: Engine) -
         plan = "\n".join(r[0] for r in conn.execute(
             text("EXPLAIN " + sql("expired_lease_ids")), {"grace_s": 5, "limit": 200}))
     assert "generation_tasks_running_lease_idx" in plan, plan
+
+
+def test_a_handover_cut_short_by_a_crash_is_finished_by_the_worker_check(
+    prod_env: dict[str, str], settings: Settings, fake: CloudTasksFake, engine: Engine,
+    tmp_path: Path,
+) -> None:
+    # A delivery marked the row (outbox step 1) and died before CreateTask: the queue holds
+    # nothing for generation 1, and generation 0's task is gone (it had been answered).
+    prod_env.update(LEASE_CHECK_INTERVAL_S="1")
+    assert cli(["queue", "create"]) == 0
+    assert cli(["queue", "pause"]) == 0
+    process = WorkerProcess(env=prod_env, port=int(prod_env["PORT"]),
+                            log_path=tmp_path / "worker.log")
+    process.start()
+    try:
+        job_id = _submit(process, "a dune")
+        first_name = _first_name(engine, job_id)
+        fake.live.pop(first_name)
+        with engine.begin() as conn:
+            conn.execute(text(
+                "UPDATE generation_tasks SET handover_generation = 1, "
+                "handover_marked_at = now() - interval '1 minute' WHERE job_id = :j"),
+                {"j": job_id})
+        assert cli(["queue", "resume"]) == 0
+        row = _wait_done(engine, job_id, timeout_s=40)
+        logs = process.logs()
+    finally:
+        process.stop()
+    assert (row.status, row.dispatch_generation, row.handover_generation) == (
+        "succeeded", 1, None)
+    assert fake.deliveries_for(first_name) == []
+    assert [d.status for d in fake.deliveries_for(row.cloud_task_name)] == [200]
+    assert '"handover_recovered"' in logs

@@ -78,10 +78,11 @@ def _defaults(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _worker_env(env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity,
                 stub: OpenAIStub, queue: str) -> dict[str, str]:
+    certs_url = identity.serve()  # first: free_port() must not hand out its port
     port = free_port()
     values = {k: v for k, v in env.items() if k not in SHORTENED}
     values.update(production_worker_env(port=port, tasks_host=fake.host,
-                                        certs_url=identity.serve(), queue_name=queue))
+                                        certs_url=certs_url, queue_name=queue))
     values.update(PORT=str(port), IMAGE_PROVIDER="openai", OPENAI_BASE_URL=stub.base_url,
                   OPENAI_API_KEY=stub.api_key,
                   # As on Cloud Run: a new instance is a new lease owner, so nothing frees

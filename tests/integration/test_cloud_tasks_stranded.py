@@ -52,9 +52,9 @@ def fake(identity: TestIdentity) -> Iterator[CloudTasksFake]:
 @pytest.fixture
 def prod_env(env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity
              ) -> dict[str, str]:
+    certs_url = identity.serve()  # first: free_port() must not hand out its port
     port = free_port()  # nothing listens there until a test starts the worker
-    env.update(production_worker_env(port=port, tasks_host=fake.host,
-                                     certs_url=identity.serve()))
+    env.update(production_worker_env(port=port, tasks_host=fake.host, certs_url=certs_url))
     env["PORT"] = str(port)
     return env
 
