@@ -131,8 +131,12 @@ class TaskProcessor:
         """Wait up to ``grace_s`` for in-flight work, then cancel the rest (each delivery
         releases its task). Returns how many were cut."""
         self.begin_stop()
-        if self._work:
-            await asyncio.wait(set(self._work), timeout=grace_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        # Looked at again after each wait: a delivery whose claim was on its way when the
+        # stop began starts its work afterwards, and gets the same grace.
+        while (pending := [w for w in self._work if not w.done()]) and loop.time() < deadline:
+            await asyncio.wait(pending, timeout=deadline - loop.time())
         cut = [w for w in self._work if not w.done()]
         for work in cut:
             work.cancel(msg="stop")

@@ -128,7 +128,9 @@ def test_sigterm_mid_batch_with_defaults_completes_within_15_s_of_restart_no_tra
     assert_exactly_once(engine, tmp_path / "images", job_id)
     assert stranded == set()  # a clean stop leaves no running row behind
     calls = read_call_log(str(calls_log))
-    assert all(n == 1 for n in calls.values())  # in-flight work finished inside the grace
+    # In-flight work finished inside the grace, also work whose claim was on its way when
+    # the stop began.
+    assert [t for t, n in calls.items() if n != 1] == []
     _no_traceback(worker.logs())
     print(f"FIGURES defaults_sigterm: tasks=100 stop_s={stop_s:.1f} (grace 8) "
           f"recovery_s={recovery_s:.1f} (bound 15) stranded=0 tracebacks=0")
