@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from core import cloud_checks, db, delivery, leases, metrics
+from core import db, delivery, leases, metrics
 from core.config import Settings, get_settings
 from core.dispatch import get_dispatcher
 from core.dispatch.local_loop import LocalDispatchLoop
@@ -77,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             background.append(asyncio.create_task(loop.run(stop)))
         background.append(asyncio.create_task(_sweep_forever(settings, stop)))
         if settings.USE_CLOUD_TASKS:  # queue config line, expired leases, hand-overs
+            from core import cloud_checks
+
             background.append(asyncio.create_task(cloud_checks.run(settings, engine, stop)))
         log.info("worker started", extra={"action": "worker_start",
                                           "provider": settings.provider_name,

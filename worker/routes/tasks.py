@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from core.dispatch import get_dispatcher
-from core.dispatch.handover import HANDOVER_OUTCOMES, Handover, answer_for, generation_of
 from core.processing import TaskProcessor
 from worker.deps import TaskAuthDep
 from worker.responses import ErrorBody, error_responses
+
+if TYPE_CHECKING:
+    from core.dispatch.handover import Handover
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,11 @@ async def process_task(
 
 
 def _handover(request: Request) -> Handover:
-    handover = getattr(request.app.state, "handover", None)
+    # Imported here: the local queue never needs the Cloud Tasks client.
+    from core.dispatch import get_dispatcher
+    from core.dispatch.handover import Handover
+
+    handover: Handover | None = getattr(request.app.state, "handover", None)
     if handover is None:
         dispatcher = get_dispatcher(request.app.state.settings)
         handover = Handover(dispatcher, request.app.state.engine)  # type: ignore[arg-type]
@@ -115,6 +120,8 @@ async def _cloud_tasks_delivery(request: Request, processor: TaskProcessor, task
     """Cloud Tasks carries, the table decides (core/dispatch/handover.py): a superseded
     generation changes nothing; an unfinished task becomes the next generation's Cloud Task
     before this delivery is answered 2xx."""
+    from core.dispatch.handover import HANDOVER_OUTCOMES, answer_for, generation_of
+
     handover = _handover(request)
     generation = generation_of(task_id, task_name)
     if await handover.superseded(task_id, generation):
