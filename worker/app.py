@@ -23,6 +23,7 @@ from core.processing import TaskProcessor
 from core.providers import close_providers, get_provider
 from core.storage import get_storage
 from core.sweeper import sweep_pending, sweep_stranded
+from worker import self_check
 from worker.body_limit import BodyLimitMiddleware
 from worker.routes import admin, health, tasks
 
@@ -57,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.dispatch_loop = loop
             background.append(asyncio.create_task(loop.run(stop)))
         background.append(asyncio.create_task(_sweep_forever(settings, stop)))
+        # issue 10: does WORKER_URL reach this worker's task handler? (worker.self_check)
+        background.append(asyncio.create_task(self_check.run(app, settings, stop)))
         log.info("worker started", extra={"action": "worker_start",
                                           "provider": settings.provider_name,
                                           "storage": settings.storage_name,

@@ -22,8 +22,10 @@ import httpx
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core import worker_url as worker_urls
 from core.classify import parse_retry_after
 from core.config import Settings
+from core.dispatch import undeliverable
 from core.dispatch.limits import ConcurrencyLimit, limit_from_settings
 from core.queries import q
 from core.retry import compute_backoff, policy_from_settings
@@ -69,7 +71,7 @@ class LocalDispatchLoop:
         self.settings = settings
         self.engine = engine
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.task_url = worker_url.rstrip("/") + TASK_PATH
+        self.task_url = worker_urls.task_url(worker_url)  # base or full task URL (issue 10)
         self.limit = limit or limit_from_settings(settings)
         self.policy = policy_from_settings(settings)
         self.stats = LoopStats()
@@ -174,7 +176,8 @@ class LocalDispatchLoop:
             log.warning("delivery failed: %s", type(exc).__name__,
                         extra={"action": "deliver_error", "task_id": str(task.id)})
             self.limit.on_result(ok=False, overloaded=False)
-            await self._defer(task, retry_after=None)
+            if not await self._undeliverable(task, status=None, error=exc):  # issue 10
+                await self._defer(task, retry_after=None)
             return
         self._unreachable_streak = 0
         self.stats.delivered += 1
@@ -192,7 +195,24 @@ class LocalDispatchLoop:
         log.info("delivery answered %s", response.status_code,
                  extra={"action": "deliver_retry", "task_id": str(task.id),
                         "http_status": response.status_code, "latency_ms": elapsed_ms})
-        await self._defer(task, retry_after=retry_after)
+        if not await self._undeliverable(task, status=response.status_code, error=None):
+            await self._defer(task, retry_after=retry_after)
+
+    async def _undeliverable(self, task: Claimed, *, status: int | None,
+                             error: BaseException | None) -> bool:
+        """issue 10: a delivery that never reached the handler is recorded and bounded
+        (core.dispatch.undeliverable); False = an ordinary retry, deferred as before."""
+        cause = undeliverable.classify(self.task_url, status=status, error=error)
+        if cause is None:
+            return False
+        try:
+            await undeliverable.record(
+                self.engine, task_id=task.id, marker=task.marker, cause=cause,
+                url=self.task_url, max_tries=self.settings.UNDELIVERABLE_MAX_TRIES,
+                min_delay_s=self.policy.min_backoff_s, max_delay_s=self.policy.max_backoff_s)
+        except (DBAPIError, OSError):
+            return False
+        return True
 
     async def _defer(self, task: Claimed, *, retry_after: float | None) -> None:
         delay = compute_backoff(max(task.attempts, 1), self.policy)

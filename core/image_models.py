@@ -1,0 +1,23 @@
+"""Which OPENAI_IMAGE_MODEL values are accepted: read through one function.
+
+The installed openai package's ``ImageModel`` lists the image models it knows; the ones
+its docstring says are shut down or retired are left out (a submit with them would fail
+at OpenAI). Another module may narrow this list (which models the product offers); it
+only has to change ``accepted_image_models``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import get_args
+
+# openai.types.ImageModel marks these shut down / retired (gpt-image-1 on 2026-10-23,
+# dall-e-2 and dall-e-3 on 2026-05-12).
+RETIRED_IMAGE_MODELS = frozenset({"gpt-image-1", "dall-e-2", "dall-e-3"})
+
+
+@cache
+def accepted_image_models() -> tuple[str, ...]:
+    from openai.types import ImageModel
+
+    return tuple(m for m in get_args(ImageModel) if m not in RETIRED_IMAGE_MODELS)
