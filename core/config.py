@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     PORT: int = Field(default=8080, ge=1, le=65535)
     LOG_LEVEL: str = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"
+    # issue 10: which service this process is. The dashboard (python -m dashboard sets it;
+    # so does Dockerfile.dashboard) never serves the admin API or the task endpoint, so
+    # production does not ask it for API_KEY or TASK_SECRET.
+    SERVICE_ROLE: Literal["worker", "dashboard"] = "worker"
 
     @field_validator("CORS_ORIGINS", mode="before")
     @classmethod
@@ -188,10 +192,11 @@ class Settings(BaseSettings):
 
     def missing_for_production(self) -> list[str]:
         """Names of the variables production needs but does not have (never values)."""
-        need: list[str] = ["API_KEY", "DATABASE_URL"]
+        worker = self.SERVICE_ROLE == "worker"
+        need: list[str] = ["API_KEY", "DATABASE_URL"] if worker else ["DATABASE_URL"]
         if self.USE_CLOUD_TASKS:
             need += ["GCP_PROJECT", "WORKER_URL", "CLOUD_TASKS_SERVICE_ACCOUNT"]
-        else:
+        elif worker:
             need += ["TASK_SECRET"]
         if self.IMAGE_PROVIDER == "openai":
             need.append("OPENAI_API_KEY")

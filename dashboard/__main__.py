@@ -31,6 +31,9 @@ def check() -> str:
 
 
 def main(argv: list[str]) -> int:
+    # This process (and the Streamlit server it becomes) is the dashboard: production
+    # does not ask it for the worker's API_KEY / TASK_SECRET (core.config SERVICE_ROLE).
+    os.environ.setdefault("SERVICE_ROLE", "dashboard")
     try:
         mode = check()
     except ConfigError as exc:
