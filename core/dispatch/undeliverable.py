@@ -78,7 +78,8 @@ def classify(url: str, *, status: int | None = None,
             text = str(error)
             if _is_tls(error, text):
                 return Cause("tls_error", f"TLS error connecting to {url}: {_short(text)}")
-            if "refused" in text.lower():
+            if "refused" in text.lower() or any(
+                    isinstance(e, ConnectionRefusedError) for e in _chain(error)):
                 return Cause("connect_refused", f"connection refused by {url}")
             return Cause("connect_error", f"cannot connect to {url}: {_short(text)}")
         return None
@@ -93,12 +94,19 @@ def classify(url: str, *, status: int | None = None,
     return None
 
 
+def _chain(error: BaseException) -> list[BaseException]:
+    """The error and its causes (httpx wraps the OSError that says what happened)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in seen and len(seen) < 10:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
 def _is_tls(error: BaseException, text: str) -> bool:
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return True
-        seen = seen.__cause__ or seen.__context__
+    if any(isinstance(e, ssl.SSLError) for e in _chain(error)):
+        return True
     return "ssl" in text.lower() or "certificate" in text.lower()
 
 
