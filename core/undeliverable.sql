@@ -57,3 +57,52 @@ SELECT cause, url, detail, occurrences,
   FROM delivery_problems
  WHERE last_seen > now() - make_interval(secs => :window_s)
  ORDER BY last_seen DESC;
+
+-- name: record_dropped_by_queue
+-- Cloud Tasks mode (core.sweeper.sweep_stranded): the queue gave up on these tasks and
+-- our handler never answered one of their deliveries (attempts = 0), so each hand-over
+-- the queue dropped is one undeliverable try; at :max_tries the task fails as
+-- `undeliverable` instead of being handed over again every STRANDED_AFTER_S, forever.
+-- The rows were just moved back to pending by requeue_stranded_tasks.
+WITH task AS (
+    UPDATE generation_tasks
+       SET undeliverable_tries = undeliverable_tries + 1,
+           last_error_code = 'undeliverable', last_error = :detail,
+           status = CASE WHEN undeliverable_tries + 1 >= :max_tries THEN 'failed'
+                         ELSE status END,
+           finished_at = CASE WHEN undeliverable_tries + 1 >= :max_tries THEN now()
+                              ELSE finished_at END,
+           updated_at = now()
+     WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'pending' AND attempts = 0
+ RETURNING id, job_id, status
+), problem AS (
+    INSERT INTO delivery_problems (cause, url, detail, occurrences, first_seen, last_seen)
+    SELECT :cause, :url, :detail, count(*), now(), now() FROM task HAVING count(*) > 0
+    ON CONFLICT (cause) DO UPDATE
+       SET url = EXCLUDED.url, detail = EXCLUDED.detail,
+           occurrences = LEAST(delivery_problems.occurrences, 2000000000)
+                         + EXCLUDED.occurrences,
+           last_seen = now()
+    RETURNING cause
+), failed AS (
+    SELECT job_id, count(*)::int AS n FROM task WHERE status = 'failed' GROUP BY job_id
+), job AS (
+    UPDATE generation_jobs j
+       SET failed_tasks = j.failed_tasks + f.n, updated_at = now(),
+           status = CASE
+               WHEN j.status = 'cancelled' THEN 'cancelled'
+               WHEN j.completed_tasks + j.failed_tasks + f.n + j.cancelled_tasks < j.total_tasks
+                   THEN 'running'
+               WHEN j.completed_tasks = 0 THEN 'failed'
+               ELSE 'completed_with_errors' END,
+           finished_at = CASE
+               WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed', 'cancelled')
+                    AND j.completed_tasks + j.failed_tasks + f.n + j.cancelled_tasks
+                        >= j.total_tasks
+                   THEN now()
+               ELSE j.finished_at END
+      FROM failed f
+     WHERE j.id = f.job_id
+    RETURNING j.id
+)
+SELECT id, status FROM task;

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,9 @@ ERROR_CODE = "undeliverable"
 # Statuses that mean "this is not our handler, or it refused us before looking":
 # 404/405 a wrong path, 401/403 an OIDC or TASK_SECRET mismatch (ours or Cloud Run's).
 UNDELIVERABLE_STATUSES = frozenset({401, 403, 404, 405})
+# Cloud Tasks mode: each hand-over the queue dropped (after its own max_attempts tries)
+# without our handler answering counts one try; this many and the task fails.
+QUEUE_DROPS_BEFORE_FAILING = 2
 # How long a cause stays on /healthz and the dashboard after it was last seen.
 PROBLEM_WINDOW_S = 300.0
 
@@ -145,6 +149,26 @@ def record_sync(conn: Any, *, task_id: UUID, cause: Cause, url: str, max_tries: 
     row = conn.execute(q("record_undeliverable"), _params(
         task_id, None, cause, url, max_tries, min_delay_s, max_delay_s)).first()
     return None if row is None else str(row.status)
+
+
+def on_dropped_by_queue(conn: Any, rows: Sequence[Any], settings: Any) -> set[UUID]:
+    """The Cloud Tasks sweeper's hook: of the rows it just moved back to pending because
+    the queue no longer holds them, those our handler never answered (attempts 0) count
+    an undeliverable try. Returns the ids that failed at the bound (not to enqueue)."""
+    if not rows or not getattr(settings, "WORKER_URL", None):
+        return set()
+    from core.worker_url import task_url
+
+    url = task_url(settings.WORKER_URL)
+    cause = Cause("dropped_by_queue",
+                  f"Cloud Tasks gave up after its retries without reaching the handler at "
+                  f"{url} (check WORKER_URL, the service's ingress and the run.invoker role)")
+    found = conn.execute(q("record_dropped_by_queue"), {
+        "ids": [r.id for r in rows], "cause": cause.code, "url": url,
+        "detail": cause.detail, "max_tries": QUEUE_DROPS_BEFORE_FAILING}).all()
+    if found:
+        note(cause, url, max_tries=QUEUE_DROPS_BEFORE_FAILING)
+    return {r.id for r in found if r.status == "failed"}
 
 
 def _params(task_id: UUID, marker: datetime | None, cause: Cause, url: str,
