@@ -299,3 +299,10 @@ def test_dashboard_cmd_serves_on_port_from_only_the_copied_code(
                  message="the dashboard CMD")
     finally:
         stop_process(proc)
+
+
+def test_cloudbuild_builds_both_images() -> None:
+    build = (REPO_ROOT / "cloudbuild.yaml").read_text()
+    for name, path in DOCKERFILES.items():
+        assert f'"-f", "{path.name}"' in build, name
+        assert f"/{name}:${{_TAG}}" in build, name
