@@ -5,6 +5,8 @@ for the sweeper and gives the error, instead of "Requeued N"."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from sqlalchemy import Engine, text
 
@@ -13,6 +15,7 @@ from core.config import Settings
 from core.dispatch import undeliverable
 from tests.conftest import free_port
 from tests.dashboard.conftest import open_page, seeded_job, submit
+from tests.peers.openai_stub import OpenAIStub
 
 
 def test_queue_and_job_pages_show_undeliverable_deliveries(settings: Settings,
@@ -58,3 +61,20 @@ def test_retry_all_failed_says_the_tasks_wait_for_the_sweeper(settings: Settings
                                    "AND last_error_code = 'moderation_blocked'"),
                               {"j": job.id}).scalar()
     assert status == "pending"  # for the sweeper, not lost
+
+
+@pytest.fixture
+def rejected_key(env: dict[str, str]) -> Iterator[dict[str, str]]:
+    with OpenAIStub(api_key="sk-the-right-key") as stub:
+        env.update({"IMAGE_PROVIDER": "openai", "OPENAI_API_KEY": "sk-wrong-key-123",
+                    "OPENAI_BASE_URL": stub.base_url})
+        yield env
+
+
+@pytest.mark.usefixtures("rejected_key")
+def test_queue_page_says_the_provider_is_not_authenticated(settings: Settings) -> None:
+    at = open_page("app_pages/queue.py")
+    banners = [e.value for e in at.error]
+    assert any("not authenticated" in b and "OPENAI_API_KEY was rejected" in b
+               for b in banners), banners
+    assert not any("sk-wrong-key-123" in b for b in banners)

@@ -160,3 +160,20 @@ def test_dashboard_in_production_needs_no_api_key_or_task_secret(
     done = run("dashboard", values)
     assert done.returncode == 0, done.stderr
     assert "password" in done.stderr
+
+
+@pytest.mark.parametrize("written", [
+    '["https://app.example.com/"]',                      # the deployment guide's form
+    "https://other.example, https://app.example.com/",   # comma
+    "https://other.example https://app.example.com",     # space
+])
+def test_cors_origins_in_every_form_pass_the_browsers_preflight(
+        written: str, start_worker: object) -> None:
+    import httpx
+
+    worker = start_worker(CORS_ORIGINS=written, RUN_DISPATCHER="false")  # type: ignore[operator]
+    response = httpx.options(worker.url + "/api/admin/jobs", timeout=10, headers={
+        "Origin": "https://app.example.com", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "X-API-Key"})
+    assert response.status_code == 200, response.text
+    assert response.headers["access-control-allow-origin"] == "https://app.example.com"
