@@ -7,7 +7,36 @@ with the error, instead of "Requeued N task(s)" for tasks that never reached the
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 from core.dispatch.base import EnqueueResult
+
+# The last hand-over in this context (thread / task): core.jobs records it, so a caller
+# whose API returns only the job (submit_batch) can still say what reached the queue.
+_LAST: ContextVar[EnqueueResult | None] = ContextVar("last_handover", default=None)
+
+
+def remember(result: EnqueueResult) -> EnqueueResult:
+    _LAST.set(result)
+    return result
+
+
+def take_last() -> EnqueueResult | None:
+    result = _LAST.get()
+    _LAST.set(None)
+    return result
+
+
+def submit_message(total: int, handover: EnqueueResult | None,
+                   *, sweep_interval_s: float) -> tuple[str, str] | None:
+    """(kind, message) when a submitted batch did not fully reach the queue, else None."""
+    if handover is None or handover.failed == 0:
+        return None
+    error = handover.errors[0] if handover.errors else "unknown error"
+    return ("error" if handover.failed >= total else "warning",
+            f"{handover.failed} of {total} task(s) could not be handed to the queue "
+            f"({error}). They wait as pending for the sweeper, which retries every "
+            f"{int(sweep_interval_s)} s.")
 
 
 def handover_message(requeued: int, handover: EnqueueResult | None, what: str,

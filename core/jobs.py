@@ -15,6 +15,7 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Engine
 
+from core import handover_report
 from core.config import Settings, get_settings
 from core.cost import MODELS, QUALITIES, SIZES, estimate_cost_usd
 from core.db import get_engine, transaction
@@ -236,13 +237,13 @@ def _hand_over(dispatcher: Dispatcher, refs: list[TaskRef], job_id: UUID) -> Enq
         log.error("enqueue failed; the sweeper will retry: %s", type(exc).__name__,
                   extra={"action": "enqueue_error", "job_id": str(job_id)})
         # issue 10: what the caller reports (core.handover_report), not a silent success.
-        return EnqueueResult(failed=len(refs), errors=[f"{type(exc).__name__}: "
-                                                       f"{str(exc)[:200]}"])
+        return handover_report.remember(EnqueueResult(
+            failed=len(refs), errors=[f"{type(exc).__name__}: {str(exc)[:200]}"]))
     if result.failed:
         log.warning("some tasks were not enqueued; the sweeper will retry",
                     extra={"action": "enqueue_partial", "job_id": str(job_id),
                            "failed": result.failed})
-    return result
+    return handover_report.remember(result)
 
 
 def get_job(job_id: UUID, *, engine: Engine | None = None) -> JobView:

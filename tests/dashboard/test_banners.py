@@ -78,3 +78,15 @@ def test_queue_page_says_the_provider_is_not_authenticated(settings: Settings) -
     assert any("not authenticated" in b and "OPENAI_API_KEY was rejected" in b
                for b in banners), banners
     assert not any("sk-wrong-key-123" in b for b in banners)
+
+
+@pytest.mark.usefixtures("unreachable_queue")
+def test_submit_says_when_tasks_did_not_reach_the_queue(settings: Settings,
+                                                       engine: Engine) -> None:
+    at = open_page("app_pages/submit.py")
+    at.text_area(key="prompts_text").set_value("a heron\na reed")
+    at.button(key="submit").click().run()
+    assert any("Submitted job" in s.value for s in at.success)
+    messages = [e.value for e in at.error]
+    assert any("2 of 2 task(s) could not be handed to the queue" in m and "sweeper" in m
+               for m in messages), messages
