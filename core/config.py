@@ -145,6 +145,17 @@ class Settings(BaseSettings):
                               f"service can use; accepted: {', '.join(accepted)}")
         return value
 
+    @field_validator("OPENAI_IMAGE_SIZE", "OPENAI_IMAGE_QUALITY")
+    @classmethod
+    def _known_size_quality(cls, value: str, info: Any) -> str:
+        from core.cost import QUALITIES, SIZES
+
+        accepted = [*(SIZES if info.field_name == "OPENAI_IMAGE_SIZE" else QUALITIES), "auto"]
+        if value not in accepted:
+            raise ConfigError(f"{info.field_name}={value!r} is not accepted; accepted: "
+                              + ", ".join(accepted))
+        return value
+
     @field_validator("WORKER_URL")
     @classmethod
     def _worker_url_form(cls, value: str | None) -> str | None:

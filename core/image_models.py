@@ -2,8 +2,9 @@
 
 The installed openai package's ``ImageModel`` lists the image models it knows; the ones
 its docstring says are shut down or retired are left out (a submit with them would fail
-at OpenAI). Another module may narrow this list (which models the product offers); it
-only has to change ``accepted_image_models``.
+at OpenAI), and so are the ones this service cannot price (core.cost.MODELS), which a
+submit would refuse. The model list offered by the product (core.cost / the provider)
+may change; only ``accepted_image_models`` reads it.
 """
 
 from __future__ import annotations
@@ -20,4 +21,7 @@ RETIRED_IMAGE_MODELS = frozenset({"gpt-image-1", "dall-e-2", "dall-e-3"})
 def accepted_image_models() -> tuple[str, ...]:
     from openai.types import ImageModel
 
-    return tuple(m for m in get_args(ImageModel) if m not in RETIRED_IMAGE_MODELS)
+    from core.cost import MODELS
+
+    return tuple(m for m in get_args(ImageModel)
+                 if m not in RETIRED_IMAGE_MODELS and m in MODELS)

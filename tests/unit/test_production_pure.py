@@ -141,5 +141,5 @@ def test_make_demo_names_the_model_it_really_uses() -> None:
 
     assert describe(Settings(ENVIRONMENT="development")).startswith("the offline demo model")
     with_key = Settings(ENVIRONMENT="development", OPENAI_API_KEY="sk-x",
-                        OPENAI_IMAGE_MODEL="gpt-image-2")
-    assert describe(with_key).startswith("OpenAI model gpt-image-2")
+                        OPENAI_IMAGE_MODEL="gpt-image-1-mini")
+    assert describe(with_key).startswith("OpenAI model gpt-image-1-mini")
