@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
 import httpx
@@ -71,10 +72,20 @@ class Cause:
     detail: str
 
 
+def safe_url(url: str) -> str:
+    """The URL as shown and stored: no user:password@ and no query (pure)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def classify(url: str, *, status: int | None = None,
              error: BaseException | None = None) -> Cause | None:
     """The undeliverable cause of one delivery, or None when the handler (probably) ran
     or the failure is an ordinary retry (timeouts, 429/5xx, a dropped connection) (pure)."""
+    url = safe_url(url)
     if error is not None:
         if isinstance(error, httpx.ConnectTimeout):
             return Cause("connect_timeout", f"connection to {url} timed out")
@@ -121,6 +132,7 @@ def _short(text: str, limit: int = 160) -> str:
 
 def note(cause: Cause, url: str, *, max_tries: int) -> None:
     """Count the cause; log it once per (cause, URL) per process, at ERROR."""
+    url = safe_url(url)
     UNDELIVERABLE.labels(cause=cause.code).inc()
     if (cause.code, url) in _logged:
         return
@@ -159,7 +171,7 @@ def on_dropped_by_queue(conn: Any, rows: Sequence[Any], settings: Any) -> set[UU
         return set()
     from core.worker_url import task_url
 
-    url = task_url(settings.WORKER_URL)
+    url = safe_url(task_url(settings.WORKER_URL))
     cause = Cause("dropped_by_queue",
                   f"Cloud Tasks gave up after its retries without reaching the handler at "
                   f"{url} (check WORKER_URL, the service's ingress and the run.invoker role)")
@@ -173,7 +185,7 @@ def on_dropped_by_queue(conn: Any, rows: Sequence[Any], settings: Any) -> set[UU
 
 def _params(task_id: UUID, marker: datetime | None, cause: Cause, url: str,
             max_tries: int, min_delay_s: float, max_delay_s: float) -> dict[str, Any]:
-    return {"task_id": task_id, "marker": marker, "cause": cause.code, "url": url,
+    return {"task_id": task_id, "marker": marker, "cause": cause.code, "url": safe_url(url),
             "detail": cause.detail[:500], "max_tries": max_tries,
             "min_delay_s": min_delay_s, "max_delay_s": max_delay_s}
 

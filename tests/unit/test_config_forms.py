@@ -117,3 +117,10 @@ def test_handover_message_says_what_happened() -> None:
     kind, text = handover_message(2, EnqueueResult(failed=2, errors=["ServiceUnavailable: x"]),
                                   "failed", sweep_interval_s=60)
     assert kind == "error" and "sweeper" in text and "ServiceUnavailable: x" in text
+
+
+def test_undeliverable_detail_never_carries_credentials_from_the_url() -> None:
+    cause = undeliverable.classify("https://user:s3cret@w.run.app/x?token=abc", status=404)
+    assert cause is not None
+    assert "s3cret" not in cause.detail and "token" not in cause.detail
+    assert "https://w.run.app/x" in cause.detail
