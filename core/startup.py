@@ -131,8 +131,10 @@ def check_openai_key(settings: Settings) -> ProviderCheck:
         return ProviderCheck("openai", False,
                              f"OPENAI_API_KEY was rejected by OpenAI (HTTP {exc.status_code})")
     except openai.NotFoundError:
-        return ProviderCheck("openai", False, f"OPENAI_IMAGE_MODEL="
-                             f"{settings.OPENAI_IMAGE_MODEL} is not available to this key")
+        # A 404 comes after authentication: the key is good. The model may simply not be
+        # listed under /v1/models, so this alone must not stop a production start.
+        return ProviderCheck("openai", True, f"OPENAI_IMAGE_MODEL="
+                             f"{settings.OPENAI_IMAGE_MODEL} is not listed for this key")
     except openai.APIError as exc:
         return ProviderCheck("openai", None,
                              f"could not check OPENAI_API_KEY: {type(exc).__name__}")
@@ -158,6 +160,6 @@ def preflight(settings: Settings, *, database: bool = True,
             raise ConfigError(f"ENVIRONMENT=production refuses to start: {result.reason}")
         log.error("image provider is not authenticated: %s", result.reason,
                   extra={"action": "provider_unauthenticated"})
-    elif result.authenticated is None:
+    elif result.reason:  # could not tell, or a model the key does not list
         log.warning("%s", result.reason, extra={"action": "provider_check_failed"})
     return result
