@@ -106,3 +106,12 @@ WITH task AS (
     RETURNING j.id
 )
 SELECT id, status FROM task;
+
+-- name: note_delivery_problem
+-- A cause seen without a task row to charge (worker.refusals: this worker answered a
+-- Cloud Tasks delivery 401/403).
+INSERT INTO delivery_problems (cause, url, detail, occurrences, first_seen, last_seen)
+VALUES (:cause, :url, :detail, 1, now(), now())
+ON CONFLICT (cause) DO UPDATE
+   SET url = EXCLUDED.url, detail = EXCLUDED.detail,
+       occurrences = LEAST(delivery_problems.occurrences, 2000000000) + 1, last_seen = now();

@@ -25,6 +25,7 @@ from core.storage import get_storage
 from core.sweeper import sweep_pending, sweep_stranded
 from worker import self_check
 from worker.body_limit import BodyLimitMiddleware
+from worker.refusals import RefusedDeliveries
 from worker.routes import admin, health, tasks
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES)
+    if settings.USE_CLOUD_TASKS:  # issue 10: refused Cloud Tasks deliveries are shown
+        app.add_middleware(RefusedDeliveries)
     if settings.CORS_ORIGINS:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.CORS_ORIGINS, allow_credentials=False,

@@ -128,3 +128,36 @@ def test_a_wrong_worker_url_ends_as_undeliverable_in_cloud_tasks_mode(
         dispatcher.close()
         worker.stop()
         get_settings.cache_clear()
+
+
+def test_refused_cloud_tasks_deliveries_show_on_healthz_within_seconds(
+        env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker trusts another signing key than the one the queue's tokens carry: every
+    # delivery is answered 401, as with a mismatched OIDC setup in production.
+    other = TestIdentity()
+    try:
+        worker = _start(env, fake, identity, tmp_path, path="",
+                        OIDC_CERTS_URL=other.serve())
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+        assert cli(["queue", "create"]) == 0
+        worker.start()
+        try:
+            _submit(worker, 1)
+
+            def reasons() -> list[str]:
+                body = httpx.get(worker.url + "/healthz", timeout=5).json()
+                return [r for r in body["reasons"] if "refused Cloud Tasks deliveries" in r]
+
+            found = wait_for(reasons, timeout_s=10, interval_s=0.2,
+                             message="/healthz to show the refused deliveries")
+            assert "HTTP 401" in found[0] and worker.url + TASK_PATH in found[0]
+            metrics = httpx.get(worker.url + "/metrics", timeout=5).text
+            assert 'aiwebimage_undeliverable_recent{cause="refused_401"}' in metrics
+        finally:
+            worker.stop()
+            get_settings.cache_clear()
+    finally:
+        other.stop()
