@@ -23,8 +23,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from core import db
-from core.config import Settings, get_settings
+from sqlalchemy.exc import OperationalError
+
+from core import db, startup
+from core.config import Settings, load_settings
 from core.dispatch import get_dispatcher
 from core.dispatch.cloud_tasks import (
     QUEUE_MAX_CONCURRENT_DISPATCHES,
@@ -154,9 +156,20 @@ def _sweep_stranded(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return run(args, get_settings())
+        settings = load_settings()
+        # Start-up checks (core.startup): the database answers (host and port named),
+        # Cloud Tasks has credentials. Queue administration alone needs no database.
+        needs_db = not (args.command == "queue"
+                        and args.action in ("create", "describe", "update"))
+        startup.preflight(settings, database=needs_db, provider=False)
+        return run(args, settings)
     except AppError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"error: {' '.join(exc.message.split())}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:
+        # The database went away after the check: still one line, host and port only.
+        print(f"error: DATABASE_URL: the database stopped answering "
+              f"({type(exc.orig).__name__})", file=sys.stderr)
         return 2
 
 

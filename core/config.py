@@ -6,10 +6,12 @@ deployment configured for the guide keeps working.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.errors import ConfigError
@@ -40,6 +42,10 @@ class Settings(BaseSettings):
     # database
     DATABASE_URL: SecretStr | None = None
     DB_POOL_SIZE: int = Field(default=10, ge=1, le=200)
+    # issue 10: what sits between us and PostgreSQL (core.db.pooler_mode). auto = port
+    # 6543 (Supabase's transaction pooler) means transaction mode, where server-side
+    # prepared statements break, so psycopg's are turned off; session and direct keep them.
+    DB_POOLER: Literal["auto", "transaction", "session", "direct"] = "auto"
 
     # storage
     STORAGE_BACKEND: Literal["supabase", "local"] | None = None
@@ -121,6 +127,10 @@ class Settings(BaseSettings):
     # Cloud Tasks mode: how often the worker takes over running rows whose lease expired
     # (a dead instance) and finishes interrupted hand-overs (core.cloud_checks).
     LEASE_CHECK_INTERVAL_S: float = Field(default=10.0, gt=0)
+    # issue 10: a task whose deliveries never reach the handler (404, refused connection,
+    # TLS error, 401/403) this many times fails as `undeliverable` instead of looping
+    # (core.dispatch.undeliverable); tries are spread by the retry backoff.
+    UNDELIVERABLE_MAX_TRIES: int = Field(default=5, ge=1, le=100)
 
     # security and limits
     API_KEY: SecretStr | None = None
@@ -138,22 +148,66 @@ class Settings(BaseSettings):
     PORT: int = Field(default=8080, ge=1, le=65535)
     LOG_LEVEL: str = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"
+    # issue 10: which service this process is. The dashboard (python -m dashboard sets it;
+    # so does Dockerfile.dashboard) never serves the admin API or the task endpoint, so
+    # production does not ask it for API_KEY or TASK_SECRET.
+    SERVICE_ROLE: Literal["worker", "dashboard"] = "worker"
 
     @field_validator("CORS_ORIGINS", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [o.strip() for o in value.split(",") if o.strip()]
+        return parse_origins(value)
+
+    @field_validator("OPENAI_IMAGE_MODEL")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from core.image_models import accepted_image_models
+
+        accepted = accepted_image_models()
+        if value not in accepted:
+            raise ConfigError(f"OPENAI_IMAGE_MODEL={value!r} is not an image model this "
+                              f"service can use; accepted: {', '.join(accepted)}")
+        return value
+
+    @field_validator("OPENAI_IMAGE_SIZE", "OPENAI_IMAGE_QUALITY")
+    @classmethod
+    def _known_size_quality(cls, value: str, info: Any) -> str:
+        from core.cost import QUALITIES, SIZES
+
+        accepted = [*(SIZES if info.field_name == "OPENAI_IMAGE_SIZE" else QUALITIES), "auto"]
+        if value not in accepted:
+            raise ConfigError(f"{info.field_name}={value!r} is not accepted; accepted: "
+                              + ", ".join(accepted))
+        return value
+
+    @field_validator("WORKER_URL")
+    @classmethod
+    def _worker_url_form(cls, value: str | None) -> str | None:
+        if value:
+            from core.worker_url import base_url
+
+            base_url(value)  # ConfigError naming WORKER_URL and both accepted forms
         return value
 
     @model_validator(mode="after")
     def _defaults_and_production_checks(self) -> Settings:
+        production = self.ENVIRONMENT == "production"
+        # Production never falls back silently: the demo model and local storage only
+        # when asked for by name; otherwise the missing key refuses the start below.
         if self.IMAGE_PROVIDER is None:
-            self.IMAGE_PROVIDER = "openai" if self.OPENAI_API_KEY else "demo"
+            self.IMAGE_PROVIDER = "openai" if self.OPENAI_API_KEY or production else "demo"
         if self.STORAGE_BACKEND is None:
             self.STORAGE_BACKEND = (
-                "supabase" if self.SUPABASE_URL and self.SUPABASE_KEY else "local"
+                "supabase" if (self.SUPABASE_URL and self.SUPABASE_KEY) or production
+                else "local"
             )
+        if self.USE_CLOUD_TASKS:
+            # Checked in every environment: without these every submit would fail.
+            missing = [n for n in ("GCP_PROJECT", "WORKER_URL") if not getattr(self, n)]
+            if missing:
+                raise ConfigError(
+                    "USE_CLOUD_TASKS=true needs " + " and ".join(missing)
+                    + " (or set USE_CLOUD_TASKS=false for the local queue)")
         if self.RETRY_MAX_BACKOFF_S < self.RETRY_MIN_BACKOFF_S:
             raise ConfigError("RETRY_MAX_BACKOFF_S must be >= RETRY_MIN_BACKOFF_S")
         if self.ENVIRONMENT == "production":
@@ -166,16 +220,30 @@ class Settings(BaseSettings):
 
     def missing_for_production(self) -> list[str]:
         """Names of the variables production needs but does not have (never values)."""
-        need: list[str] = ["API_KEY", "DATABASE_URL"]
+        worker = self.SERVICE_ROLE == "worker"
+        need: list[str] = ["API_KEY", "DATABASE_URL"] if worker else ["DATABASE_URL"]
         if self.USE_CLOUD_TASKS:
             need += ["GCP_PROJECT", "WORKER_URL", "CLOUD_TASKS_SERVICE_ACCOUNT"]
-        else:
+        elif worker:
             need += ["TASK_SECRET"]
         if self.IMAGE_PROVIDER == "openai":
             need.append("OPENAI_API_KEY")
         if self.STORAGE_BACKEND == "supabase":
             need += ["SUPABASE_URL", "SUPABASE_KEY"]
         return [name for name in need if not _present(getattr(self, name))]
+
+    def start_warnings(self) -> list[str]:
+        """What a start should say at WARNING: production on a fallback asked for by name."""
+        if self.ENVIRONMENT != "production":
+            return []
+        warnings = []
+        if self.IMAGE_PROVIDER == "demo":
+            warnings.append("ENVIRONMENT=production with IMAGE_PROVIDER=demo: images are "
+                            "placeholders from the demo model, not OpenAI")
+        if self.STORAGE_BACKEND == "local":
+            warnings.append("ENVIRONMENT=production with STORAGE_BACKEND=local: images are "
+                            f"written to {self.LOCAL_STORAGE_DIR} on this instance's disk")
+        return warnings
 
     @property
     def lease_s(self) -> float:
@@ -222,6 +290,65 @@ def _present(value: object) -> bool:
     if isinstance(value, SecretStr):
         return bool(value.get_secret_value())
     return bool(value)
+
+
+def parse_origins(value: object) -> object:
+    """CORS_ORIGINS as a JSON list (the guide's form), or comma- or space-separated; a
+    trailing slash is dropped (browsers send the origin without one)."""
+    if not isinstance(value, str):
+        return value
+    raw = value.strip()
+    if raw.startswith("["):
+        try:
+            items: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ConfigError("CORS_ORIGINS is not a valid JSON list; accepted forms: "
+                              '["https://a.example", "https://b.example"], '
+                              "https://a.example,https://b.example or space-separated"
+                              ) from None
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ConfigError("CORS_ORIGINS must be a JSON list of strings")
+    else:
+        items = raw.replace(",", " ").split()
+    origins = []
+    for item in items:
+        origin = item.strip().rstrip("/")
+        if not origin:
+            continue
+        parts = urlsplit(origin)
+        if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc
+                              or parts.path):
+            raise ConfigError(f"CORS_ORIGINS: {origin!r} is not an origin; write "
+                              "scheme://host[:port], e.g. https://app.example.com")
+        origins.append(origin)
+    return origins
+
+
+_SECRET_FIELDS = frozenset({"DATABASE_URL", "OPENAI_API_KEY", "SUPABASE_KEY", "API_KEY",
+                            "TASK_SECRET", "DASHBOARD_PASSWORD"})
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each invalid variable and what it accepts; secret values are
+    never echoed."""
+    parts = []
+    for err in exc.errors():
+        loc = err.get("loc") or ("settings",)
+        name = str(loc[0])
+        msg = str(err.get("msg", "invalid"))
+        if name in _SECRET_FIELDS or "input" not in err:
+            parts.append(f"{name}: {msg}")
+        else:
+            parts.append(f"{name}={str(err['input'])[:60]!r}: {msg}")
+    return "; ".join(parts)
+
+
+def load_settings() -> Settings:
+    """get_settings(), with a pydantic ValidationError turned into a one-line ConfigError."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
 
 
 @lru_cache(maxsize=1)

@@ -4,10 +4,12 @@ costs one failed checkout, not a dead pool."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -16,6 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from core import embedded_pg
 from core.config import Settings, get_settings
 from core.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+# Supabase's transaction pooler (pgbouncer in transaction mode) listens on 6543.
+TRANSACTION_POOLER_PORT = 6543
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "sql" / "init_db.sql"
 _sync_engines: list[Engine] = []
@@ -36,11 +43,46 @@ def _embedded_url() -> str:
     return embedded_pg.start()
 
 
+def pooler_mode(setting: str, url: str) -> tuple[str, str]:
+    """(mode, why) for DB_POOLER and a database URL (pure): transaction | session | direct."""
+    if setting != "auto":
+        return setting, f"DB_POOLER={setting}"
+    from sqlalchemy.engine import make_url
+
+    port = make_url(url).port
+    if port == TRANSACTION_POOLER_PORT:
+        return "transaction", f"port {TRANSACTION_POOLER_PORT} (Supabase's transaction pooler)"
+    return "direct", "DB_POOLER=auto, not port 6543 (direct connection or session pooler)"
+
+
+def connect_args(mode: str) -> dict[str, Any]:
+    """psycopg connection options for a pooler mode (pure). In transaction mode each
+    transaction may run on another server connection, so a statement psycopg prepared on
+    one is missing on the next (InvalidSqlStatementName) or already there
+    (DuplicatePreparedStatement): prepare_threshold=None turns preparing off."""
+    return {"prepare_threshold": None} if mode == "transaction" else {}
+
+
+_announced: set[str] = set()
+
+
+def _connect_args_for(url: str) -> dict[str, Any]:
+    mode, why = pooler_mode(get_settings().DB_POOLER, url)
+    if mode not in _announced:
+        _announced.add(mode)
+        log.info("database connection mode: %s (%s)%s", mode, why,
+                 "; prepared statements off" if mode == "transaction" else "",
+                 extra={"action": "db_mode", "mode": mode})
+    return connect_args(mode)
+
+
 @lru_cache(maxsize=4)
 def get_engine(url: str | None = None) -> Engine:
     settings = get_settings()
+    url = url or resolve_database_url(settings)
     engine = create_engine(
-        url or resolve_database_url(settings),
+        url,
+        connect_args=_connect_args_for(url),
         pool_pre_ping=True,
         pool_size=settings.DB_POOL_SIZE,
         max_overflow=settings.DB_POOL_SIZE,
@@ -53,8 +95,10 @@ def get_engine(url: str | None = None) -> Engine:
 @lru_cache(maxsize=4)
 def get_async_engine(url: str | None = None) -> AsyncEngine:
     settings = get_settings()
+    url = url or resolve_database_url(settings)
     return create_async_engine(
-        url or resolve_database_url(settings),
+        url,
+        connect_args=_connect_args_for(url),
         pool_pre_ping=True,
         pool_size=settings.DB_POOL_SIZE,
         max_overflow=settings.DB_POOL_SIZE * 2,

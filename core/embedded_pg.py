@@ -8,10 +8,9 @@ socket only, so nothing outside this machine can reach it.
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
-import time
 from pathlib import Path
+
+from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +24,12 @@ def start(pgdata: Path = DEFAULT_PGDATA) -> str:
     global _server
     try:
         import pgserver  # type: ignore[import-untyped]
-    except ImportError:  # pragma: no cover - pgserver is a declared dependency
-        return _start_with_initdb(pgdata)
+    except ImportError:
+        # pgserver is the `embedded` extra: the slim images do not carry it.
+        raise ConfigError(
+            "DATABASE_URL is unset and the embedded PostgreSQL (pgserver) is not installed: "
+            "set DATABASE_URL=postgresql://user:password@host:5432/dbname, or "
+            "pip install '.[embedded]'") from None
     pgdata.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: the server outlives this process so a demo restart or the next
     # test session reuses it; `stop()` or `make stop` shuts it down cleanly.
@@ -52,22 +55,3 @@ def to_sqlalchemy_url(uri: str) -> str:
         if uri.startswith(prefix):
             return "postgresql+psycopg://" + uri[len(prefix) :]
     return uri
-
-
-def _start_with_initdb(pgdata: Path) -> str:  # pragma: no cover - fallback path
-    """Fallback when pgserver is missing: the machine's initdb/pg_ctl, run as postgres."""
-    bindir = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
-    if bindir is None or shutil.which("runuser") is None:
-        raise RuntimeError("DATABASE_URL is unset and no embedded PostgreSQL is available")
-    pgdata.mkdir(parents=True, exist_ok=True)
-    shutil.chown(pgdata, "postgres", "postgres")
-    run_as = ["runuser", "-u", "postgres", "--"]
-    if not (pgdata / "PG_VERSION").exists():
-        subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(pgdata), "-A", "trust",
-                        "-U", "postgres"], check=True, capture_output=True)
-    if not (pgdata / "postmaster.pid").exists():
-        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(pgdata), "-w", "-o",
-                        f"-h '' -k {pgdata}", "-l", str(pgdata / "log"), "start"],
-                       check=True, capture_output=True)
-        time.sleep(0.2)
-    return f"postgresql+psycopg://postgres@/postgres?host={pgdata}"

@@ -15,10 +15,12 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Engine
 
+from core import handover_report
 from core.config import Settings, get_settings
 from core.cost import MODELS, QUALITIES, SIZES, estimate_cost_usd
 from core.db import get_engine, transaction
 from core.dispatch import Dispatcher, TaskRef, get_dispatcher
+from core.dispatch.base import EnqueueResult
 from core.errors import Conflict, InvalidInput, NotFound
 from core.queries import q
 from core.status import JOB_STATUSES, JOB_TERMINAL, TASK_STATUSES, progress_percentage
@@ -228,17 +230,20 @@ def _copy_tasks(conn: Connection, rows: Sequence[tuple[Any, ...]], status: str) 
             copy.write_row((*row, status))
 
 
-def _hand_over(dispatcher: Dispatcher, refs: list[TaskRef], job_id: UUID) -> None:
+def _hand_over(dispatcher: Dispatcher, refs: list[TaskRef], job_id: UUID) -> EnqueueResult:
     try:
         result = dispatcher.enqueue(refs)
     except Exception as exc:  # the sweeper re-enqueues what stayed pending
         log.error("enqueue failed; the sweeper will retry: %s", type(exc).__name__,
                   extra={"action": "enqueue_error", "job_id": str(job_id)})
-        return
+        # issue 10: what the caller reports (core.handover_report), not a silent success.
+        return handover_report.remember(EnqueueResult(
+            failed=len(refs), errors=[f"{type(exc).__name__}: {str(exc)[:200]}"]))
     if result.failed:
         log.warning("some tasks were not enqueued; the sweeper will retry",
                     extra={"action": "enqueue_partial", "job_id": str(job_id),
                            "failed": result.failed})
+    return handover_report.remember(result)
 
 
 def get_job(job_id: UUID, *, engine: Engine | None = None) -> JobView:
@@ -318,6 +323,8 @@ def _check_page(limit: int, offset: int) -> None:
 class RetryResult:
     requeued: int
     job: JobView
+    # issue 10: what the queue hand-over did (None = nothing to hand over).
+    handover: EnqueueResult | None = None
 
 
 def retry_failed(
@@ -342,12 +349,13 @@ def retry_failed(
         if rows:
             conn.execute(q("reopen_job"), {"job_id": job_id, "n": len(rows)})
         view = _job(conn.execute(q("job_by_id"), {"job_id": job_id}).one())
+    handover = None
     if rows:
         log.info("failed tasks requeued", extra={"action": "retry_failed",
                                                  "job_id": str(job_id), "count": len(rows)})
-        _hand_over(dispatcher or get_dispatcher(settings),
-                   [TaskRef(r.id, r.dispatch_generation) for r in rows], job_id)
-    return RetryResult(requeued=len(rows), job=view)
+        handover = _hand_over(dispatcher or get_dispatcher(settings),
+                              [TaskRef(r.id, r.dispatch_generation) for r in rows], job_id)
+    return RetryResult(requeued=len(rows), job=view, handover=handover)
 
 
 def cancel_job(job_id: UUID, *, engine: Engine | None = None) -> JobView:

@@ -102,6 +102,9 @@ class GenerationTask(Base):
     # version 3 (Cloud Tasks hand-over outbox, core/dispatch/handover.py)
     handover_generation: Mapped[int | None] = mapped_column(Integer)
     handover_marked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # version 4: deliveries that never reached the handler (core.dispatch.undeliverable).
+    undeliverable_tries: Mapped[int] = mapped_column(Integer, nullable=False,
+                                                     server_default="0")
 
 
 class QueueState(Base):
@@ -110,6 +113,19 @@ class QueueState(Base):
     queue_name: Mapped[str] = mapped_column(Text, primary_key=True)
     paused: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     updated_at: Mapped[datetime] = _now()
+
+
+class DeliveryProblem(Base):
+    """version 4: one row per cause of undeliverable deliveries."""
+
+    __tablename__ = "delivery_problems"
+
+    cause: Mapped[str] = mapped_column(Text, primary_key=True)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    detail: Mapped[str] = mapped_column(Text, nullable=False)
+    occurrences: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    first_seen: Mapped[datetime] = _now()
+    last_seen: Mapped[datetime] = _now()
 
 
 class SchemaMigration(Base):

@@ -22,6 +22,7 @@ from google.oauth2 import id_token
 
 from core.config import Settings
 from core.errors import AppError, ConfigError
+from core.worker_url import accepted_audiences
 
 CERTS_CACHE_S = 300.0
 CLOCK_SKEW_S = 10
@@ -83,7 +84,9 @@ def make_verifier(settings: Settings, request: CachingCertsRequest | None = None
     WrongIdentity (403) or CertsUnavailable (503)."""
     if not settings.WORKER_URL or not settings.CLOUD_TASKS_SERVICE_ACCOUNT:
         raise ConfigError("OIDC verification needs WORKER_URL and CLOUD_TASKS_SERVICE_ACCOUNT")
-    audience = settings.WORKER_URL.rstrip("/")
+    # Task URL (what the enqueuer puts in the token) or base URL, whichever form
+    # WORKER_URL is written in (core.worker_url, issue 10).
+    audience = accepted_audiences(settings.WORKER_URL)
     account = settings.CLOUD_TASKS_SERVICE_ACCOUNT
     transport = request or CachingCertsRequest(settings.OIDC_CERTS_URL)
 
@@ -101,7 +104,7 @@ def make_verifier(settings: Settings, request: CachingCertsRequest | None = None
     return verify
 
 
-def _verify(token: str, transport: CachingCertsRequest, audience: str) -> Any:
+def _verify(token: str, transport: CachingCertsRequest, audience: list[str]) -> Any:
     for fresh in (False, True):
         if fresh:
             transport.forget()

@@ -11,7 +11,7 @@ from typing import cast
 from sqlalchemy import Engine
 
 from core.db import transaction
-from core.dispatch import Dispatcher, EnqueueResult, TaskRef
+from core.dispatch import Dispatcher, EnqueueResult, TaskRef, undeliverable
 from core.dispatch.base import TaskLookup
 from core.queries import q
 from core.stranded import STRANDED_AFTER_S, Candidate, is_candidate, judge
@@ -113,6 +113,10 @@ def sweep_stranded(
             **_guard(verdicts.stranded),
             "statuses": [c.status for c in verdicts.stranded]}).all()
             if verdicts.stranded else [])
+        # issue 10: never reached the handler -> counted, bounded (core.dispatch.undeliverable)
+        ended = undeliverable.on_dropped_by_queue(conn, moved,
+                                                  getattr(dispatcher, "settings", None))
+    moved = [r for r in moved if r.id not in ended]
     by_id = {c.id: name for c, name in zip(candidates, names, strict=True)}
     for row in moved:
         log.warning("queue no longer holds the task: handed over again",

@@ -12,9 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from core.config import get_settings
+from core import startup
+from core.config import load_settings
 from core.errors import ConfigError
 from dashboard import auth
 
@@ -23,19 +22,23 @@ APP = Path(__file__).resolve().parent / "app.py"
 
 def check() -> str:
     """The sign-in mode this dashboard will use; ConfigError when it must not start."""
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        names = ", ".join(str(e["loc"][0]) for e in exc.errors() if e.get("loc"))
-        raise ConfigError(f"invalid settings: {names}") from None
-    return auth.plan(settings, auth.secrets_auth_section()).mode
+    settings = load_settings()  # one-line ConfigError naming the variable
+    mode = auth.plan(settings, auth.secrets_auth_section()).mode
+    # The same start-up checks as the worker: the database answers, Cloud Tasks has
+    # credentials. (The OpenAI key is shown on the pages, core.startup.check_openai_key.)
+    startup.preflight(settings, database=True, provider=False)
+    return mode
 
 
 def main(argv: list[str]) -> int:
+    # This process (and the Streamlit server it becomes) is the dashboard: production
+    # does not ask it for the worker's API_KEY / TASK_SECRET (core.config SERVICE_ROLE).
+    os.environ.setdefault("SERVICE_ROLE", "dashboard")
     try:
         mode = check()
     except ConfigError as exc:
-        print(f"dashboard refuses to start: {exc.message}", file=sys.stderr)
+        message = " ".join(exc.message.split())
+        print(f"dashboard refuses to start: {message}", file=sys.stderr)
         return 2
     print(f"dashboard sign-in: {mode}", file=sys.stderr)
     if "--check" in argv:

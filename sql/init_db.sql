@@ -125,3 +125,17 @@ CREATE INDEX IF NOT EXISTS generation_tasks_running_lease_idx
     ON generation_tasks (lease_until)
     WHERE status = 'running';
 INSERT INTO schema_migrations (version) VALUES (3) ON CONFLICT (version) DO NOTHING;
+-- version 4: undeliverable deliveries (issue 10). A delivery that never reached the task
+-- handler (404, refused connection, TLS error, 401/403 from mismatched auth) counts on its
+-- row; at UNDELIVERABLE_MAX_TRIES the task fails as `undeliverable`. delivery_problems
+-- keeps one row per cause (what /healthz, /metrics and the dashboard banner show).
+ALTER TABLE generation_tasks ADD COLUMN IF NOT EXISTS undeliverable_tries integer NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS delivery_problems (
+    cause        text PRIMARY KEY,
+    url          text NOT NULL,
+    detail       text NOT NULL,
+    occurrences  integer NOT NULL DEFAULT 0,
+    first_seen   timestamptz NOT NULL DEFAULT now(),
+    last_seen    timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO schema_migrations (version) VALUES (4) ON CONFLICT (version) DO NOTHING;

@@ -1,28 +1,28 @@
-"""``python -m worker``: run the worker (and, locally, its dispatcher) with uvicorn."""
+"""``python -m worker``: run the worker (and, locally, its dispatcher) with uvicorn.
+
+Before anything listens the start-up checks run (core.startup): a configuration mistake is
+one line on stderr naming the variable, exit status 2, never a traceback.
+"""
 
 from __future__ import annotations
 
-import sys
-
 import uvicorn
 
-from core import logs
-from core.config import get_settings
-from core.errors import ConfigError
+from core import logs, startup
 from worker.app import create_app
+
+PROGRAM = "worker"
 
 
 def main() -> None:
-    try:
-        settings = get_settings()
-    except ConfigError as exc:
-        # A configuration mistake is the operator's to fix: say what, without a traceback
-        # (the message names variables, never their values).
-        print(f"configuration error: {exc.message}", file=sys.stderr)
-        raise SystemExit(2) from None
+    settings = startup.settings_or_exit(PROGRAM)
     logs.configure(settings.LOG_LEVEL, settings.LOG_FORMAT, settings.secret_values())
+    with startup.exit_on_config_error(PROGRAM):
+        provider_check = startup.preflight(settings, database=True, provider=True)
+    app = create_app(settings)
+    app.state.provider_check = provider_check
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.HOST,
         port=settings.PORT,
         log_config=None,

@@ -24,7 +24,9 @@ from core.processing import TaskProcessor, default_holder
 from core.providers import close_providers, get_provider
 from core.storage import get_storage
 from core.sweeper import sweep_pending, sweep_stranded
+from worker import self_check
 from worker.body_limit import BodyLimitMiddleware
+from worker.refusals import RefusedDeliveries
 from worker.routes import admin, health, tasks
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from core import cloud_checks
 
             background.append(asyncio.create_task(cloud_checks.run(settings, engine, stop)))
+        # issue 10: does WORKER_URL reach this worker's task handler? (worker.self_check)
+        background.append(asyncio.create_task(self_check.run(app, settings, stop)))
         log.info("worker started", extra={"action": "worker_start",
                                           "provider": settings.provider_name,
                                           "storage": settings.storage_name,
@@ -111,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES)
+    if settings.USE_CLOUD_TASKS:  # issue 10: refused Cloud Tasks deliveries are shown
+        app.add_middleware(RefusedDeliveries)
     if settings.CORS_ORIGINS:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.CORS_ORIGINS, allow_credentials=False,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from core import db, embedded_pg
-from core.config import get_settings
+from core import db, embedded_pg, startup
+from core.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,6 +37,16 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0)
     raise SystemExit(f"{url} did not answer within {timeout_s:.0f}s")
 
 
+def describe(settings: Settings) -> str:
+    """The model and store this run really uses (issue 10: `OPENAI_API_KEY=... make demo`
+    said "demo model" while it called OpenAI)."""
+    model = (f"OpenAI model {settings.OPENAI_IMAGE_MODEL}" if settings.provider_name == "openai"
+             else "the offline demo model")
+    store = (f"Supabase bucket {settings.SUPABASE_BUCKET}" if settings.storage_name == "supabase"
+             else f"local storage in {settings.LOCAL_STORAGE_DIR}")
+    return f"{model}, {store}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
@@ -45,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dashboard", action="store_true")
     args = parser.parse_args(argv)
 
-    settings = get_settings()
+    settings = startup.settings_or_exit("demo")
     embedded = settings.DATABASE_URL is None
     url = db.resolve_database_url(settings)
     db.apply_schema(db.get_engine(url))
@@ -77,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             children.append(dashboard)
             _wait_http(f"http://127.0.0.1:{args.dashboard_port}/_stcore/health", dashboard)
             lines.insert(0, f"  Dashboard:  http://127.0.0.1:{args.dashboard_port}")
-        print("\nAIWebImageService demo is running (demo model, local storage in "
-              f"{settings.LOCAL_STORAGE_DIR}, {'embedded' if embedded else 'configured'} "
-              "PostgreSQL):\n" + "\n".join(lines) + "\nPress Ctrl-C to stop.\n", flush=True)
+        print(f"\nAIWebImageService demo is running ({describe(settings)}, "
+              f"{'embedded' if embedded else 'configured'} PostgreSQL):\n"
+              + "\n".join(lines) + "\nPress Ctrl-C to stop.\n", flush=True)
         while not stopping and all(c.poll() is None for c in children):
             time.sleep(0.3)
     finally:

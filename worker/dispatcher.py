@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from core import db, logs
+from core import db, logs, startup
 from core.config import get_settings
 from core.dispatch.local_loop import LocalDispatchLoop
 
@@ -31,8 +31,11 @@ async def run() -> None:
 
 
 def main() -> None:
-    settings = get_settings()
+    # The same one-line start-up errors as the worker (core.startup, issue 10).
+    settings = startup.settings_or_exit("dispatcher")
     logs.configure(settings.LOG_LEVEL, settings.LOG_FORMAT, settings.secret_values())
+    with startup.exit_on_config_error("dispatcher"):
+        startup.preflight(settings, database=True, provider=False)
     asyncio.run(run())
 
 

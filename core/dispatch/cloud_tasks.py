@@ -30,6 +30,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from sqlalchemy import Engine
 
 from core import queue_state
+from core import worker_url as worker_urls
 from core.config import Settings
 from core.db import transaction
 from core.dispatch.base import EnqueueResult, TaskRef
@@ -74,16 +75,16 @@ def build_task(settings: Settings, queue_path: str, task: TaskRef, *,
     seconds): not delivered before then (a hand-over's next attempt)."""
     if not settings.WORKER_URL:
         raise ConfigError("WORKER_URL is required with USE_CLOUD_TASKS")
-    worker_url = settings.WORKER_URL.rstrip("/")
     request = tasks_v2.HttpRequest(
         http_method=tasks_v2.HttpMethod.POST,
-        url=worker_url + TASK_PATH,
+        url=worker_urls.task_url(settings.WORKER_URL),  # base or full task URL (issue 10)
         headers={"Content-Type": "application/json"},
         body=json.dumps({"task_id": str(task.id)}).encode(),
     )
     if settings.CLOUD_TASKS_SERVICE_ACCOUNT:
         request.oidc_token = tasks_v2.OidcToken(
-            service_account_email=settings.CLOUD_TASKS_SERVICE_ACCOUNT, audience=worker_url)
+            service_account_email=settings.CLOUD_TASKS_SERVICE_ACCOUNT,
+            audience=worker_urls.oidc_audience(settings.WORKER_URL))
     built = tasks_v2.Task(
         name=f"{queue_path}/tasks/{task_id_for(task)}",
         http_request=request,

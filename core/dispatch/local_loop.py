@@ -26,8 +26,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import delivery
+from core import worker_url as worker_urls
 from core.classify import parse_retry_after
 from core.config import Settings
+from core.dispatch import undeliverable
 from core.dispatch.limits import ConcurrencyLimit, limit_from_settings
 from core.queries import q
 from core.retry import compute_backoff, policy_from_settings
@@ -73,7 +75,7 @@ class LocalDispatchLoop:
         self._next_takeover = 0.0
         self.engine = engine
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.task_url = worker_url.rstrip("/") + TASK_PATH
+        self.task_url = worker_urls.task_url(worker_url)  # base or full task URL (issue 10)
         self.limit = limit or limit_from_settings(settings)
         self.policy = policy_from_settings(settings)
         self.stats = LoopStats()
@@ -217,10 +219,28 @@ class LocalDispatchLoop:
                         "http_status": response.status_code, "latency_ms": elapsed_ms})
         if response.status_code == 503 and _outcome(response) == "stopping":
             return  # the worker is stopping: its next boot frees the hold
+        if await self._undeliverable(task, status=response.status_code, error=None):
+            return  # issue 10: recorded, spread by its own backoff (or failed)
         # The handler decided (its release stored next_attempt_at) or did not claim (busy,
         # not due): drop the hold, if it is still there, so the row is due when the table
         # says, not when the hold runs out.
         await self._defer(task, delay_s=0.0)
+
+    async def _undeliverable(self, task: Claimed, *, status: int | None,
+                             error: BaseException | None) -> bool:
+        """issue 10: a delivery that never reached the handler is recorded and bounded
+        (core.dispatch.undeliverable); False = an ordinary retry, deferred as before."""
+        cause = undeliverable.classify(self.task_url, status=status, error=error)
+        if cause is None:
+            return False
+        try:
+            await undeliverable.record(
+                self.engine, task_id=task.id, marker=task.marker, cause=cause,
+                url=self.task_url, max_tries=self.settings.UNDELIVERABLE_MAX_TRIES,
+                min_delay_s=self.policy.min_backoff_s, max_delay_s=self.policy.max_backoff_s)
+        except (DBAPIError, OSError):
+            return False
+        return True
 
     async def _defer(self, task: Claimed, *, delay_s: float) -> None:
         try:

@@ -9,9 +9,11 @@ from uuid import UUID
 import pandas as pd
 import streamlit as st
 
+from core import jobs
 from core.errors import AppError, NotFound
+from core.handover_report import handover_message
 from core.status import TASK_STATUSES
-from dashboard import data, ui
+from dashboard import banners, data, ui
 
 REFRESH_S = 2
 GALLERY_COLUMNS = 4
@@ -39,6 +41,12 @@ def _pick_job() -> UUID | None:
     return None
 
 
+def ui_handover(result: jobs.RetryResult, what: str) -> tuple[str, str]:
+    kind, message = handover_message(result.requeued, result.handover, what,
+                                     sweep_interval_s=data.settings().SWEEP_INTERVAL_S)
+    return message, kind
+
+
 job_id = _pick_job()
 if job_id is None:
     st.stop()
@@ -53,6 +61,7 @@ st.caption(f"{job.id} · style {job.style} · {job.count_per_prompt} per prompt 
            f"{job.provider}/{job.model} {job.size} {job.quality} · "
            f"created {job.created_at:%Y-%m-%d %H:%M:%S} UTC")
 running_at_load = not job.is_finished
+banners.show_problems()  # issue 10: undeliverable deliveries, provider not authenticated
 
 
 @st.fragment(run_every=REFRESH_S if running_at_load else None)
@@ -90,7 +99,7 @@ if a1.button(f"Retry all failed ({job.failed_tasks})", key="retry_all",
              disabled=job.failed_tasks == 0 or job.status == "cancelled"):
     try:
         result = data.retry_failed(job.id, None)
-        ui.flash(f"Requeued {result.requeued} failed task(s).")
+        ui.flash(*ui_handover(result, "failed"))  # issue 10: what the queue really did
     except AppError as exc:
         ui.flash(exc.message, "error")
     st.rerun()
@@ -189,7 +198,7 @@ def failures() -> None:
                  disabled=not picked or job.status == "cancelled"):
         try:
             result = data.retry_failed(job.id, picked)
-            ui.flash(f"Requeued {result.requeued} selected task(s).")
+            ui.flash(*ui_handover(result, "selected"))
         except AppError as exc:
             ui.flash(exc.message, "error")
         st.rerun(scope="app")

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import AppError
-from dashboard import data, ui
+from dashboard import banners, data, ui
 
 REFRESH_S = 5
 THROUGHPUT_WINDOW_S = 3600
@@ -15,6 +15,7 @@ THROUGHPUT_WINDOW_S = 3600
 settings = data.settings()
 st.title("Queue")
 ui.show_flash()
+banners.show_problems()  # issue 10: undeliverable deliveries, provider not authenticated
 
 try:
     paused = data.queue_paused()

@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import streamlit as st
 
-from core import cost, jobs
+from core import cost, handover_report, jobs
 from core.errors import InvalidInput
 from core.styles import STYLES, apply_style
 from core.validation import BatchSpec, limits_from_settings, validate_batch
@@ -137,6 +137,10 @@ if st.button(f"Submit {images} image{'s' if images != 1 else ''}", type="primary
     else:
         job = data.submit(spec, options)
         st.session_state["last_submitted_job"] = (str(job.id), job.total_tasks)
+        # issue 10: say when the tasks did not reach the queue (Cloud Tasks unreachable).
+        st.session_state["last_submit_handover"] = handover_report.submit_message(
+            job.total_tasks, handover_report.take_last(),
+            sweep_interval_s=data.settings().SWEEP_INTERVAL_S)
         st.session_state["_clear_prompts"] = True
         # A new key gives a new, empty uploader: the same file cannot be sent twice.
         st.session_state["_upload_round"] = st.session_state.get("_upload_round", 0) + 1
@@ -146,5 +150,8 @@ last = st.session_state.get("last_submitted_job")
 if last:
     job_id, total = last
     st.success(f"Submitted job {job_id} with {total} task(s).")
+    if handover_problem := st.session_state.get("last_submit_handover"):
+        kind, message = handover_problem
+        (st.error if kind == "error" else st.warning)(message)
     st.page_link(ui.JOB_PAGE, label=f"Open job {ui.short_id(job_id)}",
                  icon=":material/open_in_new:", query_params={"job_id": job_id})

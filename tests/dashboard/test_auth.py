@@ -25,7 +25,9 @@ OIDC = {
     "client_secret": "client-secret-value",
     "server_metadata_url": "https://idp.invalid/.well-known/openid-configuration",
 }
-PRODUCTION = {"ENVIRONMENT": "production", "API_KEY": "k" * 32, "TASK_SECRET": "t" * 32}
+# Production never falls back to the demo model or local storage unless named (issue 10).
+PRODUCTION = {"ENVIRONMENT": "production", "API_KEY": "k" * 32, "TASK_SECRET": "t" * 32,
+              "IMAGE_PROVIDER": "demo", "STORAGE_BACKEND": "local"}
 
 
 def _shows_dashboard(at: Any) -> bool:
@@ -157,10 +159,12 @@ def test_preflight_refuses_an_open_production_dashboard(production: dict[str, st
 
 def test_preflight_names_missing_settings_without_values(env: dict[str, str],
                                                          tmp_path: Path) -> None:
-    result = _preflight({**env, "ENVIRONMENT": "production", "API_KEY": "secret-key-value"},
-                        tmp_path)
+    result = _preflight({**env, "ENVIRONMENT": "production",
+                         "OPENAI_API_KEY": "secret-key-value"}, tmp_path)
     assert result.returncode == 2
-    assert "TASK_SECRET" in result.stderr and "secret-key-value" not in result.stderr
+    assert "SUPABASE_KEY" in result.stderr and "secret-key-value" not in result.stderr
+    # The dashboard serves neither the admin API nor the task endpoint (issue 10).
+    assert "TASK_SECRET" not in result.stderr and "API_KEY," not in result.stderr
 
 
 def test_preflight_accepts_password_or_oidc_secrets(with_password: dict[str, str],

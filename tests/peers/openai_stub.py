@@ -2,7 +2,8 @@
 
 It speaks ``POST /v1/images/generations`` the way the real API does (``b64_json`` PNGs,
 a ``usage`` block, OpenAI-shaped error bodies and rate-limit headers), so the real
-``openai`` client talks to it over real HTTP on 127.0.0.1.
+``openai`` client talks to it over real HTTP on 127.0.0.1. ``GET /v1/models/{id}``
+answers the worker's start-up key check (401 ``invalid_api_key`` for a wrong key).
 
 Usage::
 
@@ -337,6 +338,22 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 self.send_header(key, value)
             self.end_headers()
             self.wfile.write(payload)
+
+        def do_GET(self) -> None:
+            # GET /v1/models/{model}: the cheap authenticated call the worker makes at
+            # start to check OPENAI_API_KEY (core.startup.check_openai_key).
+            prefix = "/v1/models/"
+            if not self.path.startswith(prefix) or len(self.path) <= len(prefix):
+                self._send(404, {}, _error("not found", None))
+                return
+            if stub._check_key and self.headers.get("authorization") != (
+                    f"Bearer {stub.api_key}"):
+                self._send(401, {}, {"error": {
+                    "message": "Incorrect API key provided.", "type": "invalid_request_error",
+                    "param": None, "code": "invalid_api_key"}})
+                return
+            self._send(200, {}, {"id": self.path[len(prefix):], "object": "model",
+                                 "created": 0, "owned_by": "openai"})
 
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)

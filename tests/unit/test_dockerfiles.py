@@ -129,7 +129,68 @@ def test_every_installed_dependency_comes_from_pyproject(
     produced = subprocess.run([sys.executable, "-c", argv[2]], cwd=tmp_path, check=True,
                               capture_output=True, text=True).stdout
     out.write_text(produced)
-    assert produced.split("\n")[:-1] == PYPROJECT["project"]["dependencies"]
+    # core's dependencies plus the image's own extra (issue 10: slim images).
+    extra = image_extra(dockerfile)
+    assert produced.split("\n")[:-1] == (PYPROJECT["project"]["dependencies"]
+                                         + PYPROJECT["project"]["optional-dependencies"][extra])
+
+
+def image_extra(instructions: list[Instruction]) -> str:
+    """Which service an image is, from the code it COPYs."""
+    copied = {ins.args.split()[0] for ins in instructions if ins.op == "COPY"}
+    (service,) = copied & {"worker", "dashboard"}
+    return service
+
+
+def requirements_of(instructions: list[Instruction], workdir: Path) -> list[str]:
+    """The requirements the image's dependency RUN writes, by running its command."""
+    (install,) = [ins.args for ins in instructions
+                  if ins.op == "RUN" and "pip install" in ins.args]
+    (generate,) = [c.strip() for c in install.split("&&") if "> /tmp/requirements.txt" in c]
+    argv = shlex.split(generate.replace("> /tmp/requirements.txt", "").strip())
+    shutil.copy(REPO_ROOT / "pyproject.toml", workdir / "pyproject.toml")
+    out = subprocess.run([sys.executable, "-c", argv[2]], cwd=workdir, check=True,
+                         capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+# What the worker image must not carry (the dashboard's stack and the embedded database).
+NOT_IN_WORKER = {"streamlit", "pandas", "pyarrow", "pgserver", "altair"}
+
+
+def _installed(target: Path) -> set[str]:
+    return {p.name.split("-")[0].lower().replace("_", "-")
+            for p in target.glob("*.dist-info")}
+
+
+def _size_mb(target: Path) -> float:
+    return sum(f.stat().st_size for f in target.rglob("*") if f.is_file()) / 1e6
+
+
+@pytest.mark.slow
+def test_each_image_installs_only_its_own_dependency_set(tmp_path: Path) -> None:
+    """pip install each image's requirements the way its Dockerfile does (into a target
+    directory: there is no docker here) and look at what arrived."""
+    sizes = {}
+    installed = {}
+    for name, path in sorted(DOCKERFILES.items()):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        requirements = workdir / "requirements.txt"
+        requirements.write_text("\n".join(requirements_of(parse(path), workdir)) + "\n")
+        target = workdir / "site-packages"
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-compile",
+                        "--target", str(target), "-r", str(requirements)], check=True,
+                       capture_output=True, timeout=900)
+        installed[name] = _installed(target)
+        sizes[name] = _size_mb(target)
+    print(f"\ninstalled dependency size: worker {sizes['worker']:.0f} MB, "
+          f"dashboard {sizes['dashboard']:.0f} MB")
+    assert not installed["worker"] & NOT_IN_WORKER, installed["worker"] & NOT_IN_WORKER
+    assert {"fastapi", "uvicorn", "psycopg", "openai"} <= installed["worker"]
+    assert {"streamlit", "pandas", "authlib"} <= installed["dashboard"]
+    # (Streamlit itself depends on uvicorn, so only these stay out of the dashboard's.)
+    assert not installed["dashboard"] & {"pgserver", "fastapi"}
 
 
 def test_cmd_is_the_entry_point_the_tests_start() -> None:
@@ -238,3 +299,10 @@ def test_dashboard_cmd_serves_on_port_from_only_the_copied_code(
                  message="the dashboard CMD")
     finally:
         stop_process(proc)
+
+
+def test_cloudbuild_builds_both_images() -> None:
+    build = (REPO_ROOT / "cloudbuild.yaml").read_text()
+    for name, path in DOCKERFILES.items():
+        assert f'"-f", "{path.name}"' in build, name
+        assert f"/{name}:${{_TAG}}" in build, name

@@ -134,3 +134,13 @@ def test_openai_errors_are_classified_once(
 ) -> None:
     failure = failure_from_sdk_error(error)
     assert (failure.retryable, failure.code, failure.retry_after_s) == expected
+
+
+def test_make_demo_names_the_model_it_really_uses() -> None:
+    from core.config import Settings
+    from worker.demo import describe
+
+    assert describe(Settings(ENVIRONMENT="development")).startswith("the offline demo model")
+    with_key = Settings(ENVIRONMENT="development", OPENAI_API_KEY="sk-x",
+                        OPENAI_IMAGE_MODEL="gpt-image-1-mini")
+    assert describe(with_key).startswith("OpenAI model gpt-image-1-mini")

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from core import metrics
+from core.dispatch import undeliverable
 from core.errors import StorageError
 from core.queries import q
 from worker.responses import error_responses
@@ -21,6 +22,11 @@ class Health(BaseModel):
     status: str  # ok | degraded
     database: str  # ok | unreachable
     queue: str | None = None  # local | cloud_tasks
+    # ok | unauthenticated | unchecked (the start-up key check, core.startup)
+    provider: str | None = None
+    # Why the status is degraded, one line each (undeliverable deliveries, the start-up
+    # self-check of the task URL, an unauthenticated provider). Never a secret.
+    reasons: list[str] = []
 
 
 _IMAGE = {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}},
@@ -31,15 +37,34 @@ _IMAGE = {"content": {"image/png": {"schema": {"type": "string", "format": "bina
 @router.get("/healthz", tags=["health"], response_model=Health,
             responses={503: {"model": Health, "description": "The database is unreachable."}})
 async def healthz(request: Request) -> JSONResponse:
+    """503 only when the database is unreachable (this instance cannot work). A degraded
+    status with reasons answers 200: restarting the instance would not fix a wrong URL or
+    key, and the platform's health check must not kill a worker that reports them."""
     engine = request.app.state.engine
+    state = request.app.state
     try:
         async with engine.connect() as conn:
             await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=2.0)
+            rows = (await conn.execute(q("recent_delivery_problems"), {
+                "window_s": undeliverable.PROBLEM_WINDOW_S})).all()
     except Exception:
-        return JSONResponse({"status": "degraded", "database": "unreachable"}, status_code=503)
-    return JSONResponse({"status": "ok", "database": "ok",
-                         "queue": "cloud_tasks" if request.app.state.settings.USE_CLOUD_TASKS
-                         else "local"})
+        return JSONResponse({"status": "degraded", "database": "unreachable",
+                             "reasons": ["the database is unreachable"]}, status_code=503)
+    reasons = [undeliverable.reason(p) for p in undeliverable.recent_problems_rows(rows)]
+    own = getattr(state, "self_check", None)
+    if own:
+        reasons.append(own)
+    check = getattr(state, "provider_check", None)
+    provider = "unchecked"
+    if check is not None:
+        provider = {True: "ok", False: "unauthenticated", None: "unchecked"}[
+            check.authenticated]
+        if check.authenticated is False:
+            reasons.append(f"image provider {check.provider} is not authenticated: "
+                           f"{check.reason}")
+    return JSONResponse({"status": "degraded" if reasons else "ok", "database": "ok",
+                         "queue": "cloud_tasks" if state.settings.USE_CLOUD_TASKS
+                         else "local", "provider": provider, "reasons": reasons})
 
 
 @router.get("/metrics", tags=["health"], response_class=PlainTextResponse)
@@ -47,7 +72,10 @@ async def prometheus_metrics(request: Request) -> Response:
     try:
         async with request.app.state.engine.connect() as conn:
             rows = (await conn.execute(q("queue_depth"))).all()
+            problems = (await conn.execute(q("recent_delivery_problems"), {
+                "window_s": undeliverable.PROBLEM_WINDOW_S})).all()
         metrics.set_queue_depth({r.status: int(r.n) for r in rows})
+        undeliverable.set_recent(undeliverable.recent_problems_rows(problems))
     except Exception:
         pass  # stale depth beats a failed scrape
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,126 @@
+-- Deliveries that never reached the task handler (core.dispatch.undeliverable).
+
+-- name: record_undeliverable
+-- One statement: the cause is upserted into delivery_problems, the task counts one more
+-- undeliverable try (last_error says what and where, never a secret), and at :max_tries
+-- it fails as `undeliverable` with the job's counter and status moved as in fail_task.
+-- :marker guards a local dispatcher's hold (its lease_until on the queued row); NULL skips the guard
+-- (the Cloud Tasks sweeper, which holds no claim).
+WITH problem AS (
+    INSERT INTO delivery_problems (cause, url, detail, occurrences, first_seen, last_seen)
+    VALUES (:cause, :url, :detail, 1, now(), now())
+    ON CONFLICT (cause) DO UPDATE
+       SET url = EXCLUDED.url, detail = EXCLUDED.detail,
+           occurrences = LEAST(delivery_problems.occurrences, 2000000000) + 1, last_seen = now()
+    RETURNING cause
+), task AS (
+    UPDATE generation_tasks
+       SET undeliverable_tries = undeliverable_tries + 1,
+           last_error_code = 'undeliverable', last_error = :detail,
+           status = CASE WHEN undeliverable_tries + 1 >= :max_tries THEN 'failed'
+                         ELSE status END,
+           finished_at = CASE WHEN undeliverable_tries + 1 >= :max_tries THEN now()
+                              ELSE finished_at END,
+           -- A local dispatcher's hold (:marker) is dropped with the try; a running row's
+           -- lease (the Cloud Tasks sweeper, no marker) is kept unless the task fails.
+           lease_until = CASE WHEN undeliverable_tries + 1 >= :max_tries
+                                   OR CAST(:marker AS timestamptz) IS NOT NULL THEN NULL
+                              ELSE lease_until END,
+           lease_owner = CASE WHEN undeliverable_tries + 1 >= :max_tries
+                                   OR CAST(:marker AS timestamptz) IS NOT NULL THEN NULL
+                              ELSE lease_owner END,
+           lease_boot = CASE WHEN undeliverable_tries + 1 >= :max_tries
+                                  OR CAST(:marker AS timestamptz) IS NOT NULL THEN NULL
+                             ELSE lease_boot END,
+           -- Spread like the retry backoff: min * 2^tries, capped.
+           next_attempt_at = now() + make_interval(secs => LEAST(
+               CAST(:max_delay_s AS float8),
+               CAST(:min_delay_s AS float8) * power(2, undeliverable_tries))),
+           updated_at = now()
+     WHERE id = :task_id AND status IN ('queued', 'running')
+       AND (CAST(:marker AS timestamptz) IS NULL OR lease_until = :marker)
+ RETURNING job_id, status, undeliverable_tries
+), job AS (
+    UPDATE generation_jobs j
+       SET failed_tasks = j.failed_tasks + 1, updated_at = now(),
+           status = CASE
+               WHEN j.status = 'cancelled' THEN 'cancelled'
+               WHEN j.completed_tasks + j.failed_tasks + 1 + j.cancelled_tasks < j.total_tasks
+                   THEN 'running'
+               WHEN j.completed_tasks = 0 THEN 'failed'
+               ELSE 'completed_with_errors' END,
+           finished_at = CASE
+               WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed', 'cancelled')
+                    AND j.completed_tasks + j.failed_tasks + 1 + j.cancelled_tasks >= j.total_tasks
+                   THEN now()
+               ELSE j.finished_at END
+      FROM task
+     WHERE j.id = task.job_id AND task.status = 'failed'
+    RETURNING j.id
+)
+SELECT task.status, task.undeliverable_tries FROM task;
+
+-- name: recent_delivery_problems
+SELECT cause, url, detail, occurrences,
+       EXTRACT(EPOCH FROM (now() - last_seen))::float AS age_s
+  FROM delivery_problems
+ WHERE last_seen > now() - make_interval(secs => :window_s)
+ ORDER BY last_seen DESC;
+
+-- name: record_dropped_by_queue
+-- Cloud Tasks mode (core.sweeper.sweep_stranded): the queue gave up on these tasks and
+-- our handler never answered one of their deliveries (attempts = 0), so each hand-over
+-- the queue dropped is one undeliverable try; at :max_tries the task fails as
+-- `undeliverable` instead of being handed over again every STRANDED_AFTER_S, forever.
+-- The rows were just moved back to pending by requeue_stranded_tasks.
+WITH task AS (
+    UPDATE generation_tasks
+       SET undeliverable_tries = undeliverable_tries + 1,
+           last_error_code = 'undeliverable', last_error = :detail,
+           status = CASE WHEN undeliverable_tries + 1 >= :max_tries THEN 'failed'
+                         ELSE status END,
+           finished_at = CASE WHEN undeliverable_tries + 1 >= :max_tries THEN now()
+                              ELSE finished_at END,
+           updated_at = now()
+     WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'pending' AND attempts = 0
+ RETURNING id, job_id, status
+), problem AS (
+    INSERT INTO delivery_problems (cause, url, detail, occurrences, first_seen, last_seen)
+    SELECT :cause, :url, :detail, count(*), now(), now() FROM task HAVING count(*) > 0
+    ON CONFLICT (cause) DO UPDATE
+       SET url = EXCLUDED.url, detail = EXCLUDED.detail,
+           occurrences = LEAST(delivery_problems.occurrences, 2000000000)
+                         + EXCLUDED.occurrences,
+           last_seen = now()
+    RETURNING cause
+), failed AS (
+    SELECT job_id, count(*)::int AS n FROM task WHERE status = 'failed' GROUP BY job_id
+), job AS (
+    UPDATE generation_jobs j
+       SET failed_tasks = j.failed_tasks + f.n, updated_at = now(),
+           status = CASE
+               WHEN j.status = 'cancelled' THEN 'cancelled'
+               WHEN j.completed_tasks + j.failed_tasks + f.n + j.cancelled_tasks < j.total_tasks
+                   THEN 'running'
+               WHEN j.completed_tasks = 0 THEN 'failed'
+               ELSE 'completed_with_errors' END,
+           finished_at = CASE
+               WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed', 'cancelled')
+                    AND j.completed_tasks + j.failed_tasks + f.n + j.cancelled_tasks
+                        >= j.total_tasks
+                   THEN now()
+               ELSE j.finished_at END
+      FROM failed f
+     WHERE j.id = f.job_id
+    RETURNING j.id
+)
+SELECT id, status FROM task;
+
+-- name: note_delivery_problem
+-- A cause seen without a task row to charge (worker.refusals: this worker answered a
+-- Cloud Tasks delivery 401/403).
+INSERT INTO delivery_problems (cause, url, detail, occurrences, first_seen, last_seen)
+VALUES (:cause, :url, :detail, 1, now(), now())
+ON CONFLICT (cause) DO UPDATE
+   SET url = EXCLUDED.url, detail = EXCLUDED.detail,
+       occurrences = LEAST(delivery_problems.occurrences, 2000000000) + 1, last_seen = now();

@@ -1,0 +1,42 @@
+"""Banners for what the operator must fix (issue 10): deliveries that do not reach the
+task handler (core.dispatch.undeliverable, read from delivery_problems, so causes any
+process recorded show here), and an image provider whose key is not accepted. A page
+calls ``show_problems()`` once, near its top."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import startup
+from core.dispatch import undeliverable
+from dashboard import data
+
+PROVIDER_CHECK_TTL_S = 300
+
+
+@st.cache_data(ttl=PROVIDER_CHECK_TTL_S, show_spinner=False)
+def _provider_problem(_cache_key: str) -> str | None:
+    """One cheap authenticated call per TTL for the whole server (not per rerun)."""
+    check = startup.check_openai_key(data.settings())
+    if check.authenticated is False:
+        return f"Image provider {check.provider} is not authenticated: {check.reason}."
+    return None
+
+
+def problems() -> list[str]:
+    try:
+        found = [undeliverable.reason(p)
+                 for p in undeliverable.recent_problems_sync(data.engine())]
+    except Exception:  # the pages say the database is down on their own
+        found = []
+    settings = data.settings()
+    if settings.provider_name == "openai":
+        problem = _provider_problem(f"{settings.OPENAI_BASE_URL}|{settings.OPENAI_IMAGE_MODEL}")
+        if problem:
+            found.append(problem)
+    return found
+
+
+def show_problems() -> None:
+    for message in problems():
+        st.error(message, icon=":material/report:")
