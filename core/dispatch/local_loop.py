@@ -199,7 +199,9 @@ class LocalDispatchLoop:
             log.warning("delivery failed: %s", type(exc).__name__,
                         extra={"action": "deliver_error", "task_id": str(task.id)})
             self.limit.on_result(ok=False, overloaded=False)
-            await self._defer(task, delay_s=compute_backoff(max(task.attempts, 1), self.policy))
+            if not await self._undeliverable(task, status=None, error=exc):  # issue 10
+                await self._defer(task, delay_s=compute_backoff(max(task.attempts, 1),
+                                                                self.policy))
             return
         self._unreachable_streak = 0
         self.stats.delivered += 1
@@ -238,7 +240,9 @@ class LocalDispatchLoop:
                 self.engine, task_id=task.id, marker=task.marker, cause=cause,
                 url=self.task_url, max_tries=self.settings.UNDELIVERABLE_MAX_TRIES,
                 min_delay_s=self.policy.min_backoff_s, max_delay_s=self.policy.max_backoff_s)
-        except (DBAPIError, OSError):
+        except (DBAPIError, OSError) as exc:
+            log.warning("could not record an undeliverable try: %s", type(exc).__name__,
+                        extra={"action": "record_undeliverable_error", "task_id": str(task.id)})
             return False
         return True
 
