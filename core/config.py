@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.errors import ConfigError
 
-DEFAULT_OPENAI_IMAGE_MODEL = "gpt-image-1.5"
+DEFAULT_OPENAI_IMAGE_MODEL = "gpt-image-2"
 
 
 class Settings(BaseSettings):
@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     DEMO_TIMEOUT_RATE: float = Field(default=0.0, ge=0.0, le=1.0)
     DEMO_RETRY_AFTER_S: float = Field(default=1.0, ge=0.0)
     DEMO_IMAGE_PX: int = Field(default=512, ge=16, le=2048)
+    # Rates and per-image estimates (core/data/prices.csv's format); None = the shipped file.
+    PRICES_FILE: str | None = None
+    # The dashboard asks for a confirmation above this estimate (and for `auto` options).
+    COST_CONFIRM_USD: float = Field(default=50.0, ge=0.0)
+    # Batch mode (core/batch): requests per OpenAI batch. 500 keeps an output file near
+    # 2 GB of base64 images (a re-download after a crash costs minutes, not hours); the
+    # Batch API's own limits are 50,000 requests and 200 MB of input. See README.
+    BATCH_CHUNK_SIZE: int = Field(default=500, ge=1, le=50_000)
+    # How often open batches are checked (local poller loop; Cloud Tasks poll delay).
+    BATCH_POLL_S: float = Field(default=60.0, gt=0)
 
     # delivery and retries
     MAX_ATTEMPTS: int = Field(default=5, ge=1, le=100)

@@ -15,11 +15,13 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Engine
 
+from core import cost
 from core.config import Settings, get_settings
-from core.cost import MODELS, QUALITIES, SIZES, estimate_cost_usd
+from core.cost import MODES, QUALITIES, SIZES, estimate_cost_usd
 from core.db import get_engine, transaction
 from core.dispatch import Dispatcher, TaskRef, get_dispatcher
 from core.errors import Conflict, InvalidInput, NotFound
+from core.providers import image_models
 from core.queries import q
 from core.status import JOB_STATUSES, JOB_TERMINAL, TASK_STATUSES, progress_percentage
 from core.validation import BatchSpec
@@ -29,18 +31,40 @@ log = logging.getLogger(__name__)
 MAX_PAGE = 1000
 
 
+OUTPUT_FORMATS = ("png", "webp", "jpeg")
+BACKGROUNDS = ("auto", "opaque", "transparent")
+MODERATIONS = ("auto", "low")
+BATCH_FALLBACKS = ("batch", "realtime")
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
     provider: str
     model: str
     size: str
     quality: str
+    # Delivery: realtime (one images call per task) or batch (OpenAI Batch API, half price).
+    mode: str = "realtime"
+    # Where an expired / failed / cancelled batch's unfinished tasks go.
+    batch_fallback: str = "batch"
+    output_format: str | None = None  # None: the API's default (png)
+    output_compression: int | None = None  # 0-100, webp / jpeg only
+    background: str | None = None
+    moderation: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GenerationOptions:
-        model = settings.OPENAI_IMAGE_MODEL if settings.provider_name == "openai" else "demo"
+        model = (image_models.default_model(settings.OPENAI_IMAGE_MODEL)
+                 if settings.provider_name == "openai" else "demo")
         return cls(settings.provider_name, model, settings.OPENAI_IMAGE_SIZE,
                    settings.OPENAI_IMAGE_QUALITY)
+
+    def image_params(self) -> dict[str, Any]:
+        """The optional images.generate parameters this job sets (omitted when None)."""
+        params = {"output_format": self.output_format,
+                  "output_compression": self.output_compression,
+                  "background": self.background, "moderation": self.moderation}
+        return {k: v for k, v in params.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -62,6 +86,12 @@ class JobView:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    mode: str = "realtime"
+    batch_fallback: str = "batch"
+    output_format: str | None = None
+    output_compression: int | None = None
+    background: str | None = None
+    moderation: str | None = None
 
     @property
     def progress_percentage(self) -> float:
@@ -118,6 +148,8 @@ class TaskView:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    input_image_tokens: int | None = None
+    billed_mode: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         body = _shallow(self)
@@ -146,10 +178,20 @@ def _shallow(view: JobView | TaskView) -> dict[str, Any]:
 
 def options_for(
     settings: Settings, *, model: str | None = None, size: str | None = None,
-    quality: str | None = None,
+    quality: str | None = None, mode: str | None = None, batch_fallback: str | None = None,
+    output_format: str | None = None, output_compression: int | None = None,
+    background: str | None = None, moderation: str | None = None,
+    confirm_unknown_price: bool = False,
 ) -> GenerationOptions:
     """The job's model settings: the request's choices over the configured defaults."""
     base = GenerationOptions.from_settings(settings)
+    chosen_mode = mode or "realtime"
+    if chosen_mode not in MODES:
+        raise InvalidInput("mode", f"must be one of {', '.join(MODES)}")
+    fallback = batch_fallback or "batch"
+    if fallback not in BATCH_FALLBACKS:
+        raise InvalidInput("batch_fallback", f"must be one of {', '.join(BATCH_FALLBACKS)}")
+    extras = _image_options(output_format, output_compression, background, moderation)
     chosen_size = size or base.size
     if chosen_size not in (*SIZES, "auto"):
         raise InvalidInput("size", f"must be one of {', '.join(SIZES)} or auto")
@@ -157,12 +199,41 @@ def options_for(
     if chosen_quality not in (*QUALITIES, "auto"):
         raise InvalidInput("quality", f"must be one of {', '.join(QUALITIES)} or auto")
     if settings.provider_name == "demo":
+        if chosen_mode == "batch":
+            raise InvalidInput("mode", "batch mode needs the openai provider (OPENAI_API_KEY)")
         # The demo model ignores the model name; the job row records what ran.
-        return GenerationOptions("demo", "demo", chosen_size, chosen_quality)
+        return GenerationOptions("demo", "demo", chosen_size, chosen_quality, **extras)
     chosen_model = model or base.model
-    if chosen_model not in MODELS:
-        raise InvalidInput("model", f"unknown model {chosen_model!r}; one of {', '.join(MODELS)}")
-    return GenerationOptions("openai", chosen_model, chosen_size, chosen_quality)
+    offered = (image_models.batch_models() if chosen_mode == "batch"
+               else image_models.selectable_models())
+    if chosen_model not in offered:
+        why = ("is shut down" if chosen_model in image_models.shut_down_models()
+               else "is not offered" + (" in batch mode" if chosen_mode == "batch" else ""))
+        raise InvalidInput("model", f"{chosen_model!r} {why}; one of {', '.join(offered)}")
+    if not cost.has_token_rates(chosen_model) and not confirm_unknown_price:
+        raise InvalidInput("model", f"no price is known for {chosen_model!r}: its cost will "
+                           "show as tokens; set confirm_unknown_price to use it anyway")
+    return GenerationOptions("openai", chosen_model, chosen_size, chosen_quality,
+                             chosen_mode, fallback, **extras)
+
+
+def _image_options(output_format: str | None, output_compression: int | None,
+                   background: str | None, moderation: str | None) -> dict[str, Any]:
+    if output_format is not None and output_format not in OUTPUT_FORMATS:
+        raise InvalidInput("output_format", f"must be one of {', '.join(OUTPUT_FORMATS)}")
+    if output_compression is not None:
+        if output_format not in ("webp", "jpeg"):
+            raise InvalidInput("output_compression", "applies to output_format webp or jpeg")
+        if not 0 <= output_compression <= 100:
+            raise InvalidInput("output_compression", "must be between 0 and 100")
+    if background is not None and background not in BACKGROUNDS:
+        raise InvalidInput("background", f"must be one of {', '.join(BACKGROUNDS)}")
+    if background == "transparent" and output_format == "jpeg":
+        raise InvalidInput("background", "transparent needs output_format png or webp")
+    if moderation is not None and moderation not in MODERATIONS:
+        raise InvalidInput("moderation", f"must be one of {', '.join(MODERATIONS)}")
+    return {"output_format": output_format, "output_compression": output_compression,
+            "background": background, "moderation": moderation}
 
 
 def _job(row: Any) -> JobView:
@@ -193,27 +264,37 @@ def submit_batch(
     for prompt_index, prompt in enumerate(spec.prompts):
         for image_index in range(spec.count_per_prompt):
             rows.append((uuid.uuid4(), job_id, prompt_index, image_index, prompt, spec.style))
-    cost = estimate_cost_usd(options.provider, options.model, options.size, options.quality,
-                             len(rows))
+    estimate = estimate_cost_usd(options.provider, options.model, options.size,
+                                 options.quality, len(rows), mode=options.mode)
     dispatcher = dispatcher or get_dispatcher(settings)
     # The local queue is this table, so handing a task to it is its status: written queued
     # by the COPY itself, in the same transaction, instead of a second UPDATE of every row
     # (half the time of a 10,000-task submit). Other queues get the outbox hand-over.
-    local = dispatcher.name == "local"
+    # Batch mode: tasks wait 'running' with no lease (no queue claims them) until the
+    # batch poller groups them into OpenAI batches (core/batch).
+    batch = options.mode == "batch"
+    local = dispatcher.name == "local" or batch
     with transaction(engine) as conn:
         conn.execute(q("insert_job"), {
             "id": job_id, "total_tasks": len(rows), "style": spec.style,
             "count_per_prompt": spec.count_per_prompt, "provider": options.provider,
             "model": options.model, "size": options.size, "quality": options.quality,
-            "estimated_cost_usd": cost,
+            "estimated_cost_usd": estimate, "mode": options.mode,
+            "batch_fallback": options.batch_fallback, **_image_columns(options),
         })
-        _copy_tasks(conn, rows, "queued" if local else "pending")
+        _copy_tasks(conn, rows, "running" if batch else "queued" if local else "pending")
         job = _job(conn.execute(q("job_by_id"), {"job_id": job_id}).one())
     log.info("job submitted", extra={"action": "submit_batch", "job_id": str(job_id),
                                      "total_tasks": len(rows)})
     if not local:
         _hand_over(dispatcher, [TaskRef(r[0], 0) for r in rows], job_id)
     return job
+
+
+def _image_columns(options: GenerationOptions) -> dict[str, Any]:
+    return {"output_format": options.output_format,
+            "output_compression": options.output_compression,
+            "background": options.background, "moderation": options.moderation}
 
 
 def _copy_tasks(conn: Connection, rows: Sequence[tuple[Any, ...]], status: str) -> None:
@@ -361,6 +442,10 @@ def cancel_job(job_id: UUID, *, engine: Engine | None = None) -> JobView:
             raise Conflict(f"job {job_id} already finished ({job.status})")
         if job.status != "cancelled":
             n = conn.execute(q("cancel_job_tasks"), {"job_id": job_id}).rowcount
+            # Batch mode: tasks waiting in a batch are cancelled too, and the poller
+            # cancels the open batches at OpenAI (core/batch).
+            n += conn.execute(q("batch_cancel_job_tasks"), {"job_id": job_id}).rowcount
+            conn.execute(q("batch_request_cancel"), {"job_id": job_id})
             conn.execute(q("cancel_job"), {"job_id": job_id, "n": n})
             log.info("job cancelled", extra={"action": "cancel_job", "job_id": str(job_id),
                                              "cancelled_tasks": n})

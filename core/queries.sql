@@ -4,10 +4,12 @@
 -- name: insert_job
 INSERT INTO generation_jobs
     (id, status, total_tasks, style, count_per_prompt, provider, model, size, quality,
-     estimated_cost_usd)
+     estimated_cost_usd,
+     mode, batch_fallback, output_format, output_compression, background, moderation)
 VALUES
     (:id, 'pending', :total_tasks, :style, :count_per_prompt, :provider, :model, :size,
-     :quality, :estimated_cost_usd);
+     :quality, :estimated_cost_usd,
+     :mode, :batch_fallback, :output_format, :output_compression, :background, :moderation);
 
 -- name: mark_tasks_queued
 -- Hand-over to the queue (the outbox): only rows still pending move, so a repeated
@@ -171,14 +173,16 @@ UPDATE generation_jobs
 -- name: job_by_id
 SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, style,
        count_per_prompt, provider, model, size, quality, estimated_cost_usd,
-       created_at, updated_at, started_at, finished_at
+       created_at, updated_at, started_at, finished_at,
+       mode, batch_fallback, output_format, output_compression, background, moderation
   FROM generation_jobs
  WHERE id = :job_id;
 
 -- name: list_jobs
 SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, style,
        count_per_prompt, provider, model, size, quality, estimated_cost_usd,
-       created_at, updated_at, started_at, finished_at
+       created_at, updated_at, started_at, finished_at,
+       mode, batch_fallback, output_format, output_compression, background, moderation
   FROM generation_jobs
  WHERE (CAST(:status AS text) IS NULL OR status = :status)
    AND (CAST(:created_after AS timestamptz) IS NULL OR created_at >= :created_after)
@@ -189,7 +193,8 @@ SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, 
 -- name: list_tasks
 SELECT id, job_id, prompt_index, image_index, prompt, style, status, attempts,
        last_error_code, last_error, image_path, thumbnail_path, latency_ms,
-       input_tokens, output_tokens, created_at, updated_at, started_at, finished_at
+       input_tokens, output_tokens, created_at, updated_at, started_at, finished_at,
+       input_image_tokens, billed_mode
   FROM generation_tasks
  WHERE job_id = :job_id
    AND (CAST(:status AS text) IS NULL OR status = :status)

@@ -54,6 +54,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.peers.openai_batch_stub import BatchAPI
+
 WINDOW_S = 60.0
 DEFAULT_API_KEY = "sk-test-stub"
 
@@ -158,6 +160,8 @@ class OpenAIStub:
         self._window: collections.deque[float] = collections.deque()  # accepted image times
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        # /v1/files and /v1/batches (the Batch API), in tests/peers/openai_batch_stub.py.
+        self.batches = BatchAPI(self._stopping)
         self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -330,9 +334,18 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
+        def do_GET(self) -> None:
+            if stub.batches.handles(self.path):
+                stub.batches.serve(self, "GET", b"", self._send)
+                return
+            self._send(404, {}, _error("not found", None))
+
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length) if length else b""
+            if stub.batches.handles(self.path):
+                stub.batches.serve(self, "POST", raw, self._send)
+                return
             if self.path.rstrip("/") != "/v1/images/generations":
                 self._send(404, {}, _error("not found", None))
                 return
