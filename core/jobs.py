@@ -286,9 +286,21 @@ def submit_batch(
         job = _job(conn.execute(q("job_by_id"), {"job_id": job_id}).one())
     log.info("job submitted", extra={"action": "submit_batch", "job_id": str(job_id),
                                      "total_tasks": len(rows)})
-    if not local:
+    if batch and settings.USE_CLOUD_TASKS:
+        _schedule_batch_planning(settings, job_id)
+    elif not local:
         _hand_over(dispatcher, [TaskRef(r[0], 0) for r in rows], job_id)
     return job
+
+
+def _schedule_batch_planning(settings: Settings, job_id: UUID) -> None:
+    from core.batch import poller
+
+    try:
+        poller.schedule(settings, {"job_id": str(job_id)}, round_no=0, delay_s=0)
+    except Exception as exc:  # the job's tasks wait unbatched; a later submit or poll plans
+        log.error("batch planning task not created: %s", type(exc).__name__,
+                  extra={"action": "batch_plan_schedule_error", "job_id": str(job_id)})
 
 
 def _image_columns(options: GenerationOptions) -> dict[str, Any]:

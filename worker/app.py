@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from core import db, metrics
+from core.batch import poller as batch_poller
 from core.config import Settings, get_settings
 from core.dispatch import get_dispatcher
 from core.dispatch.local_loop import LocalDispatchLoop
@@ -24,7 +25,7 @@ from core.providers import close_providers, get_provider
 from core.storage import get_storage
 from core.sweeper import sweep_pending, sweep_stranded
 from worker.body_limit import BodyLimitMiddleware
-from worker.routes import admin, health, tasks
+from worker.routes import admin, batch_poll, batches, health, tasks
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.dispatch_loop = loop
             background.append(asyncio.create_task(loop.run(stop)))
         background.append(asyncio.create_task(_sweep_forever(settings, stop)))
+        if settings.provider_name == "openai":
+            # Batch mode (core/batch): the runner serves the Cloud Tasks poll route; locally
+            # a poller loop runs beside the dispatcher.
+            app.state.batch_runner = batch_poller.runner_for(settings, db.get_engine(url),
+                                                             app.state.storage)
+            if not settings.USE_CLOUD_TASKS and settings.RUN_DISPATCHER:
+                background.append(asyncio.create_task(batch_poller.poll_forever(
+                    app.state.batch_runner, stop, settings.BATCH_POLL_S)))
         log.info("worker started", extra={"action": "worker_start",
                                           "provider": settings.provider_name,
                                           "storage": settings.storage_name,
@@ -88,6 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     app.include_router(admin.router)
     app.include_router(tasks.router)
+    app.include_router(batch_poll.router)
+    app.include_router(batches.router)
     app.include_router(health.router)
     return app
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 OPENAI_DONE = frozenset({"completed", "expired", "failed", "cancelled"})
 LOOKUP_LIMIT = 1000  # objects scanned when adopting a file or batch after a crash
 READ_CHUNK_BYTES = 1 << 20
+
+
+class Halted(Exception):
+    """The poller is stopping; the batch row says where the next one resumes."""
 
 
 @dataclass
@@ -94,12 +99,23 @@ class BatchRunner:
         self.client = client
         self.storage = storage
         self.dispatcher = dispatcher
+        # Set by the poller on shutdown: a long ingest stops between two lines (the batch
+        # stays 'ingesting' and the next process reads on from where the rows say).
+        self.halt: threading.Event | None = None
+
+    def _halted(self) -> bool:
+        return self.halt is not None and self.halt.is_set()
 
     # -- one round over everything (the local poller) ----------------------------------
     def cycle(self) -> list[AdvanceReport]:
         for job_id in store.jobs_to_plan(self.engine):
             self.plan(job_id)
-        return [self.advance(row_id) for row_id in store.open_rows(self.engine)]
+        reports = []
+        for row_id in store.open_rows(self.engine):
+            if self._halted():
+                break
+            reports.append(self.advance(row_id))
+        return reports
 
     def plan(self, job_id: UUID) -> list[UUID]:
         created, exhausted = store.plan_job(self.engine, job_id, self.settings.BATCH_CHUNK_SIZE,
@@ -262,6 +278,8 @@ class BatchRunner:
                    retry: dict[UUID, tuple[str, str]], report: AdvanceReport) -> None:
         with self.client.files.with_streaming_response.content(file_id) as response:
             for line in iter_lines(response.iter_bytes(READ_CHUNK_BYTES)):
+                if self._halted():
+                    raise Halted("stopping: the batch is read on by the next poll")
                 task_id = jsonl.peek_custom_id(line)
                 if task_id is not None and task_id not in waiting:
                     report.skipped += 1  # finished before (a re-read after a crash)
