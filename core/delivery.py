@@ -34,6 +34,17 @@ class ClaimedTask:
     model: str
     size: str
     quality: str
+    # The job's image options (version 5); None = the API's default.
+    output_format: str | None = None
+    output_compression: int | None = None
+    background: str | None = None
+    moderation: str | None = None
+
+    def image_params(self) -> dict[str, Any]:
+        params = {"output_format": self.output_format,
+                  "output_compression": self.output_compression,
+                  "background": self.background, "moderation": self.moderation}
+        return {k: v for k, v in params.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,8 @@ async def claim(
         id=m["id"], job_id=m["job_id"], prompt=m["prompt"], style=m["style"],
         attempt=m["attempts"], prompt_index=m["prompt_index"], image_index=m["image_index"],
         provider=m["provider"], model=m["model"], size=m["size"], quality=m["quality"],
+        output_format=m.get("output_format"), output_compression=m.get("output_compression"),
+        background=m.get("background"), moderation=m.get("moderation"),
     )
 
 

@@ -51,7 +51,8 @@ WITH claimed AS (
      WHERE j.id = claimed.job_id AND j.status = 'pending'
 )
 SELECT c.id, c.job_id, c.prompt, c.style, c.attempts, c.prompt_index, c.image_index,
-       j.provider, j.model, j.size, j.quality
+       j.provider, j.model, j.size, j.quality,
+       j.output_format, j.output_compression, j.background, j.moderation
   FROM claimed c JOIN generation_jobs j ON j.id = c.job_id;
 
 -- name: task_state
