@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.errors import AppError, NotFound
 from core.status import TASK_STATUSES
-from dashboard import data, ui
+from dashboard import batch_section, data, ui
 
 REFRESH_S = 2
 GALLERY_COLUMNS = 4
@@ -53,6 +53,7 @@ st.caption(f"{job.id} · style {job.style} · {job.count_per_prompt} per prompt 
            f"{job.provider}/{job.model} {job.size} {job.quality} · "
            f"created {job.created_at:%Y-%m-%d %H:%M:%S} UTC")
 running_at_load = not job.is_finished
+batch_section.cost_line(job)
 
 
 @st.fragment(run_every=REFRESH_S if running_at_load else None)
@@ -83,6 +84,15 @@ def live_progress() -> None:
 
 
 live_progress()
+
+
+@st.fragment(run_every=REFRESH_S * 3 if running_at_load and job.mode == "batch" else None)
+@ui.guarded
+def batches_live() -> None:
+    batch_section.batches(job)
+
+
+batches_live()
 
 # ---- actions -------------------------------------------------------------------------
 a1, a2, a3, a4 = st.columns(4)
