@@ -76,10 +76,30 @@ class BadLine(ValueError):
     """A result line that is not what the Batch API writes."""
 
 
+_B64_KEY = re.compile(rb'"b64_json"\s*:\s*"')
+
+
+def _split_image(line: bytes) -> tuple[bytes, memoryview | None]:
+    """(the line with its base64 image replaced by "", a view of the base64 text).
+
+    A line is a few MB of base64: parsed as JSON it would become a str of that size and
+    then an ASCII copy for the decoder. Base64 holds no quote or backslash, so its end is
+    the next quote, and the decoder reads it straight from the line's bytes."""
+    match = _B64_KEY.search(line)
+    if match is None:
+        return line, None
+    start = match.end()
+    end = line.find(b'"', start)
+    if end < 0:
+        return line, None
+    return line[:start] + line[end:], memoryview(line)[start:end]
+
+
 def parse_result(line: bytes) -> Result:
     """One output or error file line as a result."""
+    rest, b64 = _split_image(line)
     try:
-        record = json.loads(line)
+        record = json.loads(rest)
         task_id = UUID(str(record["custom_id"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise BadLine(f"unreadable batch result line: {type(exc).__name__}") from None
@@ -87,7 +107,7 @@ def parse_result(line: bytes) -> Result:
     status = int(response.get("status_code") or 0)
     body = response.get("body") or {}
     if status == 200 and isinstance(body, dict):
-        return _succeeded(task_id, body)
+        return _succeeded(task_id, body, b64)
     error = (body.get("error") if isinstance(body, dict) else None) or record.get("error") or {}
     code = str(error.get("code") or (f"http_{status}" if status else "batch_error"))
     message = str(error.get("message") or "the Batch API returned no message")
@@ -95,10 +115,12 @@ def parse_result(line: bytes) -> Result:
     return Failed(task_id, code, message[:2000], retryable)
 
 
-def _succeeded(task_id: UUID, body: dict[str, Any]) -> Result:
-    data = body.get("data") or []
-    b64 = data[0].get("b64_json") if data and isinstance(data[0], dict) else None
-    if not b64:
+def _succeeded(task_id: UUID, body: dict[str, Any], b64: memoryview | None) -> Result:
+    if b64 is None:  # not where _split_image looks: the parsed body has it, if anywhere
+        data = body.get("data") or []
+        found = data[0].get("b64_json") if data and isinstance(data[0], dict) else None
+        b64 = memoryview(found.encode()) if found else None
+    if b64 is None or not len(b64):
         return Failed(task_id, "empty_response", "the batch result holds no image data", True)
     try:
         image = base64.b64decode(b64, validate=True)

@@ -19,11 +19,13 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Engine
 
+from core.batch import memory
 from core.batch.runner import AdvanceReport, BatchRunner, make_client
 from core.config import Settings
 from core.dispatch import get_dispatcher
@@ -43,8 +45,23 @@ async def poll_forever(runner: BatchRunner, stop: asyncio.Event, interval_s: flo
     """The local poller: a cycle, then wait ``interval_s`` (or until stop)."""
     halt = threading.Event()  # tells a cycle in its thread to stop between lines
     runner.halt = halt
+    # One thread of its own, reused: the ingest's multi-MB buffers then come from one
+    # malloc arena instead of one per pool thread that happened to run a cycle (each arena
+    # keeps its peak: measured +20 MB of RSS in the worker without this).
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-poller")
+    memory.return_large_blocks()
+    loop = asyncio.get_running_loop()
+    try:
+        await _loop(runner, stop, interval_s, halt, lambda: loop.run_in_executor(
+            executor, runner.cycle))
+    finally:
+        executor.shutdown(wait=False)
+
+
+async def _loop(runner: BatchRunner, stop: asyncio.Event, interval_s: float,
+                halt: threading.Event, start_cycle: Any) -> None:
     while not stop.is_set():
-        cycle = asyncio.create_task(asyncio.to_thread(runner.cycle))
+        cycle = asyncio.ensure_future(start_cycle())
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({cycle, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if stop.is_set():

@@ -74,21 +74,32 @@ def make_client(settings: Settings) -> openai.OpenAI:
 
 
 def iter_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Lines of a byte stream, one at a time (a line is a few MB; the file is GBs)."""
-    buffer = bytearray()
+    """Lines of a byte stream, one at a time (a line is a few MB; the file is GBs).
+
+    Memory: the pieces of one line, then the line; nothing of a line is kept here while
+    the caller works on it (the joined line is yielded, not held in this frame)."""
+    pending: list[bytes] = []
     for chunk in chunks:
-        buffer += chunk
         start = 0
         while True:
-            end = buffer.find(b"\n", start)
+            end = chunk.find(b"\n", start)
             if end < 0:
                 break
             if end > start:
-                yield bytes(buffer[start:end])
+                pending.append(chunk[start:end])
+            if pending:
+                yield _take(pending)
             start = end + 1
-        del buffer[:start]
-    if buffer.strip():
-        yield bytes(buffer)
+        if start < len(chunk):
+            pending.append(chunk[start:])
+    if pending:
+        yield _take(pending)
+
+
+def _take(pending: list[bytes]) -> bytes:
+    line = pending[0] if len(pending) == 1 else b"".join(pending)
+    pending.clear()
+    return line
 
 
 class BatchRunner:
@@ -286,6 +297,7 @@ class BatchRunner:
                     continue
                 try:
                     result = jsonl.parse_result(line)
+                    del line  # only the decoded image is needed from here on
                 except jsonl.BadLine as exc:
                     log.warning("%s", exc, extra={"action": "batch_bad_line",
                                                   "batch_row": str(row.id)})
