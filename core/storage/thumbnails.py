@@ -17,6 +17,7 @@ def make_thumbnail(image_bytes: bytes, px: int = THUMBNAIL_PX) -> bytes:
         # is 3 MB decoded; batch ingest decodes hundreds in a row).
         image = source if source.mode == "RGB" else source.convert("RGB")
         image.thumbnail((px, px))
-    out = io.BytesIO()
-    image.save(out, format="WEBP", quality=80, method=2)
+        out = io.BytesIO()
+        # Inside the block: a source already smaller than px is only decoded here.
+        image.save(out, format="WEBP", quality=80, method=2)
     return out.getvalue()
