@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -319,7 +318,6 @@ class BatchRunner:
     def _store_success(self, row: store.BatchRow, result: jsonl.Succeeded,
                        report: AdvanceReport) -> None:
         keys = object_keys(row.job_id, result.task_id)
-        started = time.monotonic()
         try:
             thumbnail = make_thumbnail(result.image)
             self.storage.save(keys.image, result.image, jsonl.content_type(result.output_format))
@@ -332,7 +330,9 @@ class BatchRunner:
         if store.finish_task(self.engine, "complete_batch_task", {
                 "task_id": result.task_id, "batch_id": row.id, "image_path": keys.image,
                 "thumbnail_path": keys.thumbnail,
-                "latency_ms": int((time.monotonic() - started) * 1000),
+                # No per-image model latency in a batch (the batch's own times say how
+                # long it took): NULL keeps the realtime latency percentiles honest.
+                "latency_ms": None,
                 "input_tokens": usage.input_tokens if usage else None,
                 "input_image_tokens": usage.input_image_tokens if usage else None,
                 "output_tokens": usage.output_tokens if usage else None}):

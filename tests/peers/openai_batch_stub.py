@@ -18,7 +18,8 @@ error line. Scripting, on ``stub.batches``:
 - ``expire_next(done=k)``: the next batch created expires with only its first k requests
   done; the rest are in the error file with code ``batch_expired``.
 - ``line_delay_s``: a pause after each streamed line of a file (to kill a reader
-  mid-download); ``image`` (bytes): the PNG every output line carries.
+  mid-download); ``image`` (bytes): the PNG every output line carries, or ``image_for``
+  (prompt -> bytes) to draw one per line.
 - ``stats``: files uploaded, batches created / cancelled, requests run (model calls).
 """
 
@@ -118,6 +119,7 @@ class BatchAPI:
         self.steps_per_status = 1
         self.line_delay_s = 0.0
         self.image: bytes | None = None
+        self.image_for: Any = None  # optional: prompt -> PNG bytes, per line
         self.stats = BatchStats()
         self.files: dict[str, _File] = {}
         self.batches: dict[str, _Batch] = {}
@@ -236,7 +238,8 @@ class BatchAPI:
         base = {"id": f"batch_req_{spec['custom_id'][:12]}", "custom_id": spec["custom_id"]}
         if spec["kind"] == "ok":
             body = spec["body"]
-            png = self.image or self._default_png()
+            png = (self.image_for(str(body.get("prompt", ""))) if self.image_for
+                   else self.image or self._default_png())
             return {**base, "error": None, "response": {
                 "status_code": 200, "request_id": request_id, "body": {
                     "created": int(time.time()),
