@@ -125,6 +125,16 @@ class Settings(BaseSettings):
     LOG_LEVEL: str = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"
 
+    @field_validator("PRICES_FILE")
+    @classmethod
+    def _prices_file_readable(cls, value: str | None) -> str | None:
+        # A bad rates file stops the start naming file and line, not the first submit.
+        if value:
+            from core.cost import load_prices
+
+            load_prices(value)
+        return value
+
     @field_validator("CORS_ORIGINS", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
