@@ -49,7 +49,7 @@ def test_batch_job_completes_once_with_the_poller_killed_mid_download(
         "model": "gpt-image-2", "size": "1024x1024", "quality": "low", "mode": "batch"})
     assert response.status_code == 200, response.text
     job_id = response.json()["id"]
-    assert response.json()["mode"] == "batch"
+    assert httpx.get(f"{worker.url}/api/admin/jobs/{job_id}", timeout=10).json()["mode"] == "batch"
 
     # Kill it while it streams an output file: some tasks stored, most not yet.
     wait_for(lambda: _counts(engine, job_id).get("succeeded", 0) >= 150, timeout_s=120,
