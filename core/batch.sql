@@ -188,3 +188,11 @@ SELECT COALESCE(billed_mode, 'realtime') AS mode, count(*) AS tasks,
   FROM generation_tasks
  WHERE job_id = :job_id AND status = 'succeeded' AND output_tokens IS NOT NULL
  GROUP BY COALESCE(billed_mode, 'realtime');
+
+-- name: batch_retry_tasks
+-- Retry-failed of a batch-mode job: the requeued tasks wait for the next batch again
+-- (half price) instead of going to the realtime queue.
+UPDATE generation_tasks
+   SET status = 'running', batch_id = NULL, lease_until = NULL, updated_at = now()
+ WHERE id = ANY(:ids) AND status = 'pending'
+   AND EXISTS (SELECT 1 FROM generation_jobs WHERE id = :job_id AND mode = 'batch');

@@ -435,7 +435,16 @@ def retry_failed(
         if rows:
             conn.execute(q("reopen_job"), {"job_id": job_id, "n": len(rows)})
         view = _job(conn.execute(q("job_by_id"), {"job_id": job_id}).one())
-    if rows:
+        if rows and view.mode == "batch":
+            conn.execute(q("batch_retry_tasks"), {"ids": [r.id for r in rows],
+                                                  "job_id": job_id})
+    if rows and view.mode == "batch":
+        log.info("failed tasks back into batches", extra={
+            "action": "retry_failed", "job_id": str(job_id), "count": len(rows)})
+        settings = settings or get_settings()
+        if settings.USE_CLOUD_TASKS:
+            _schedule_batch_planning(settings, job_id)
+    elif rows:
         log.info("failed tasks requeued", extra={"action": "retry_failed",
                                                  "job_id": str(job_id), "count": len(rows)})
         _hand_over(dispatcher or get_dispatcher(settings),

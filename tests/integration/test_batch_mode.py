@@ -226,3 +226,21 @@ def test_gpt_image_2_is_offered_and_gpt_image_1_is_not(batch_settings: Settings)
     with pytest.raises(InvalidInput, match="batch"):
         jobs.options_for(batch_settings, model="chatgpt-image-latest", mode="batch",
                          confirm_unknown_price=True)
+
+
+def test_retry_failed_of_a_batch_job_goes_back_into_a_batch(
+    batch_settings: Settings, engine: Engine, stub: OpenAIStub
+) -> None:
+    stub.batches.on_prompt("forbidden", "moderation")
+    job = _submit(batch_settings, engine, ["a fine chair", "a forbidden chair"])
+    run = _runner(batch_settings, engine)
+    done = _until_done(run, job.id)
+    assert (done.completed_tasks, done.failed_tasks) == (1, 1)
+    stub.batches.on_prompt("forbidden", "ok")
+    result = jobs.retry_failed(job.id, engine=engine, settings=batch_settings)
+    assert result.requeued == 1
+    assert _tasks(engine, job.id)["a forbidden chair"]["status"] == "running"
+    done = _until_done(run, job.id)
+    assert (done.status, done.completed_tasks, done.failed_tasks) == ("completed", 2, 0)
+    assert stub.snapshot().requests == 0  # no realtime call: it went into a third batch
+    assert stub.batches.snapshot().batches_created == 2
