@@ -46,6 +46,10 @@ LOOKUP_LIMIT = 1000  # objects scanned when adopting a file or batch after a cra
 READ_CHUNK_BYTES = 1 << 20
 
 
+def _rejects_the_batch(exc: openai.APIStatusError) -> bool:
+    return exc.status_code in (400, 404, 413, 422)
+
+
 class Halted(Exception):
     """The poller is stopping; the batch row says where the next one resumes."""
 
@@ -153,8 +157,34 @@ class BatchRunner:
                     report.state = "gone"
                     return report
                 report.state = row.state
-                if not self._step(row, report):
-                    return report
+                try:
+                    if not self._step(row, report):
+                        return report
+                except openai.APIStatusError as exc:
+                    if not _rejects_the_batch(exc) or row.state not in ("uploading",
+                                                                        "creating"):
+                        raise  # transient (429, 5xx) or credentials: the next round retries
+                    self._reject(row, exc, report)
+
+    def _reject(self, row: store.BatchRow, exc: openai.APIStatusError,
+                report: AdvanceReport) -> None:
+        """OpenAI refused the file or the batch itself (400/404/413/422): retrying the
+        same request cannot help, so its tasks fail with OpenAI's code and message."""
+        code = str(exc.code or f"http_{exc.status_code}")
+        message = str(exc.message)[:2000]
+        log.error("batch refused by OpenAI: %s", code, extra={
+            "action": "batch_rejected", "batch_row": str(row.id), "job_id": str(row.job_id),
+            "error_code": code})
+        for task_id in store.waiting_task_ids(self.engine, row.id):
+            if store.finish_task(self.engine, "fail_batch_task", {
+                    "task_id": task_id, "batch_id": row.id, "error_code": code,
+                    "error_message": message}):
+                report.failed += 1
+        store.execute(self.engine, "batch_record_poll", {
+            "id": row.id, "openai_status": row.openai_status, "output_file_id": None,
+            "error_file_id": None, "request_total": row.task_count, "request_completed": 0,
+            "request_failed": row.task_count, "last_error": f"{code}: {message}"})
+        store.execute(self.engine, "batch_finish", {"id": row.id})
 
     def _step(self, row: store.BatchRow, report: AdvanceReport) -> bool:
         """One transition; False when the batch must wait (or is done)."""

@@ -244,3 +244,17 @@ def test_retry_failed_of_a_batch_job_goes_back_into_a_batch(
     assert (done.status, done.completed_tasks, done.failed_tasks) == ("completed", 2, 0)
     assert stub.snapshot().requests == 0  # no realtime call: it went into a third batch
     assert stub.batches.snapshot().batches_created == 2
+
+
+def test_a_batch_openai_refuses_fails_its_tasks_with_the_reason(
+    batch_settings: Settings, engine: Engine, stub: OpenAIStub
+) -> None:
+    stub.batches.reject_creates = 1
+    job = _submit(batch_settings, engine, ["a chair", "a lamp"])
+    done = _until_done(_runner(batch_settings, engine), job.id)
+    assert (done.status, done.failed_tasks) == ("failed", 2)
+    codes = {t["last_error_code"] for t in _tasks(engine, job.id).values()}
+    assert codes == {"invalid_request"}
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT state, last_error FROM openai_batches")).one()
+    assert row.state == "done" and "not supported by the Batch API" in row.last_error

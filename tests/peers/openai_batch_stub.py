@@ -17,6 +17,7 @@ error line. Scripting, on ``stub.batches``:
   error file).
 - ``expire_next(done=k)``: the next batch created expires with only its first k requests
   done; the rest are in the error file with code ``batch_expired``.
+- ``reject_creates``: the next N ``POST /v1/batches`` answer 400 ``invalid_request``.
 - ``line_delay_s``: a pause after each streamed line of a file (to kill a reader
   mid-download); ``image`` (bytes): the PNG every output line carries, or ``image_for``
   (prompt -> bytes) to draw one per line.
@@ -120,6 +121,7 @@ class BatchAPI:
         self.line_delay_s = 0.0
         self.image: bytes | None = None
         self.image_for: Any = None  # optional: prompt -> PNG bytes, per line
+        self.reject_creates = 0  # the next N batch creates answer 400 invalid_request
         self.stats = BatchStats()
         self.files: dict[str, _File] = {}
         self.batches: dict[str, _Batch] = {}
@@ -277,6 +279,10 @@ class BatchAPI:
             raise ValueError("input_file_id must be a file uploaded with purpose batch")
         if body.get("completion_window") != "24h":
             raise ValueError("completion_window must be 24h")
+        with self._lock:
+            if self.reject_creates > 0:
+                self.reject_creates -= 1
+                raise ValueError("Model 'gpt-image-x' is not supported by the Batch API.")
         requests = [json.loads(line) for line in source.data.splitlines() if line.strip()]
         if len(requests) > 50_000:
             raise ValueError("a batch holds at most 50,000 requests")
