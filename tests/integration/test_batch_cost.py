@@ -90,3 +90,29 @@ def test_mixed_job_cost_is_usage_times_rates_and_the_total_is_the_sum(
     export.write_tasks_csv(job_id, out, engine=engine)  # type: ignore[arg-type]
     table = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert sum(Decimal(row["cost_usd"]) for row in table) == total
+
+
+def test_bad_batch_options_are_refused_naming_the_field(
+    start_worker: Callable[..., WorkerProcess], stub: OpenAIStub
+) -> None:
+    worker = start_worker(IMAGE_PROVIDER="openai", OPENAI_BASE_URL=stub.base_url,
+                          OPENAI_API_KEY=stub.api_key)
+    cases = [
+        ({"mode": "fast"}, "mode", "must be one of realtime, batch"),
+        ({"model": "gpt-image-1"}, "model", "shut down"),
+        ({"mode": "batch", "model": "chatgpt-image-latest", "confirm_unknown_price": True},
+         "model", "not offered in batch mode"),
+        ({"model": "gpt-image-2.6-flare"}, "model", "confirm_unknown_price"),
+        ({"output_format": "gif"}, "output_format", "png, webp, jpeg"),
+        ({"output_compression": 50}, "output_compression", "webp or jpeg"),
+        ({"output_format": "jpeg", "background": "transparent"}, "background", "png or webp"),
+        ({"moderation": "off"}, "moderation", "auto, low"),
+        ({"batch_fallback": "drop"}, "batch_fallback", "batch, realtime"),
+    ]
+    for extra, field, words in cases:
+        response = httpx.post(worker.url + "/api/admin/generate/batch", timeout=30,
+                              json={"prompts": ["a chair"], **extra})
+        assert response.status_code == 422, (extra, response.text)
+        body = response.json()
+        assert body["field"] == field and words in body["message"], (extra, body)
+    assert stub.batches.snapshot().files_uploaded == 0
