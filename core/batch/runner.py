@@ -62,6 +62,9 @@ class AdvanceReport:
     skipped: int = 0  # lines of tasks no longer waiting (already stored, cancelled, ...)
     released: int = 0  # unfinished tasks sent to a new batch or to realtime
     new_batches: list[UUID] = field(default_factory=list)
+    # The state this call itself moved the row into: nothing can exist at OpenAI from an
+    # earlier process then, so the look-up before an upload or a create is skipped.
+    entered: str = ""
 
 
 def file_name(row_id: UUID) -> str:
@@ -197,18 +200,21 @@ class BatchRunner:
             return True
         if row.state == "preparing":
             store.execute(self.engine, "batch_set_state", {"id": row.id, "state": "uploading"})
+            report.entered = "uploading"
             return True
         if row.state == "uploading":
-            file_id = self._find_file(row.id) or self._upload(row)
+            found = None if report.entered == "uploading" else self._find_file(row.id)
+            file_id = found or self._upload(row)
             store.execute(self.engine, "batch_record_file", {"id": row.id, "file_id": file_id})
             log.info("batch input uploaded", extra={"action": "batch_upload", **extra,
                                                     "file_id": file_id})
             return True
         if row.state == "uploaded":
             store.execute(self.engine, "batch_set_state", {"id": row.id, "state": "creating"})
+            report.entered = "creating"
             return True
         if row.state == "creating":
-            batch = self._find_batch(row.id)
+            batch = None if report.entered == "creating" else self._find_batch(row.id)
             if batch is None:
                 if row.cancel_requested or row.job_status == "cancelled":
                     store.execute(self.engine, "batch_finish", {"id": row.id})
