@@ -76,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             stop.set()
             await asyncio.gather(*background, return_exceptions=True)
+            if getattr(app.state, "batch_runner", None) is not None:
+                app.state.batch_runner.close()
             await close_providers()
             await engine.dispose()
 

@@ -120,6 +120,9 @@ class BatchRunner:
         # stays 'ingesting' and the next process reads on from where the rows say).
         self.halt: threading.Event | None = None
 
+    def close(self) -> None:
+        self.client.close()
+
     def _halted(self) -> bool:
         return self.halt is not None and self.halt.is_set()
 

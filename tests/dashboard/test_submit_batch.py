@@ -128,4 +128,5 @@ def test_job_page_shows_each_batch_state_and_the_billed_cost(
         assert list(frame["completed"]) == [2, 1]
         assert any("Delivery: batch" in c.value and "billed so far $" in c.value
                    for c in at.caption)
+        runner.close()
     get_settings.cache_clear()

@@ -40,9 +40,21 @@ def batch_settings(env: dict[str, str], stub: OpenAIStub, monkeypatch: pytest.Mo
     get_settings.cache_clear()
 
 
+_open: list[BatchRunner] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_runners() -> Iterator[None]:
+    yield
+    while _open:
+        _open.pop().close()
+
+
 def _runner(settings: Settings, engine: Engine) -> BatchRunner:
-    return BatchRunner(settings, engine, batch_runner.make_client(settings),
-                       get_storage(settings))
+    run = BatchRunner(settings, engine, batch_runner.make_client(settings),
+                      get_storage(settings))
+    _open.append(run)
+    return run
 
 
 def _submit(settings: Settings, engine: Engine, prompts: list[str], **options: str
