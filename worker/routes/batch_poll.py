@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from core.batch import poller
 from worker.deps import TaskAuthDep
+from worker.responses import error_responses
 
 router = APIRouter(tags=["worker"])
 
@@ -25,7 +26,14 @@ class BatchPoll(BaseModel):
     round: int = 0
 
 
-@router.post(poller.POLL_PATH, dependencies=[TaskAuthDep])
+class BatchPollAnswer(BaseModel):
+    outcome: str  # polled | no_batch_provider
+    planned: list[str] = []
+    states: list[str] = []
+
+
+@router.post(poller.POLL_PATH, dependencies=[TaskAuthDep], response_model=BatchPollAnswer,
+             responses=error_responses(401, 403, 413, 422, 503))
 async def batch_poll(body: BatchPoll, request: Request) -> JSONResponse:
     runner = getattr(request.app.state, "batch_runner", None)
     if runner is None:
