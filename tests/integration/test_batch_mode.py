@@ -270,3 +270,26 @@ def test_a_batch_openai_refuses_fails_its_tasks_with_the_reason(
     with engine.connect() as conn:
         row = conn.execute(text("SELECT state, last_error FROM openai_batches")).one()
     assert row.state == "done" and "not supported by the Batch API" in row.last_error
+
+
+def test_the_jobs_image_options_reach_every_request_of_the_input_file(
+    batch_settings: Settings, engine: Engine, stub: OpenAIStub
+) -> None:
+    import json
+
+    job = _submit(batch_settings, engine, ["a chair", "a lamp"], output_format="webp",
+                  output_compression=70, background="opaque", moderation="low")
+    _until_done(_runner(batch_settings, engine), job.id)
+    inputs = [f for f in stub.batches.files.values() if f.purpose == "batch"]
+    assert len(inputs) == 1 and inputs[0].filename == f"aiwi-{_batch_ids(engine)[0]}.jsonl"
+    bodies = [json.loads(line)["body"] for line in (inputs[0].data or b"").splitlines()]
+    assert [b["prompt"] for b in bodies] == ["a chair", "a lamp"]
+    for body in bodies:
+        assert (body["model"], body["output_format"], body["output_compression"],
+                body["background"], body["moderation"], body["n"]) == (
+            "gpt-image-2", "webp", 70, "opaque", "low", 1)
+
+
+def _batch_ids(engine: Engine) -> list[UUID]:
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(text("SELECT id FROM openai_batches"))]
