@@ -116,3 +116,24 @@ def test_bad_batch_options_are_refused_naming_the_field(
         body = response.json()
         assert body["field"] == field and words in body["message"], (extra, body)
     assert stub.batches.snapshot().files_uploaded == 0
+
+
+def test_realtime_jobs_send_their_image_options_with_every_call(
+    start_worker: Callable[..., WorkerProcess], stub: OpenAIStub, engine: Engine
+) -> None:
+    worker = start_worker(IMAGE_PROVIDER="openai", OPENAI_BASE_URL=stub.base_url,
+                          OPENAI_API_KEY=stub.api_key, OPENAI_TIMEOUT_S="10")
+    response = httpx.post(worker.url + "/api/admin/generate/batch", timeout=30, json={
+        "prompts": ["a chair", "a lamp"], "model": "gpt-image-2", "quality": "low",
+        "output_format": "jpeg", "output_compression": 60, "background": "opaque",
+        "moderation": "low"})
+    assert response.status_code == 200, response.text
+    job_id = response.json()["id"]
+    wait_for(lambda: httpx.get(f"{worker.url}/api/admin/jobs/{job_id}/status",
+                               timeout=10).json()["status"] == "completed",
+             timeout_s=60, message="the realtime job")
+    assert len(stub.request_bodies) == 2
+    for body in stub.request_bodies:
+        assert (body["model"], body["output_format"], body["output_compression"],
+                body["background"], body["moderation"]) == (
+            "gpt-image-2", "jpeg", 60, "opaque", "low")

@@ -162,6 +162,7 @@ class OpenAIStub:
         self._stopping = threading.Event()
         # /v1/files and /v1/batches (the Batch API), in tests/peers/openai_batch_stub.py.
         self.batches = BatchAPI(self._stopping)
+        self.request_bodies: list[dict[str, Any]] = []  # every images request's JSON body
         self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -354,6 +355,7 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 self._send(400, {}, _error("bad json", "invalid_json"))
                 return
+            stub.request_bodies.append(body)  # the options a request carried
             auth = self.headers.get("authorization")
             status, headers, payload, delay_s = stub._handle(body, auth)
             if delay_s and stub._stopping.wait(delay_s):
