@@ -1,7 +1,7 @@
 """``python -m bench``: every benchmark, one line per figure with its goal and PASS/MISS.
 
 Options: ``--only NAME[,NAME]`` runs some (submit, makespan, overhead, rate, reads, cost,
-recovery, pooler);
+recovery, pooler, batch_ingest);
 ``--write`` puts the figures into bench/RESULTS.md between its markers. Each benchmark
 makes its own ``aiwi_bench_*`` database on DATABASE_URL's server (or the embedded one).
 """
@@ -29,6 +29,7 @@ BENCHMARKS = {
     "cost": "bench.cost",
     "recovery": "bench.recovery",
     "pooler": "bench.pooler",
+    "batch_ingest": "bench.batch_ingest",
 }
 RESULTS = Path(__file__).with_name("RESULTS.md")
 BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.errors import ConfigError
 
-DEFAULT_OPENAI_IMAGE_MODEL = "gpt-image-1.5"
+DEFAULT_OPENAI_IMAGE_MODEL = "gpt-image-2"
 
 
 class Settings(BaseSettings):
@@ -76,6 +76,16 @@ class Settings(BaseSettings):
     DEMO_IMAGE_PX: int = Field(default=512, ge=16, le=2048)
     # Tests: a file the demo model appends "task_id attempt" to on every call.
     DEMO_CALL_LOG: str | None = None
+    # Rates and per-image estimates (core/data/prices.csv's format); None = the shipped file.
+    PRICES_FILE: str | None = None
+    # The dashboard asks for a confirmation above this estimate (and for `auto` options).
+    COST_CONFIRM_USD: float = Field(default=50.0, ge=0.0)
+    # Batch mode (core/batch): requests per OpenAI batch. 500 keeps an output file near
+    # 2 GB of base64 images (a re-download after a crash costs minutes, not hours); the
+    # Batch API's own limits are 50,000 requests and 200 MB of input. See README.
+    BATCH_CHUNK_SIZE: int = Field(default=500, ge=1, le=50_000)
+    # How often open batches are checked (local poller loop; Cloud Tasks poll delay).
+    BATCH_POLL_S: float = Field(default=60.0, gt=0)
 
     # delivery and retries
     MAX_ATTEMPTS: int = Field(default=5, ge=1, le=100)
@@ -153,6 +163,16 @@ class Settings(BaseSettings):
     # production does not ask it for API_KEY or TASK_SECRET.
     SERVICE_ROLE: Literal["worker", "dashboard"] = "worker"
 
+    @field_validator("PRICES_FILE")
+    @classmethod
+    def _prices_file_readable(cls, value: str | None) -> str | None:
+        # A bad rates file stops the start naming file and line, not the first submit.
+        if value:
+            from core.cost import load_prices
+
+            load_prices(value)
+        return value
+
     @field_validator("CORS_ORIGINS", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -161,12 +181,12 @@ class Settings(BaseSettings):
     @field_validator("OPENAI_IMAGE_MODEL")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        from core.image_models import accepted_image_models
+        from core.image_models import accepted_image_models, refusal_reason
 
         accepted = accepted_image_models()
         if value not in accepted:
-            raise ConfigError(f"OPENAI_IMAGE_MODEL={value!r} is not an image model this "
-                              f"service can use; accepted: {', '.join(accepted)}")
+            raise ConfigError(f"OPENAI_IMAGE_MODEL={value!r} {refusal_reason(value)}; "
+                              f"accepted: {', '.join(accepted)}")
         return value
 
     @field_validator("OPENAI_IMAGE_SIZE", "OPENAI_IMAGE_QUALITY")

@@ -49,6 +49,17 @@ class ClaimedTask:
     token: UUID = field(default_factory=uuid4)
     free_attempts: int = 0  # attempts given back (rate limits within budget, stops)
     rate_limited_for_s: float | None = None  # length of the current rate-limit streak
+    # The job's image options (version 5); None = the API's default.
+    output_format: str | None = None
+    output_compression: int | None = None
+    background: str | None = None
+    moderation: str | None = None
+
+    def image_params(self) -> dict[str, Any]:
+        params = {"output_format": self.output_format,
+                  "output_compression": self.output_compression,
+                  "background": self.background, "moderation": self.moderation}
+        return {k: v for k, v in params.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,8 @@ async def claim(
         provider=m["provider"], model=m["model"], size=m["size"], quality=m["quality"],
         token=token, free_attempts=m["free_attempts"],
         rate_limited_for_s=m["rate_limited_for_s"],
+        output_format=m.get("output_format"), output_compression=m.get("output_compression"),
+        background=m.get("background"), moderation=m.get("moderation"),
     )
 
 

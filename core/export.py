@@ -18,6 +18,7 @@ from uuid import UUID
 
 from sqlalchemy import Engine
 
+from core import billing
 from core.db import transaction
 from core.errors import StorageError
 from core.queries import q
@@ -28,6 +29,8 @@ TASK_CSV_COLUMNS = (
     "task_id", "prompt_index", "image_index", "prompt", "style", "status", "attempts",
     "last_error_code", "last_error", "image_path", "thumbnail_path", "latency_ms",
     "created_at", "started_at", "finished_at",
+    # Billed usage and its cost (core.billing): tokens x rates, batch at half price.
+    "input_tokens", "output_tokens", "billed_mode", "cost_usd",
 )
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection);
 # prompts and error messages are outside text, so such cells get a leading apostrophe.
@@ -59,12 +62,20 @@ def write_tasks_csv(job_id: UUID, out: IO[str], *, engine: Engine | None = None)
     writer = csv.writer(out)
     writer.writerow(TASK_CSV_COLUMNS)
     n = 0
+    with transaction(engine) as conn:
+        job = conn.execute(q("job_by_id"), {"job_id": job_id}).first()
     for r in _pages(engine, "export_tasks_after", job_id):
+        usd = None if job is None or r.status != "succeeded" else billing.task_cost_usd(
+            job.model, job.provider, input_tokens=r.input_tokens,
+            output_tokens=r.output_tokens, input_image_tokens=r.input_image_tokens,
+            billed_mode=r.billed_mode)
         writer.writerow([
             r.id, r.prompt_index, r.image_index, safe_cell(r.prompt), r.style, r.status,
             r.attempts, r.last_error_code, safe_cell(r.last_error), r.image_path,
             r.thumbnail_path, r.latency_ms,
             *(t.isoformat() if t else "" for t in (r.created_at, r.started_at, r.finished_at)),
+            r.input_tokens, r.output_tokens, r.billed_mode or "",
+            "" if usd is None else f"{usd:f}",
         ])
         n += 1
     return n

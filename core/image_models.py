@@ -1,27 +1,24 @@
-"""Which OPENAI_IMAGE_MODEL values are accepted: read through one function.
+"""Which OPENAI_IMAGE_MODEL values are accepted at start: read through one function.
 
-The installed openai package's ``ImageModel`` lists the image models it knows; the ones
-its docstring says are shut down or retired are left out (a submit with them would fail
-at OpenAI), and so are the ones this service cannot price (core.cost.MODELS), which a
-submit would refuse. The model list offered by the product (core.cost / the provider)
-may change; only ``accepted_image_models`` reads it.
+The list itself is core.providers.image_models' (the installed openai package's
+``ImageModel``, GPT image models only, without the ones its docstring says are shut
+down). A shut-down model is refused at start rather than swapped for another: a silent
+swap would change what is generated and what it costs.
 """
 
 from __future__ import annotations
 
-from functools import cache
-from typing import get_args
 
-# openai.types.ImageModel marks these shut down / retired (gpt-image-1 on 2026-10-23,
-# dall-e-2 and dall-e-3 on 2026-05-12).
-RETIRED_IMAGE_MODELS = frozenset({"gpt-image-1", "dall-e-2", "dall-e-3"})
-
-
-@cache
 def accepted_image_models() -> tuple[str, ...]:
-    from openai.types import ImageModel
+    from core.providers.image_models import selectable_models
 
-    from core.cost import MODELS
+    return selectable_models()
 
-    return tuple(m for m in get_args(ImageModel)
-                 if m not in RETIRED_IMAGE_MODELS and m in MODELS)
+
+def refusal_reason(value: str) -> str:
+    """Why ``value`` is refused (pure; the caller names the variable and the list)."""
+    from core.providers.image_models import shut_down_models
+
+    if value in shut_down_models():
+        return "is shut down (the installed openai package says so)"
+    return "is not an image model this service can use"

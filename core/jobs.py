@@ -17,32 +17,29 @@ from sqlalchemy import Connection, Engine
 
 from core import handover_report
 from core.config import Settings, get_settings
-from core.cost import MODELS, QUALITIES, SIZES, estimate_cost_usd
+from core.cost import estimate_cost_usd
 from core.db import get_engine, transaction
 from core.dispatch import Dispatcher, TaskRef, get_dispatcher
 from core.dispatch.base import EnqueueResult
 from core.errors import Conflict, InvalidInput, NotFound
+from core.job_options import (  # re-exported: callers say jobs.options_for(...)
+    BACKGROUNDS,
+    BATCH_FALLBACKS,
+    MODERATIONS,
+    OUTPUT_FORMATS,
+    GenerationOptions,
+    options_for,
+)
 from core.queries import q
 from core.status import JOB_STATUSES, JOB_TERMINAL, TASK_STATUSES, progress_percentage
 from core.validation import BatchSpec
 
+__all__ = ["BACKGROUNDS", "BATCH_FALLBACKS", "MODERATIONS", "OUTPUT_FORMATS",
+           "GenerationOptions", "JobView", "TaskView", "options_for"]
+
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    provider: str
-    model: str
-    size: str
-    quality: str
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> GenerationOptions:
-        model = settings.OPENAI_IMAGE_MODEL if settings.provider_name == "openai" else "demo"
-        return cls(settings.provider_name, model, settings.OPENAI_IMAGE_SIZE,
-                   settings.OPENAI_IMAGE_QUALITY)
 
 
 @dataclass(frozen=True)
@@ -64,6 +61,12 @@ class JobView:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    mode: str = "realtime"
+    batch_fallback: str = "batch"
+    output_format: str | None = None
+    output_compression: int | None = None
+    background: str | None = None
+    moderation: str | None = None
 
     @property
     def progress_percentage(self) -> float:
@@ -120,6 +123,8 @@ class TaskView:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    input_image_tokens: int | None = None
+    billed_mode: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         body = _shallow(self)
@@ -144,27 +149,6 @@ def _shallow(view: JobView | TaskView) -> dict[str, Any]:
     # dataclasses.asdict deep-copies every value (datetimes, UUIDs): ~20x slower, and a
     # 1,000-row page of tasks is a hot read. The views are frozen, so no copy is needed.
     return {f.name: getattr(view, f.name) for f in fields(view)}
-
-
-def options_for(
-    settings: Settings, *, model: str | None = None, size: str | None = None,
-    quality: str | None = None,
-) -> GenerationOptions:
-    """The job's model settings: the request's choices over the configured defaults."""
-    base = GenerationOptions.from_settings(settings)
-    chosen_size = size or base.size
-    if chosen_size not in (*SIZES, "auto"):
-        raise InvalidInput("size", f"must be one of {', '.join(SIZES)} or auto")
-    chosen_quality = quality or base.quality
-    if chosen_quality not in (*QUALITIES, "auto"):
-        raise InvalidInput("quality", f"must be one of {', '.join(QUALITIES)} or auto")
-    if settings.provider_name == "demo":
-        # The demo model ignores the model name; the job row records what ran.
-        return GenerationOptions("demo", "demo", chosen_size, chosen_quality)
-    chosen_model = model or base.model
-    if chosen_model not in MODELS:
-        raise InvalidInput("model", f"unknown model {chosen_model!r}; one of {', '.join(MODELS)}")
-    return GenerationOptions("openai", chosen_model, chosen_size, chosen_quality)
 
 
 def _job(row: Any) -> JobView:
@@ -195,27 +179,49 @@ def submit_batch(
     for prompt_index, prompt in enumerate(spec.prompts):
         for image_index in range(spec.count_per_prompt):
             rows.append((uuid.uuid4(), job_id, prompt_index, image_index, prompt, spec.style))
-    cost = estimate_cost_usd(options.provider, options.model, options.size, options.quality,
-                             len(rows))
+    estimate = estimate_cost_usd(options.provider, options.model, options.size,
+                                 options.quality, len(rows), mode=options.mode)
     dispatcher = dispatcher or get_dispatcher(settings)
     # The local queue is this table, so handing a task to it is its status: written queued
     # by the COPY itself, in the same transaction, instead of a second UPDATE of every row
     # (half the time of a 10,000-task submit). Other queues get the outbox hand-over.
-    local = dispatcher.name == "local"
+    # Batch mode: tasks wait 'running' with no lease (no queue claims them) until the
+    # batch poller groups them into OpenAI batches (core/batch).
+    batch = options.mode == "batch"
+    local = dispatcher.name == "local" or batch
     with transaction(engine) as conn:
         conn.execute(q("insert_job"), {
             "id": job_id, "total_tasks": len(rows), "style": spec.style,
             "count_per_prompt": spec.count_per_prompt, "provider": options.provider,
             "model": options.model, "size": options.size, "quality": options.quality,
-            "estimated_cost_usd": cost,
+            "estimated_cost_usd": estimate, "mode": options.mode,
+            "batch_fallback": options.batch_fallback, **_image_columns(options),
         })
-        _copy_tasks(conn, rows, "queued" if local else "pending")
+        _copy_tasks(conn, rows, "running" if batch else "queued" if local else "pending")
         job = _job(conn.execute(q("job_by_id"), {"job_id": job_id}).one())
     log.info("job submitted", extra={"action": "submit_batch", "job_id": str(job_id),
                                      "total_tasks": len(rows)})
-    if not local:
+    if batch and settings.USE_CLOUD_TASKS:
+        _schedule_batch_planning(settings, job_id)
+    elif not local:
         _hand_over(dispatcher, [TaskRef(r[0], 0) for r in rows], job_id)
     return job
+
+
+def _schedule_batch_planning(settings: Settings, job_id: UUID) -> None:
+    from core.batch import poller
+
+    try:
+        poller.schedule(settings, {"job_id": str(job_id)}, round_no=0, delay_s=0)
+    except Exception as exc:  # the job's tasks wait unbatched; a later submit or poll plans
+        log.error("batch planning task not created: %s", type(exc).__name__,
+                  extra={"action": "batch_plan_schedule_error", "job_id": str(job_id)})
+
+
+def _image_columns(options: GenerationOptions) -> dict[str, Any]:
+    return {"output_format": options.output_format,
+            "output_compression": options.output_compression,
+            "background": options.background, "moderation": options.moderation}
 
 
 def _copy_tasks(conn: Connection, rows: Sequence[tuple[Any, ...]], status: str) -> None:
@@ -349,8 +355,17 @@ def retry_failed(
         if rows:
             conn.execute(q("reopen_job"), {"job_id": job_id, "n": len(rows)})
         view = _job(conn.execute(q("job_by_id"), {"job_id": job_id}).one())
+        if rows and view.mode == "batch":
+            conn.execute(q("batch_retry_tasks"), {"ids": [r.id for r in rows],
+                                                  "job_id": job_id})
     handover = None
-    if rows:
+    if rows and view.mode == "batch":
+        log.info("failed tasks back into batches", extra={
+            "action": "retry_failed", "job_id": str(job_id), "count": len(rows)})
+        settings = settings or get_settings()
+        if settings.USE_CLOUD_TASKS:
+            _schedule_batch_planning(settings, job_id)
+    elif rows:
         log.info("failed tasks requeued", extra={"action": "retry_failed",
                                                  "job_id": str(job_id), "count": len(rows)})
         handover = _hand_over(dispatcher or get_dispatcher(settings),
@@ -369,6 +384,10 @@ def cancel_job(job_id: UUID, *, engine: Engine | None = None) -> JobView:
             raise Conflict(f"job {job_id} already finished ({job.status})")
         if job.status != "cancelled":
             n = conn.execute(q("cancel_job_tasks"), {"job_id": job_id}).rowcount
+            # Batch mode: tasks waiting in a batch are cancelled too, and the poller
+            # cancels the open batches at OpenAI (core/batch).
+            n += conn.execute(q("batch_cancel_job_tasks"), {"job_id": job_id}).rowcount
+            conn.execute(q("batch_request_cancel"), {"job_id": job_id})
             conn.execute(q("cancel_job"), {"job_id": job_id, "n": n})
             log.info("job cancelled", extra={"action": "cancel_job", "job_id": str(job_id),
                                              "cancelled_tasks": n})

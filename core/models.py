@@ -55,6 +55,13 @@ class GenerationJob(Base):
     updated_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # version 5: batch mode and image options
+    mode: Mapped[str] = mapped_column(Text, nullable=False, server_default="realtime")
+    batch_fallback: Mapped[str] = mapped_column(Text, nullable=False, server_default="batch")
+    output_format: Mapped[str | None] = mapped_column(Text)
+    output_compression: Mapped[int | None] = mapped_column(Integer)
+    background: Mapped[str | None] = mapped_column(Text)
+    moderation: Mapped[str | None] = mapped_column(Text)
 
 
 class GenerationTask(Base):
@@ -88,6 +95,11 @@ class GenerationTask(Base):
     input_tokens: Mapped[int | None] = mapped_column(Integer)
     output_tokens: Mapped[int | None] = mapped_column(Integer)
     cloud_task_name: Mapped[str | None] = mapped_column(Text)
+    # version 5: the batch the task waits in, how it was billed, image input tokens
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("openai_batches.id", ondelete="SET NULL"))
+    billed_mode: Mapped[str | None] = mapped_column(Text)
+    input_image_tokens: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -105,6 +117,37 @@ class GenerationTask(Base):
     # version 4: deliveries that never reached the handler (core.dispatch.undeliverable).
     undeliverable_tries: Mapped[int] = mapped_column(Integer, nullable=False,
                                                      server_default="0")
+
+
+class OpenAIBatch(Base):
+    """One OpenAI batch (one input file) of a batch-mode job (version 5)."""
+
+    __tablename__ = "openai_batches"
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("generation_jobs.id", ondelete="CASCADE"), nullable=False
+    )
+    state: Mapped[str] = mapped_column(Text, nullable=False, server_default="preparing")
+    openai_status: Mapped[str | None] = mapped_column(Text)
+    task_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    input_file_id: Mapped[str | None] = mapped_column(Text)
+    openai_batch_id: Mapped[str | None] = mapped_column(Text, unique=True)
+    output_file_id: Mapped[str | None] = mapped_column(Text)
+    error_file_id: Mapped[str | None] = mapped_column(Text)
+    request_total: Mapped[int | None] = mapped_column(Integer)
+    request_completed: Mapped[int | None] = mapped_column(Integer)
+    request_failed: Mapped[int | None] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False,
+                                                   server_default="false")
+    polls: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class QueueState(Base):

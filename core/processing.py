@@ -261,6 +261,7 @@ class TaskProcessor:
                     model=claimed.model, size=claimed.size, quality=claimed.quality,
                     task_id=claimed.id, attempt=claimed.attempt,
                     seed_key=f"{claimed.job_id}:{claimed.prompt_index}:{claimed.image_index}",
+                    image_params=claimed.image_params(),
                 ))
                 paid = True
                 provider_latency_s = time.monotonic() - started

@@ -4,10 +4,12 @@
 -- name: insert_job
 INSERT INTO generation_jobs
     (id, status, total_tasks, style, count_per_prompt, provider, model, size, quality,
-     estimated_cost_usd)
+     estimated_cost_usd,
+     mode, batch_fallback, output_format, output_compression, background, moderation)
 VALUES
     (:id, 'pending', :total_tasks, :style, :count_per_prompt, :provider, :model, :size,
-     :quality, :estimated_cost_usd);
+     :quality, :estimated_cost_usd,
+     :mode, :batch_fallback, :output_format, :output_compression, :background, :moderation);
 
 -- name: mark_tasks_queued
 -- Hand-over to the queue (the outbox): only rows still pending move, so a repeated
@@ -58,7 +60,8 @@ WITH claimed AS (
      WHERE j.id = claimed.job_id AND j.status = 'pending'
 )
 SELECT c.id, c.job_id, c.prompt, c.style, c.attempts, c.free_attempts, c.prompt_index,
-       c.image_index, c.rate_limited_for_s, j.provider, j.model, j.size, j.quality
+       c.image_index, c.rate_limited_for_s, j.provider, j.model, j.size, j.quality,
+       j.output_format, j.output_compression, j.background, j.moderation
   FROM claimed c JOIN generation_jobs j ON j.id = c.job_id;
 
 -- name: task_state
@@ -260,14 +263,16 @@ UPDATE generation_jobs
 -- name: job_by_id
 SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, style,
        count_per_prompt, provider, model, size, quality, estimated_cost_usd,
-       created_at, updated_at, started_at, finished_at
+       created_at, updated_at, started_at, finished_at,
+       mode, batch_fallback, output_format, output_compression, background, moderation
   FROM generation_jobs
  WHERE id = :job_id;
 
 -- name: list_jobs
 SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, style,
        count_per_prompt, provider, model, size, quality, estimated_cost_usd,
-       created_at, updated_at, started_at, finished_at
+       created_at, updated_at, started_at, finished_at,
+       mode, batch_fallback, output_format, output_compression, background, moderation
   FROM generation_jobs
  WHERE (CAST(:status AS text) IS NULL OR status = :status)
    AND (CAST(:created_after AS timestamptz) IS NULL OR created_at >= :created_after)
@@ -278,7 +283,8 @@ SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, 
 -- name: list_tasks
 SELECT id, job_id, prompt_index, image_index, prompt, style, status, attempts,
        last_error_code, last_error, image_path, thumbnail_path, latency_ms,
-       input_tokens, output_tokens, created_at, updated_at, started_at, finished_at
+       input_tokens, output_tokens, created_at, updated_at, started_at, finished_at,
+       input_image_tokens, billed_mode
   FROM generation_tasks
  WHERE job_id = :job_id
    AND (CAST(:status AS text) IS NULL OR status = :status)

@@ -157,7 +157,7 @@ SELECT id, status, created_at, total_tasks
 -- long transaction or a whole job in memory.
 SELECT id, prompt_index, image_index, prompt, style, status, attempts, last_error_code,
        last_error, image_path, thumbnail_path, latency_ms, created_at, started_at,
-       finished_at
+       finished_at, input_tokens, input_image_tokens, output_tokens, billed_mode
   FROM generation_tasks
  WHERE job_id = :job_id AND (prompt_index, image_index) > (:after_prompt, :after_image)
  ORDER BY prompt_index, image_index

@@ -139,3 +139,64 @@ CREATE TABLE IF NOT EXISTS delivery_problems (
     last_seen    timestamptz NOT NULL DEFAULT now()
 );
 INSERT INTO schema_migrations (version) VALUES (4) ON CONFLICT (version) DO NOTHING;
+-- version 5: batch mode (OpenAI Batch API), image options, billed cost per task
+-- A job is delivered in realtime (one images.generate call per task) or in batch mode
+-- (tasks grouped into OpenAI batches). Batch-mode tasks wait as 'running' with no lease
+-- (nothing claims them) and point at their batch; what the Batch API returns finishes them.
+ALTER TABLE generation_jobs ADD COLUMN IF NOT EXISTS mode text NOT NULL DEFAULT 'realtime';
+ALTER TABLE generation_jobs DROP CONSTRAINT IF EXISTS generation_jobs_mode_check;
+ALTER TABLE generation_jobs ADD CONSTRAINT generation_jobs_mode_check
+    CHECK (mode IN ('realtime', 'batch'));
+-- Where the unfinished tasks of an expired / failed / cancelled batch go: a new batch or
+-- the realtime path (the operator's choice at submit).
+ALTER TABLE generation_jobs ADD COLUMN IF NOT EXISTS batch_fallback text NOT NULL
+    DEFAULT 'batch';
+ALTER TABLE generation_jobs ADD COLUMN IF NOT EXISTS output_format text;
+ALTER TABLE generation_jobs ADD COLUMN IF NOT EXISTS output_compression integer;
+ALTER TABLE generation_jobs ADD COLUMN IF NOT EXISTS background text;
+ALTER TABLE generation_jobs ADD COLUMN IF NOT EXISTS moderation text;
+
+CREATE TABLE IF NOT EXISTS openai_batches (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    job_id           uuid NOT NULL REFERENCES generation_jobs (id) ON DELETE CASCADE,
+    -- Ours: preparing -> uploading -> uploaded -> creating -> submitted -> ingesting ->
+    -- done. Each step is committed before the call that depends on it, so a process killed
+    -- anywhere resumes from the row (see core/batch/runner.py).
+    state            text NOT NULL DEFAULT 'preparing'
+        CONSTRAINT openai_batches_state_check CHECK (state IN
+            ('preparing', 'uploading', 'uploaded', 'creating', 'submitted', 'ingesting',
+             'done')),
+    -- OpenAI's: validating, in_progress, finalizing, completed, expired, failed,
+    -- cancelling, cancelled.
+    openai_status    text,
+    task_count       integer NOT NULL CHECK (task_count >= 0),
+    input_file_id    text,
+    openai_batch_id  text UNIQUE,
+    output_file_id   text,
+    error_file_id    text,
+    request_total    integer,
+    request_completed integer,
+    request_failed   integer,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    polls            integer NOT NULL DEFAULT 0,
+    last_error       text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    submitted_at     timestamptz,
+    finished_at      timestamptz
+);
+CREATE INDEX IF NOT EXISTS openai_batches_job_idx ON openai_batches (job_id, created_at);
+CREATE INDEX IF NOT EXISTS openai_batches_open_idx ON openai_batches (state)
+    WHERE state <> 'done';
+
+ALTER TABLE generation_tasks ADD COLUMN IF NOT EXISTS batch_id uuid
+    REFERENCES openai_batches (id) ON DELETE SET NULL;
+-- How the task's image was billed: 'batch' (half price) when it came from a batch output
+-- file, NULL for a realtime call.
+ALTER TABLE generation_tasks ADD COLUMN IF NOT EXISTS billed_mode text;
+-- input_tokens holds all input tokens; this many of them were image tokens (edits).
+ALTER TABLE generation_tasks ADD COLUMN IF NOT EXISTS input_image_tokens integer;
+CREATE INDEX IF NOT EXISTS generation_tasks_batch_idx ON generation_tasks (batch_id)
+    WHERE batch_id IS NOT NULL;
+
+INSERT INTO schema_migrations (version) VALUES (5) ON CONFLICT (version) DO NOTHING;

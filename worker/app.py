@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from core import db, delivery, leases, metrics
+from core.batch import poller as batch_poller
 from core.config import Settings, get_settings
 from core.dispatch import get_dispatcher
 from core.dispatch.local_loop import LocalDispatchLoop
@@ -27,7 +28,7 @@ from core.sweeper import sweep_pending, sweep_stranded
 from worker import self_check
 from worker.body_limit import BodyLimitMiddleware
 from worker.refusals import RefusedDeliveries
-from worker.routes import admin, health, tasks
+from worker.routes import admin, batch_poll, batches, health, tasks
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             background.append(asyncio.create_task(cloud_checks.run(settings, engine, stop)))
         # issue 10: does WORKER_URL reach this worker's task handler? (worker.self_check)
         background.append(asyncio.create_task(self_check.run(app, settings, stop)))
+        if settings.provider_name == "openai":
+            # Batch mode (core/batch): the runner serves the Cloud Tasks poll route; locally
+            # a poller loop runs beside the dispatcher.
+            app.state.batch_runner = batch_poller.runner_for(settings, db.get_engine(url),
+                                                             app.state.storage)
+            if not settings.USE_CLOUD_TASKS and settings.RUN_DISPATCHER:
+                background.append(asyncio.create_task(batch_poller.poll_forever(
+                    app.state.batch_runner, stop, settings.BATCH_POLL_S)))
         log.info("worker started", extra={"action": "worker_start",
                                           "provider": settings.provider_name,
                                           "storage": settings.storage_name,
@@ -103,6 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cut = sum(await asyncio.gather(*stopping))
             await asyncio.gather(*background, return_exceptions=True)
             log.info("worker stopped", extra={"action": "worker_stop", "released": cut})
+            if getattr(app.state, "batch_runner", None) is not None:
+                app.state.batch_runner.close()
             await close_providers()
             await engine.dispose()
 
@@ -126,6 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     app.include_router(admin.router)
     app.include_router(tasks.router)
+    app.include_router(batch_poll.router)
+    app.include_router(batches.router)
     app.include_router(health.router)
     return app
 

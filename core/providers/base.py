@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 from uuid import UUID
 
 
@@ -17,6 +17,8 @@ class ImageRequest:
     attempt: int
     # Identifies the picture (prompt, style, image index) so a redelivery draws the same one.
     seed_key: str = ""
+    # The job's optional images.generate parameters (output_format, background, ...).
+    image_params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

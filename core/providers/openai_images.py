@@ -26,6 +26,15 @@ from core import classify, ratelimit
 from core.config import Settings
 from core.errors import TaskFailure
 from core.providers.base import GeneratedImage, ImageRequest
+from core.providers.image_models import (  # the model list, read from the openai package
+    batch_models,
+    default_model,
+    selectable_models,
+    shut_down_models,
+)
+
+__all__ = ["OpenAIProvider", "batch_models", "default_model", "selectable_models",
+           "shut_down_models"]
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +69,7 @@ class OpenAIProvider:
             # submitted; the SDK's Literal types cannot see that.
             raw = await self.client.images.with_raw_response.generate(
                 model=request.model, prompt=request.prompt, size=cast(Any, request.size),
-                quality=cast(Any, request.quality), n=1,
+                quality=cast(Any, request.quality), n=1, **request.image_params,
             )
         except openai.APIError as exc:
             if isinstance(exc, openai.APIStatusError) and self.pacer is not None:

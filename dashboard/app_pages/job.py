@@ -13,7 +13,7 @@ from core import jobs
 from core.errors import AppError, NotFound
 from core.handover_report import handover_message
 from core.status import TASK_STATUSES
-from dashboard import banners, data, ui
+from dashboard import banners, batch_section, data, ui
 
 REFRESH_S = 2
 GALLERY_COLUMNS = 4
@@ -62,6 +62,7 @@ st.caption(f"{job.id} · style {job.style} · {job.count_per_prompt} per prompt 
            f"created {job.created_at:%Y-%m-%d %H:%M:%S} UTC")
 running_at_load = not job.is_finished
 banners.show_problems()  # issue 10: undeliverable deliveries, provider not authenticated
+batch_section.cost_line(job)
 
 
 @st.fragment(run_every=REFRESH_S if running_at_load else None)
@@ -92,6 +93,15 @@ def live_progress() -> None:
 
 
 live_progress()
+
+
+@st.fragment(run_every=REFRESH_S * 3 if running_at_load and job.mode == "batch" else None)
+@ui.guarded
+def batches_live() -> None:
+    batch_section.batches(job)
+
+
+batches_live()
 
 # ---- actions -------------------------------------------------------------------------
 a1, a2, a3, a4 = st.columns(4)

@@ -12,7 +12,7 @@ from core import cost, handover_report, jobs
 from core.errors import InvalidInput
 from core.styles import STYLES, apply_style
 from core.validation import BatchSpec, limits_from_settings, validate_batch
-from dashboard import data, ui
+from dashboard import data, submit_options, ui
 from dashboard.uploads import PromptSource, UploadError, from_text, from_upload
 
 PREVIEW_PLACEHOLDER = "a red leather armchair"
@@ -75,20 +75,13 @@ with right:
             language=None, wrap_lines=True)
 
 model = size = quality = None
+mode = "realtime"
+image_choices: dict[str, object] = {}
 if settings.provider_name == "openai":
-    c1, c2, c3 = st.columns(3)
-    default_model = settings.OPENAI_IMAGE_MODEL
-    model = c1.selectbox("Model", cost.MODELS, key="model",
-                         index=cost.MODELS.index(default_model)
-                         if default_model in cost.MODELS else 0)
-    sizes = [*cost.SIZES, "auto"]
-    size = c2.selectbox("Size", sizes, key="size",
-                        index=sizes.index(settings.OPENAI_IMAGE_SIZE)
-                        if settings.OPENAI_IMAGE_SIZE in sizes else 0)
-    qualities = [*cost.QUALITIES, "auto"]
-    quality = c3.selectbox("Quality", qualities, key="quality",
-                           index=qualities.index(settings.OPENAI_IMAGE_QUALITY)
-                           if settings.OPENAI_IMAGE_QUALITY in qualities else 0)
+    # Delivery mode, model, options and the confirmations: dashboard/submit_options.py.
+    choice = submit_options.render(settings)
+    mode, model, size, quality = choice.mode, choice.model, choice.size, choice.quality
+    image_choices = choice.options
 else:
     st.info("Model: the offline demo model (no key configured). It draws a picture from "
             "each prompt and costs nothing.")
@@ -106,7 +99,8 @@ def _message(exc: InvalidInput) -> str:
 def _check() -> tuple[BatchSpec | None, jobs.GenerationOptions | None, str | None]:
     try:
         spec = validate_batch(prompts, style, count, limits)
-        options = jobs.options_for(settings, model=model, size=size, quality=quality)
+        options = jobs.options_for(settings, model=model, size=size, quality=quality,
+                                   mode=mode, **image_choices)  # type: ignore[arg-type]
     except InvalidInput as exc:
         return None, None, _message(exc)
     return spec, options, None
@@ -119,21 +113,32 @@ images = len(prompts) * count
 m1, m2, m3 = st.columns(3)
 m1.metric("Prompts", len(prompts))
 m2.metric("Images", images)
+needs_confirmation: list[str] = []
 if options is not None:
     estimate = cost.estimate_cost_usd(options.provider, options.model, options.size,
-                                      options.quality, images)
+                                      options.quality, images, mode=options.mode)
     per_image = cost.price_per_image(options.provider, options.model, options.size,
-                                     options.quality)
+                                     options.quality, mode=options.mode)
     m3.metric("Estimated cost", ui.money(estimate),
               help=f"{ui.money(per_image)} per image ({options.model}, {options.size}, "
-                   f"{options.quality}), from the price table in core/cost.py")
+                   f"{options.quality}, {options.mode}), from the price table "
+                   "(core/data/prices.csv or PRICES_FILE)")
+    if options.provider == "openai":
+        submit_options.compare_modes(options, images, settings)
+        needs_confirmation = submit_options.confirmations(options, estimate, settings)
 if problem and prompts:
     st.error(problem)
+confirmed = True
+if needs_confirmation and not problem:
+    st.warning("Please confirm before submitting: " + "; ".join(needs_confirmation) + ".")
+    confirmed = st.checkbox("I have checked the cost and want to submit", key="confirm_cost")
 
 if st.button(f"Submit {images} image{'s' if images != 1 else ''}", type="primary",
              key="submit"):
     if problem or spec is None or options is None:
         st.error(problem or "Nothing to submit.")
+    elif not confirmed:
+        st.error("Tick the confirmation above to submit this batch.")
     else:
         job = data.submit(spec, options)
         st.session_state["last_submitted_job"] = (str(job.id), job.total_tasks)

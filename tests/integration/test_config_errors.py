@@ -54,7 +54,9 @@ CASES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
         {"USE_CLOUD_TASKS": "true", "WORKER_URL": "http://127.0.0.1:9"},
         ("USE_CLOUD_TASKS", "GCP_PROJECT")),
     "unknown OPENAI_IMAGE_MODEL": (
-        {"OPENAI_IMAGE_MODEL": "dall-e-3"}, ("OPENAI_IMAGE_MODEL", "accepted:", "gpt-image-1.5")),
+        {"OPENAI_IMAGE_MODEL": "dall-e-3"}, ("OPENAI_IMAGE_MODEL", "accepted:", "gpt-image-2")),
+    "shut-down OPENAI_IMAGE_MODEL": (
+        {"OPENAI_IMAGE_MODEL": "gpt-image-1"}, ("OPENAI_IMAGE_MODEL", "shut down", "gpt-image-2")),
     "unknown OPENAI_IMAGE_SIZE": (
         {"OPENAI_IMAGE_SIZE": "512x512"}, ("OPENAI_IMAGE_SIZE", "1024x1024")),
     "CORS_ORIGINS broken JSON list": (

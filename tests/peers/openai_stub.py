@@ -56,6 +56,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.peers.openai_batch_stub import BatchAPI
+
 WINDOW_S = 60.0
 DEFAULT_API_KEY = "sk-test-stub"
 
@@ -160,6 +162,9 @@ class OpenAIStub:
         self._window: collections.deque[float] = collections.deque()  # accepted image times
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        # /v1/files and /v1/batches (the Batch API), in tests/peers/openai_batch_stub.py.
+        self.batches = BatchAPI(self._stopping)
+        self.request_bodies: list[dict[str, Any]] = []  # every images request's JSON body
         self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -340,6 +345,9 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(payload)
 
         def do_GET(self) -> None:
+            if stub.batches.handles(self.path):
+                stub.batches.serve(self, "GET", b"", self._send)
+                return
             # GET /v1/models/{model}: the cheap authenticated call the worker makes at
             # start to check OPENAI_API_KEY (core.startup.check_openai_key).
             prefix = "/v1/models/"
@@ -358,6 +366,9 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length) if length else b""
+            if stub.batches.handles(self.path):
+                stub.batches.serve(self, "POST", raw, self._send)
+                return
             if self.path.rstrip("/") != "/v1/images/generations":
                 self._send(404, {}, _error("not found", None))
                 return
@@ -366,6 +377,7 @@ def _handler_for(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 self._send(400, {}, _error("bad json", "invalid_json"))
                 return
+            stub.request_bodies.append(body)  # the options a request carried
             auth = self.headers.get("authorization")
             status, headers, payload, delay_s = stub._handle(body, auth)
             if delay_s and stub._stopping.wait(delay_s):

@@ -16,6 +16,8 @@ from tests.conftest import REPO_ROOT, WorkerProcess
 from tests.security import API_KEY, TASK_SECRET
 
 TASK = "/api/admin/worker/process-task"
+# A task endpoint too: tests/security/test_batch_poll_auth.py.
+BATCH_POLL = "/api/admin/worker/batch-poll"
 
 
 def _admin_operations(worker: WorkerProcess) -> list[tuple[str, str]]:
@@ -23,7 +25,7 @@ def _admin_operations(worker: WorkerProcess) -> list[tuple[str, str]]:
     spec = httpx.get(worker.url + "/openapi.json", timeout=10).json()
     found = []
     for path, methods in spec["paths"].items():
-        if not path.startswith("/api/admin") or path == TASK:
+        if not path.startswith("/api/admin") or path in (TASK, BATCH_POLL):
             continue
         for method in methods:
             found.append((method.upper(), path.replace("{job_id}", str(uuid.uuid4()))))

@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from core import jobs
+from core import billing, jobs
 from core.errors import InvalidInput
 from core.validation import limits_from_settings, validate_batch
 from worker.deps import AdminDep, SettingsDep
@@ -29,6 +29,16 @@ class BatchRequest(BaseModel):
     model: str | None = Field(default=None, description="OpenAI image model (openai only).")
     size: str | None = Field(default=None, description="Image size, e.g. 1024x1024.")
     quality: str | None = Field(default=None, description="low, medium, high or auto.")
+    mode: str | None = Field(default=None, description="realtime (default) or batch: the "
+                             "OpenAI Batch API, half price, done within 24 h.")
+    batch_fallback: str | None = Field(default=None, description="Where an expired batch's "
+                                       "unfinished tasks go: batch (default) or realtime.")
+    output_format: str | None = Field(default=None, description="png, webp or jpeg.")
+    output_compression: int | None = Field(default=None, description="0-100 (webp, jpeg).")
+    background: str | None = Field(default=None, description="auto, opaque or transparent.")
+    moderation: str | None = Field(default=None, description="auto or low.")
+    confirm_unknown_price: bool = Field(default=False, description="Use a model without "
+                                        "known rates (its cost is shown as tokens).")
 
 
 class JobSummary(BaseModel):
@@ -53,7 +63,12 @@ class RetryRequest(BaseModel):
 def submit_batch(body: BatchRequest, settings: SettingsDep) -> dict[str, Any]:
     spec = validate_batch(body.prompts, body.style, body.count_per_prompt,
                           limits_from_settings(settings))
-    options = jobs.options_for(settings, model=body.model, size=body.size, quality=body.quality)
+    options = jobs.options_for(
+        settings, model=body.model, size=body.size, quality=body.quality, mode=body.mode,
+        batch_fallback=body.batch_fallback, output_format=body.output_format,
+        output_compression=body.output_compression, background=body.background,
+        moderation=body.moderation, confirm_unknown_price=body.confirm_unknown_price)
+    # The deployment guide's response shape, unchanged; GET /jobs/{id} shows the mode.
     return jobs.submit_batch(spec, options=options, settings=settings).summary()
 
 
@@ -64,7 +79,9 @@ def job_status(job_id: UUID) -> dict[str, Any]:
 
 @router.get("/jobs/{job_id}", responses=_JOB)
 def job_detail(job_id: UUID) -> dict[str, Any]:
-    return jobs.get_job(job_id).detail()
+    job = jobs.get_job(job_id)
+    # The billed cost (usage x rates) beside the estimate.
+    return {**job.detail(), **billing.job_cost(job.id, job.model, job.provider).to_dict()}
 
 
 @router.get("/jobs")

@@ -1,0 +1,1 @@
+"""Batch mode: OpenAI Batch API files, batches and the poller (see runner.py)."""
