@@ -108,12 +108,27 @@ class Settings(BaseSettings):
     MAX_COUNT_PER_PROMPT: int = Field(default=10, ge=1)
     MAX_BODY_BYTES: int = Field(default=8 * 1024 * 1024, ge=1024)
     DASHBOARD_PASSWORD: SecretStr | None = None
+    # The dashboard shows times in this IANA zone (e.g. Europe/Paris); unset: the
+    # browser's zone, else UTC. Checked here so a typo is one clear line at start.
+    DASHBOARD_TIMEZONE: str | None = None
 
     # service
     HOST: str = "127.0.0.1"
     PORT: int = Field(default=8080, ge=1, le=65535)
     LOG_LEVEL: str = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"
+
+    @field_validator("DASHBOARD_TIMEZONE")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError("not an IANA time zone such as Europe/Paris") from None
+        return value or None
 
     @field_validator("CORS_ORIGINS", mode="before")
     @classmethod

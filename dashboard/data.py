@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 from uuid import UUID
 
@@ -120,6 +120,8 @@ def queue_depth() -> reports.QueueDepth:
 def _throughput(url: str, window_s: float, bucket_s: int) -> pd.DataFrame:
     points = reports.recent_throughput(window_s=window_s, bucket_s=bucket_s,
                                        engine=_engine_for(url))
+    points = reports.fill_buckets(points, now=datetime.now(UTC), window_s=window_s,
+                                  bucket_s=bucket_s)
     return pd.DataFrame([(p.bucket, p.succeeded, p.failed) for p in points],
                         columns=["time", "succeeded", "failed"])
 
@@ -198,8 +200,16 @@ def submit(spec: BatchSpec, options: jobs.GenerationOptions) -> jobs.JobView:
     return view
 
 
-def retry_failed(job_id: UUID, task_ids: Sequence[UUID] | None) -> jobs.RetryResult:
-    result = jobs.retry_failed(job_id, task_ids, engine=engine(), settings=settings())
+def retry_preview(job_id: UUID, include_refusals: bool) -> jobs.RetryResult:
+    """What "Retry all failed" would do: how many, at what estimated cost (dry run)."""
+    return jobs.retry_failed(job_id, None, include_refusals=include_refusals, dry_run=True,
+                             engine=engine(), settings=settings())
+
+
+def retry_failed(job_id: UUID, task_ids: Sequence[UUID] | None, *,
+                 include_refusals: bool = False) -> jobs.RetryResult:
+    result = jobs.retry_failed(job_id, task_ids, include_refusals=include_refusals,
+                               engine=engine(), settings=settings())
     _changed()
     return result
 
