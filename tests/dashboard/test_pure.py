@@ -43,6 +43,17 @@ def test_pasted_text_points_at_lines() -> None:
     ("p.csv", b'prompt\n"two\nlines"\n', ["two\nlines"], []),
     # a byte-order mark from a spreadsheet does not hide the header
     ("p.csv", "\ufeffprompt\nà la carte\n".encode(), ["à la carte"], []),
+    # unquoted commas after a header stay in the prompt (were cut at the first comma)
+    ("p.csv", b"prompt\na green teapot, studio light\n", ["a green teapot, studio light"],
+     []),
+    ("p.csv", b"id,prompt\n1,a kite, red, high\n", ["a kite, red, high"], []),
+    # header names other than "prompt" are headers, never billed prompts
+    ("p.csv", b"prompts\na kite\n", ["a kite"], []),
+    ("p.csv", b"Prompt Text\na kite\n", ["a kite"], []),
+    ("p.csv", b"id,description\n1,a kite\n", ["a kite"], []),
+    # semicolon-separated (a spreadsheet in a comma-decimal locale), commas are text
+    ("p.csv", b"id;prompt\n1;a kite, red\n2;a boat\n", ["a kite, red", "a boat"], []),
+    ("p.csv", b"prompt;id\na kite, red;1\n", ["a kite, red"], []),
     # .txt: one prompt per line, commas are text
     ("p.txt", b"a kite, red\n\na boat\n", ["a kite, red", "a boat"], [2]),
 ])
@@ -50,6 +61,15 @@ def test_uploads(name: str, data: bytes, prompts: list[str], blank: list[int]) -
     source = from_upload(name, data)
     assert source.prompts == prompts
     assert source.lines.blank_lines == blank
+
+
+def test_a_single_column_header_the_operator_names_is_not_a_prompt() -> None:
+    data = b"My ideas\na kite\na boat\n"
+    assert from_upload("p.csv", data).prompts == ["My ideas", "a kite", "a boat"]
+    assert from_upload("p.csv", data, header=True).prompts == ["a kite", "a boat"]
+    # a recognised header can be declared not to be one
+    assert from_upload("p.csv", b"prompt\na kite\n", header=False).prompts == [
+        "prompt", "a kite"]
 
 
 @pytest.mark.parametrize(("name", "data", "message"), [
