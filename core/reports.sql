@@ -185,9 +185,12 @@ SELECT id, prompt_index, image_index, prompt, style, status, attempts, last_erro
  LIMIT :limit;
 
 -- name: export_images_after
-SELECT id, prompt_index, image_index, prompt, image_path
-  FROM generation_tasks
- WHERE job_id = :job_id AND status = 'succeeded' AND image_path IS NOT NULL
-   AND (prompt_index, image_index) > (:after_prompt, :after_image)
- ORDER BY prompt_index, image_index
+-- With what the manifest tells about each image: its style and the job's model options.
+SELECT t.id, t.prompt_index, t.image_index, t.prompt, t.style, t.image_path,
+       j.provider, j.model, j.size, j.quality
+  FROM generation_tasks t
+  JOIN generation_jobs j ON j.id = t.job_id
+ WHERE t.job_id = :job_id AND t.status = 'succeeded' AND t.image_path IS NOT NULL
+   AND (t.prompt_index, t.image_index) > (:after_prompt, :after_image)
+ ORDER BY t.prompt_index, t.image_index
  LIMIT :limit;

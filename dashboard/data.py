@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from core import db, export, jobs, reports
+from core import db, export, export_links, jobs, reports
 from core.config import Settings, get_settings
 from core.dispatch import Dispatcher, get_dispatcher
 from core.errors import AppError, StorageError
@@ -167,6 +167,15 @@ def tasks_csv(job_id: UUID) -> Callable[[], bytes]:
     """Deferred: the CSV is built only when the operator clicks download."""
     eng = engine()
     return lambda: export.tasks_csv_bytes(job_id, engine=eng)
+
+
+def images_zip_link(job_id: UUID) -> str | None:
+    """A signed link to the worker's streamed ZIP of the job's images; None when the
+    dashboard does not know the worker's address (WORKER_URL)."""
+    s = settings()
+    if not s.WORKER_URL:
+        return None
+    return export_links.zip_link(s.WORKER_URL, job_id, export_links.signing_key(s))
 
 
 def images_zip(job_id: UUID) -> Callable[[], bytes]:

@@ -24,7 +24,7 @@ from core.providers import close_providers, get_provider
 from core.storage import get_storage
 from core.sweeper import sweep_pending, sweep_stranded
 from worker.body_limit import BodyLimitMiddleware
-from worker.routes import admin, health, tasks
+from worker.routes import admin, exports, health, tasks
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     _install_error_handlers(app)
     app.include_router(admin.router)
+    app.include_router(exports.router)
     app.include_router(tasks.router)
     app.include_router(health.router)
     return app

@@ -114,9 +114,19 @@ if a2.button("Cancel job", key="cancel", disabled=job.is_finished):
 a3.download_button("Task table (CSV)", data=data.tasks_csv(job.id),
                    file_name=f"job-{job.id}-tasks.csv", mime="text/csv", on_click="ignore",
                    key="export_csv")
-a4.download_button("Images (ZIP)", data=data.images_zip(job.id),
-                   file_name=f"job-{job.id}-images.zip", mime="application/zip",
-                   on_click="ignore", key="export_zip", disabled=job.completed_tasks == 0)
+zip_link = data.images_zip_link(job.id)
+if zip_link:
+    # Streamed by the worker: Streamlit would hold the whole ZIP in memory to serve it.
+    a4.link_button("Images (ZIP)", zip_link, disabled=job.completed_tasks == 0,
+                   help="Every image and manifest.csv (prompt, styled prompt, model, size, "
+                        "quality, cost per image), streamed by the worker")
+else:
+    a4.download_button("Images (ZIP)", data=data.images_zip(job.id),
+                       file_name=f"job-{job.id}-images.zip", mime="application/zip",
+                       on_click="ignore", key="export_zip",
+                       disabled=job.completed_tasks == 0,
+                       help="Built in the dashboard's memory; set WORKER_URL to have the "
+                            "worker stream it instead")
 if st.session_state.get("confirm_cancel") == str(job.id) and not job.is_finished:
     st.warning("Cancel this job? Tasks not yet started are cancelled; tasks already running "
                "finish and keep their result.")
