@@ -4,6 +4,9 @@
     aiwebimage queue describe
     aiwebimage queue update --max-dispatches-per-second 20 --max-concurrent-dispatches 200
     aiwebimage queue pause | resume | status
+    aiwebimage jobs list | submit FILE | status ID | retry ID | cancel ID | export ID
+                                       # job commands (core/cli_jobs.py)
+    aiwebimage --version
     aiwebimage init-db                 # apply sql/init_db.sql (idempotent)
     aiwebimage sweep [--grace-s 30]    # re-enqueue tasks left pending
     aiwebimage sweep --stranded [--stale-s 1800] [--limit 500]
@@ -23,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from core import db
+from core import cli_jobs, db
 from core.config import Settings, get_settings
 from core.dispatch import get_dispatcher
 from core.dispatch.cloud_tasks import (
@@ -37,7 +40,9 @@ from core.sweeper import PENDING_GRACE_S, STRANDED_BATCH, sweep_pending, sweep_s
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiwebimage", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"aiwebimage {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    cli_jobs.add_parser(sub)
     queue = sub.add_parser("queue", help="the Cloud Tasks (or local) queue")
     qsub = queue.add_subparsers(dest="action", required=True)
     create = qsub.add_parser("create", help="create (or reset) the queue with the guide's "
@@ -68,6 +73,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aiwebimageservice")
+    except PackageNotFoundError:  # a plain checkout, not installed
+        return "unknown"
+
+
 def queue_summary(queue: Any) -> dict[str, Any]:
     """The parts of a Cloud Tasks Queue an operator checks (pure)."""
     retry = queue.retry_config
@@ -95,6 +109,8 @@ def _print(value: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "jobs":
+        return cli_jobs.run(args, settings)
     if args.command == "init-db":
         db.apply_schema(db.get_engine(db.resolve_database_url(settings)))
         print("schema applied")
