@@ -332,8 +332,10 @@ class RetryResult:
     def message(self) -> str:
         """One line for people (dashboard, CLI), the same words everywhere."""
         verb = "Would requeue" if self.dry_run else "Requeued"
-        cost = ("" if self.estimated_cost_usd is None
-                else f" (estimated ${self.estimated_cost_usd:.4f})")
+        usd = self.estimated_cost_usd
+        cost = ("" if usd is None
+                else f" (estimated ${usd:.2f})" if usd == 0 or usd >= 1
+                else f" (estimated ${usd:.4f})")
         left = (f"; {self.refusals_left} refusal(s) left alone (a retry would be refused "
                 "again)" if self.refusals_left else "")
         return f"{verb} {self.requeued} failed task(s){cost}{left}."

@@ -74,9 +74,9 @@ def live_progress() -> None:
     c[0].metric("Images/min", perf.images_per_min if perf.images_per_min is not None else "-",
                 help="Succeeded images per minute of the job's active time, from the "
                      "first start to the last finish (or now, while it runs)")
-    c[1].metric("Images/min, last 5 min", perf.recent_images_per_min or 0.0,
-                help="The same rate over the job's active time within the last five "
-                     "minutes")
+    c[1].metric("Last 5 min", perf.recent_images_per_min or 0.0,
+                help="Images per minute, the same measure over the job's active time "
+                     "within the last five minutes")
     c[2].metric("p50 latency", ui.millis(perf.p50_ms))
     c[3].metric("p90 latency", ui.millis(perf.p90_ms))
     c[4].metric("p99 latency", ui.millis(perf.p99_ms))
@@ -205,13 +205,17 @@ def failures() -> None:
             ui.when(r.last_attempt_at, tz),
         "#": f"{r.prompt_index + 1}.{r.image_index + 1}", "task": str(r.id),
     } for r in rows))
-    # Tall enough for the whole page of rows, and the long columns wide: the default
-    # ten-row box cut the page off and the message after a few words.
+    # Tall enough for the whole page of rows, and every column inside the page's width:
+    # the default ten-row box cut the page off, and auto-sized prompt and message
+    # columns pushed the attempts, time and task columns out of sight.
     event = st.dataframe(
         frame, key="failures_table", hide_index=True, on_select="rerun",
         selection_mode="multi-row", height=ui.table_height(len(rows)), width="stretch",
-        column_config={"prompt": st.column_config.TextColumn(width="large"),
-                       "message": st.column_config.TextColumn(width="large")})
+        column_config={"prompt": st.column_config.TextColumn(width="medium"),
+                       "message": st.column_config.TextColumn(width="medium"),
+                       "#": st.column_config.TextColumn(width="small"),
+                       "attempts": st.column_config.NumberColumn(width="small"),
+                       "task": st.column_config.TextColumn(width="small")})
     picked = [rows[i].id for i in event.selection.rows if i < len(rows)]
     if st.button(f"Retry selected ({len(picked)})", key="retry_selected",
                  disabled=not picked or job.status == "cancelled"):
