@@ -44,7 +44,8 @@ def dashboard(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
             [sys.executable, "-m", "dashboard", "--server.headless", "true",
              "--server.port", str(port),
              "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"],
+             # No --client.toolbarMode here: the product's own config must hide Deploy.
+             "--server.fileWatcherType", "none"],
             cwd=REPO_ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
 
@@ -86,9 +87,12 @@ def test_submit_watch_and_screenshot_job_page(
             box.fill("\n".join(PROMPTS))
             box.press("Control+Enter")  # commits the text area (Streamlit reruns)
             page.get_by_role("button", name="Submit 2 images").click()
-            page.get_by_text("Open job").click()
+            # Straight on to the new job's page (no link to find and click).
+            page.wait_for_url("**/job?job_id=*")
 
             page.get_by_text("pending · 0.0%").wait_for()
+            assert page.get_by_role("button", name="Deploy").count() == 0
+            assert page.get_by_text("Deploy", exact=True).count() == 0
             page.get_by_text("Updating every 2 s while the job runs.").wait_for()
             dispatcher.resume()
             page.get_by_text("completed · 100.0%").wait_for(timeout=60_000)
