@@ -360,7 +360,9 @@ def retry_failed(
     ids = [UUID(str(t)) for t in task_ids] if task_ids is not None else None
     params = {"job_id": job_id, "task_ids": ids, "refusal_codes": codes}
     with transaction(engine) as conn:
-        job = conn.execute(q("lock_job"), {"job_id": job_id}).first()
+        # A dry run (drawn with every Job page) takes no lock: deliveries update this row.
+        job = conn.execute(q("job_by_id" if dry_run else "lock_job"),
+                           {"job_id": job_id}).first()
         if job is None:
             raise NotFound(f"job {job_id} not found")
         if job.status == "cancelled":
