@@ -40,9 +40,8 @@ from core.sweeper import PENDING_GRACE_S, STRANDED_BATCH, sweep_pending, sweep_s
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiwebimage", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"aiwebimage {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    cli_jobs.add_parser(sub)
+    cli_jobs.add_parser(sub, parser)  # `jobs ...` and --version
     queue = sub.add_parser("queue", help="the Cloud Tasks (or local) queue")
     qsub = queue.add_subparsers(dest="action", required=True)
     create = qsub.add_parser("create", help="create (or reset) the queue with the guide's "
@@ -71,15 +70,6 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--limit", type=int, default=STRANDED_BATCH,
                        help="with --stranded: at most this many GetTask calls")
     return parser
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("aiwebimageservice")
-    except PackageNotFoundError:  # a plain checkout, not installed
-        return "unknown"
 
 
 def queue_summary(queue: Any) -> dict[str, Any]:

@@ -33,8 +33,20 @@ from core.storage import get_storage
 from core.validation import limits_from_settings, validate_batch
 
 
-def add_parser(sub: Any) -> None:
-    """The ``jobs`` command and its actions, on core.cli's sub-parsers."""
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("aiwebimageservice")
+    except PackageNotFoundError:  # a plain checkout, not installed
+        return "unknown"
+
+
+def add_parser(sub: Any, root: argparse.ArgumentParser) -> None:
+    """The ``jobs`` command and its actions on core.cli's sub-parsers, and ``--version``
+    on its root parser."""
+    root.add_argument("--version", action="version", version=f"aiwebimage {version()}")
     parser = sub.add_parser("jobs", help="list, submit, follow, retry, cancel, export jobs")
     actions = parser.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="recent jobs, newest first")
