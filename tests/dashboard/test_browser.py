@@ -13,8 +13,10 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -161,10 +163,17 @@ def test_failures_tab_retry_after_an_outage_and_screenshot(
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                      args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            # An operator in Tokyo: with no DASHBOARD_TIMEZONE, times follow the browser.
+            page = browser.new_page(viewport={"width": 1400, "height": 1100},
+                                    timezone_id="Asia/Tokyo")
             page.set_default_timeout(30_000)
             page.goto(f"{dashboard}/job?job_id={job_id}")
             page.get_by_text("failed · 100.0% · 0 succeeded, 2 failed").wait_for()
+            created = datetime.fromisoformat(httpx.get(
+                f"{recovered.url}/api/admin/jobs/{job_id}", timeout=10).json()["created_at"])
+            tokyo = created.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%d %H:%M")
+            page.get_by_text(f"created {tokyo}").wait_for()
+            assert page.get_by_text("Asia/Tokyo").count() >= 1
             page.get_by_role("button", name="Retry all failed (1)").wait_for()
             page.get_by_text("1 refusal(s) left alone").wait_for()
             page.get_by_role("tab", name="Failures (2)").click()
