@@ -198,12 +198,13 @@ def failures() -> None:
     page_no = int(f2.number_input("Page", min_value=1, value=1, step=1, key="failures_page"))
     rows, total = data.failures(job.id, code, FAILURES_PAGE, (page_no - 1) * FAILURES_PAGE)
     pages = max(1, -(-total // FAILURES_PAGE))
-    st.caption(f"{total} failed task(s) · page {min(page_no, pages)} of {pages}")
+    st.caption(f"{total} failed task(s) · page {min(page_no, pages)} of {pages} · times "
+               f"in {ui.zone_label(tz)}")
     frame = pd.DataFrame(ui.cells({
         "prompt": r.prompt, "error code": r.last_error_code, "message": r.last_error,
-        "attempts": r.attempts, f"last attempt ({ui.zone_label(tz)})":
-            ui.when(r.last_attempt_at, tz),
-        "#": f"{r.prompt_index + 1}.{r.image_index + 1}", "task": str(r.id),
+        "attempts": r.attempts, "last attempt": ui.when(r.last_attempt_at, tz),
+        # The short id: the full one would not fit beside the rest (All tasks has it).
+        "#": f"{r.prompt_index + 1}.{r.image_index + 1}", "task": ui.short_id(r.id),
     } for r in rows))
     # Tall enough for the whole page of rows, and every column inside the page's width:
     # the default ten-row box cut the page off, and auto-sized prompt and message

@@ -216,8 +216,9 @@ def test_retry_selected_requeues_only_the_selected_task(settings: Settings,
     at.button(key="retry_selected").click().run()
 
     after = _task_states(engine, job.id)
-    assert after[shown["task"][1]] == ("queued", 0)
-    assert after[shown["task"][0]] == ("failed", 1)
+    full = {short: next(t for t in after if t.startswith(short)) for short in shown["task"]}
+    assert after[full[shown["task"][1]]] == ("queued", 0)
+    assert after[full[shown["task"][0]]] == ("failed", 1)
     assert jobs.get_job(job.id, engine=engine).failed_tasks == 1
 
 

@@ -60,7 +60,10 @@ def test_times_are_the_operators_whatever_the_database_zone(
     caption = at.caption[0].value
     assert f"created {expected} UTC" in caption, caption
     failures = _frame(at, "failures_table")
-    assert "last attempt (UTC)" in failures.columns
+    assert list(failures["last attempt"]) != [] and all(
+        len(v) == 19 for v in failures["last attempt"])
+    assert any("failed task(s)" in c.value and "times in UTC" in c.value
+               for c in at.caption)
 
     at = open_page("app_pages/jobs.py")
     table = _frame(at, "jobs_table")
