@@ -62,3 +62,4 @@ def test_job_page_previews_and_retries_only_what_can_succeed(
     assert any("Requeued 1 failed task(s)" in s.value for s in at.success)
     failed = jobs.list_tasks(job.id, status="failed", engine=engine)
     assert [t.last_error_code for t in failed] == ["moderation_blocked"]
+
