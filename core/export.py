@@ -1,9 +1,10 @@
 """Exports of one job: its task table as CSV, its images as a ZIP.
 
 Both walk the job in keyset pages (never the whole job in memory, never one long
-transaction) and write to a file the caller gives, so a 10,000-image job streams through
-a temporary file rather than through RAM. Images come through the Storage interface, so
-the same code exports from a local folder or a Supabase bucket.
+transaction). The ZIP is produced as a stream of pieces (iter_images_zip: the worker's
+export route sends them as they come, the CLI writes them to a file), holding one image
+at a time whatever the job's size. Images come through the Storage interface, so the
+same code exports from a local folder or a Supabase bucket.
 """
 
 from __future__ import annotations
