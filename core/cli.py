@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from core import cli_jobs, db
+from core import db
 from core.config import Settings, get_settings
 from core.dispatch import get_dispatcher
 from core.dispatch.cloud_tasks import (
@@ -41,6 +41,8 @@ from core.sweeper import PENDING_GRACE_S, STRANDED_BATCH, sweep_pending, sweep_s
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiwebimage", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    from core import cli_jobs  # here, not at the top: keeps this file's imports as they were
+
     cli_jobs.add_parser(sub, parser)  # `jobs ...` and --version
     queue = sub.add_parser("queue", help="the Cloud Tasks (or local) queue")
     qsub = queue.add_subparsers(dest="action", required=True)
@@ -100,6 +102,8 @@ def _print(value: Any) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "jobs":
+        from core import cli_jobs
+
         return cli_jobs.run(args, settings)
     if args.command == "init-db":
         db.apply_schema(db.get_engine(db.resolve_database_url(settings)))
