@@ -21,6 +21,7 @@ from pathlib import Path
 from bench.common import Figure
 
 BENCHMARKS = {
+    "zip": "bench.zip_export",  # the images ZIP's peak memory (listed in --help)
     "submit": "bench.submit",
     "makespan": "bench.makespan",
     "overhead": "bench.queue_overhead",

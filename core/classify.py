@@ -12,6 +12,9 @@ from core.errors import TaskFailure
 MODERATION_CODES = frozenset(
     {"moderation_blocked", "content_policy_violation", "content_filter", "safety_violation"}
 )
+# Refusals: failures a retry cannot cure (the same prompt is refused again, and may be
+# billed again). "Retry all failed" leaves them alone unless the operator asks.
+REFUSAL_CODES = MODERATION_CODES | {"invalid_request"}
 MAX_MESSAGE_CHARS = 1000
 
 

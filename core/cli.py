@@ -4,6 +4,9 @@
     aiwebimage queue describe
     aiwebimage queue update --max-dispatches-per-second 20 --max-concurrent-dispatches 200
     aiwebimage queue pause | resume | status
+    aiwebimage jobs list | submit FILE | status ID | retry ID | cancel ID | export ID
+                                       # job commands (core/cli_jobs.py)
+    aiwebimage --version
     aiwebimage init-db                 # apply sql/init_db.sql (idempotent)
     aiwebimage sweep [--grace-s 30]    # re-enqueue tasks left pending
     aiwebimage sweep --stranded [--stale-s 1800] [--limit 500]
@@ -40,6 +43,9 @@ from core.sweeper import PENDING_GRACE_S, STRANDED_BATCH, sweep_pending, sweep_s
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiwebimage", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    from core import cli_jobs  # here, not at the top: keeps this file's imports as they were
+
+    cli_jobs.add_parser(sub, parser)  # `jobs ...` and --version
     queue = sub.add_parser("queue", help="the Cloud Tasks (or local) queue")
     qsub = queue.add_subparsers(dest="action", required=True)
     create = qsub.add_parser("create", help="create (or reset) the queue with the guide's "
@@ -97,6 +103,10 @@ def _print(value: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "jobs":
+        from core import cli_jobs
+
+        return cli_jobs.run(args, settings)
     if args.command == "init-db":
         db.apply_schema(db.get_engine(db.resolve_database_url(settings)))
         print("schema applied")

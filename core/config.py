@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     MAX_COUNT_PER_PROMPT: int = Field(default=10, ge=1)
     MAX_BODY_BYTES: int = Field(default=8 * 1024 * 1024, ge=1024)
     DASHBOARD_PASSWORD: SecretStr | None = None
+    # The dashboard shows times in this IANA zone (e.g. Europe/Paris); unset: the
+    # browser's zone, else UTC. Checked here so a typo is one clear line at start.
+    DASHBOARD_TIMEZONE: str | None = None
 
     # service
     HOST: str = "127.0.0.1"
@@ -172,6 +175,18 @@ class Settings(BaseSettings):
 
             load_prices(value)
         return value
+
+    @field_validator("DASHBOARD_TIMEZONE")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError("not an IANA time zone such as Europe/Paris") from None
+        return value or None
 
     @field_validator("CORS_ORIGINS", mode="before")
     @classmethod

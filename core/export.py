@@ -1,15 +1,17 @@
 """Exports of one job: its task table as CSV, its images as a ZIP.
 
 Both walk the job in keyset pages (never the whole job in memory, never one long
-transaction) and write to a file the caller gives, so a 10,000-image job streams through
-a temporary file rather than through RAM. Images come through the Storage interface, so
-the same code exports from a local folder or a Supabase bucket.
+transaction). The ZIP is produced as a stream of pieces (iter_images_zip: the worker's
+export route sends them as they come, the CLI writes them to a file), holding one image
+at a time whatever the job's size. Images come through the Storage interface, so the
+same code exports from a local folder or a Supabase bucket.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -100,30 +102,82 @@ def image_file_name(prompt_index: int, image_index: int, task_id: UUID, key: str
     return f"{prompt_index + 1:05d}-{image_index + 1:02d}-{task_id}.{suffix}"
 
 
-def write_images_zip(job_id: UUID, storage: Storage, out: IO[bytes], *,
-                     engine: Engine | None = None) -> ZipResult:
-    """Write the job's images, read one at a time from ``storage``, into a ZIP on ``out``,
-    with manifest.csv mapping each file to its task and prompt. An image the store cannot
-    give is listed in the manifest as missing rather than failing the whole export."""
-    result = ZipResult()
+MANIFEST_COLUMNS = ("file", "task_id", "prompt_index", "image_index", "prompt",
+                    "styled_prompt", "style", "provider", "model", "size", "quality",
+                    "cost_usd", "note")
+
+
+class _Chunks:
+    """A write-only, non-seekable file that hands out what was written so far: zipfile
+    writes into it and the caller streams the bytes on (ZIP data descriptors make a
+    seek-free ZIP that every unzip tool reads)."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._written = 0
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(bytes(data))
+        self._written += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        out, self._parts = b"".join(self._parts), []
+        return out
+
+
+def iter_images_zip(job_id: UUID, storage: Storage, *, engine: Engine | None = None,
+                    result: ZipResult | None = None) -> Iterator[bytes]:
+    """The job's images as a ZIP, yielded in pieces as it is written: one image in
+    memory at a time, whatever the job's size. manifest.csv at the end lists each file
+    with its prompt, the styled prompt the model received, model, size, quality and cost
+    per image; an image the store cannot give is listed as missing, not fatal."""
+    from core.cost import price_per_image
+    from core.styles import apply_style
+
+    result = result if result is not None else ZipResult()
     manifest = io.StringIO()
     writer = csv.writer(manifest)
-    writer.writerow(("file", "task_id", "prompt_index", "image_index", "prompt", "note"))
+    writer.writerow(MANIFEST_COLUMNS)
+    sink = _Chunks()
     # PNGs are already compressed: storing them is as small and much faster.
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED,  # type: ignore[call-overload]
+                         allowZip64=True) as zf:
         for r in _pages(engine, "export_images_after", job_id):
-            name = image_file_name(r.prompt_index, r.image_index, r.id, r.image_path)
+            price = price_per_image(r.provider, r.model, r.size, r.quality)
+            about = (safe_cell(r.prompt), safe_cell(apply_style(r.style, r.prompt)), r.style,
+                     r.provider, r.model, r.size, r.quality,
+                     "" if price is None else f"{price}")
             try:
                 data = storage.read(r.image_path)
             except StorageError as exc:
                 result.missing += 1
-                writer.writerow(("", r.id, r.prompt_index, r.image_index,
-                                 safe_cell(r.prompt), f"missing: {exc.message}"))
+                writer.writerow(("", r.id, r.prompt_index, r.image_index, *about,
+                                 f"missing: {exc.message}"))
                 continue
-            zf.writestr(name, data)
+            name = image_file_name(r.prompt_index, r.image_index, r.id, r.image_path)
+            with zf.open(zipfile.ZipInfo(name, date_time=time.localtime()[:6]), "w",
+                         force_zip64=len(data) > 2**31) as member:
+                member.write(data)
+            del data
             result.images += 1
-            writer.writerow((name, r.id, r.prompt_index, r.image_index,
-                             safe_cell(r.prompt), ""))
+            writer.writerow((name, r.id, r.prompt_index, r.image_index, *about, ""))
+            yield sink.take()
         zf.writestr("manifest.csv", manifest.getvalue().encode("utf-8"),
                     compress_type=zipfile.ZIP_DEFLATED)
+    yield sink.take()
+
+
+def write_images_zip(job_id: UUID, storage: Storage, out: IO[bytes], *,
+                     engine: Engine | None = None) -> ZipResult:
+    """Write the job's images ZIP (iter_images_zip) to ``out``."""
+    result = ZipResult()
+    for chunk in iter_images_zip(job_id, storage, engine=engine, result=result):
+        out.write(chunk)
     return result

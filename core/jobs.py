@@ -331,33 +331,67 @@ class RetryResult:
     job: JobView
     # issue 10: what the queue hand-over did (None = nothing to hand over).
     handover: EnqueueResult | None = None
+    refusals_left: int = 0
+    estimated_cost_usd: Decimal | None = None
+    dry_run: bool = False
+
+    def body(self) -> dict[str, Any]:
+        """The API's and the CLI's answer."""
+        return {**self.job.status_body(), "requeued": self.requeued,
+                "refusals_left": self.refusals_left, "dry_run": self.dry_run,
+                "estimated_cost_usd": (float(self.estimated_cost_usd)
+                                       if self.estimated_cost_usd is not None else None)}
+
+    def message(self) -> str:
+        """One line for people (dashboard, CLI), the same words everywhere."""
+        verb = "Would requeue" if self.dry_run else "Requeued"
+        usd = self.estimated_cost_usd
+        cost = ("" if usd is None
+                else f" (estimated ${usd:.2f})" if usd == 0 or usd >= 1
+                else f" (estimated ${usd:.4f})")
+        left = (f"; {self.refusals_left} refusal(s) left alone (a retry would be refused "
+                "again)" if self.refusals_left else "")
+        return f"{verb} {self.requeued} failed task(s){cost}{left}."
 
 
 def retry_failed(
     job_id: UUID,
     task_ids: Sequence[UUID] | None = None,
     *,
+    include_refusals: bool = False,
+    dry_run: bool = False,
     engine: Engine | None = None,
     dispatcher: Dispatcher | None = None,
     settings: Settings | None = None,
 ) -> RetryResult:
     """Requeue a job's failed tasks (all, or those in ``task_ids``) with a fresh attempt
-    budget and a fresh dispatch generation."""
+    budget and a fresh dispatch generation. Refusals (moderation, invalid request) stay
+    failed unless ``include_refusals``. ``dry_run`` counts and prices, changing nothing."""
+    from core.classify import REFUSAL_CODES
+
+    codes = None if include_refusals else sorted(REFUSAL_CODES)
+    ids = [UUID(str(t)) for t in task_ids] if task_ids is not None else None
+    params = {"job_id": job_id, "task_ids": ids, "refusal_codes": codes}
     with transaction(engine) as conn:
-        job = conn.execute(q("lock_job"), {"job_id": job_id}).first()
+        # A dry run (drawn with every Job page) takes no lock: deliveries update this row.
+        job = conn.execute(q("job_by_id" if dry_run else "lock_job"),
+                           {"job_id": job_id}).first()
         if job is None:
             raise NotFound(f"job {job_id} not found")
         if job.status == "cancelled":
             raise Conflict(f"job {job_id} is cancelled; its failed tasks cannot be retried")
-        ids = [UUID(str(t)) for t in task_ids] if task_ids is not None else None
-        rows = conn.execute(q("requeue_failed_tasks"),
-                            {"job_id": job_id, "task_ids": ids}).all()
+        preview = conn.execute(q("retry_failed_preview"), params).one()
+        rows = [] if dry_run else conn.execute(q("requeue_failed_tasks_filtered"),
+                                               params).all()
         if rows:
             conn.execute(q("reopen_job"), {"job_id": job_id, "n": len(rows)})
         view = _job(conn.execute(q("job_by_id"), {"job_id": job_id}).one())
         if rows and view.mode == "batch":
             conn.execute(q("batch_retry_tasks"), {"ids": [r.id for r in rows],
                                                   "job_id": job_id})
+    count = int(preview.retry) if dry_run else len(rows)
+    cost = estimate_cost_usd(view.provider, view.model, view.size, view.quality, count,
+                             mode=view.mode)
     handover = None
     if rows and view.mode == "batch":
         log.info("failed tasks back into batches", extra={
@@ -370,7 +404,9 @@ def retry_failed(
                                                  "job_id": str(job_id), "count": len(rows)})
         handover = _hand_over(dispatcher or get_dispatcher(settings),
                               [TaskRef(r.id, r.dispatch_generation) for r in rows], job_id)
-    return RetryResult(requeued=len(rows), job=view, handover=handover)
+    return RetryResult(requeued=count, job=view, handover=handover,
+                       refusals_left=int(preview.refusals_left), estimated_cost_usd=cost,
+                       dry_run=dry_run)
 
 
 def cancel_job(job_id: UUID, *, engine: Engine | None = None) -> JobView:

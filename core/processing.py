@@ -29,7 +29,7 @@ from core.providers import GeneratedImage, ImageProvider, ImageRequest
 from core.retry import decide, policy_from_settings
 from core.staging import Staging
 from core.status import TASK_TERMINAL
-from core.storage import Storage, make_thumbnail, object_keys
+from core.storage import Storage, make_thumbnail, object_keys, png_text
 from core.storage.thumbnails import THUMBNAIL_CONTENT_TYPE
 from core.styles import apply_style
 
@@ -266,6 +266,7 @@ class TaskProcessor:
                 paid = True
                 provider_latency_s = time.monotonic() - started
             keys = object_keys(claimed.job_id, claimed.id)
+            image = png_text.tagged(image, claimed)  # prompt, model and job id in the PNG
             # Thumbnail and both writes in one worker thread: one hop, not three.
             await asyncio.to_thread(self._store_both, keys.image, keys.thumbnail, image.data,
                                     image.content_type)

@@ -194,7 +194,8 @@ def bucket_seconds(span_s: float, max_points: int = MAX_CHART_POINTS) -> int:
 def task_state_series(job_ids: Sequence[UUID], *, engine: Engine | None = None
                       ) -> list[SeriesPoint]:
     """Cumulative succeeded / failed / cancelled tasks of the jobs over time, and how
-    many remained, one point per bucket in which something finished."""
+    many remained, one point per bucket in which something finished and one per job
+    submitted (a job's tasks only remain from the moment it exists)."""
     ids = [UUID(str(j)) for j in job_ids]
     if not ids:
         return []
@@ -205,31 +206,44 @@ def task_state_series(job_ids: Sequence[UUID], *, engine: Engine | None = None
         width = bucket_seconds((span.last_moment - span.first_created).total_seconds())
         rows = conn.execute(q("report_task_state_series"),
                             {"job_ids": ids, "bucket_s": width}).all()
-    total = int(span.total_tasks)
-    # Each point is the state at the end of its bucket, when everything in it had finished.
+        created = conn.execute(q("report_jobs_created"), {"job_ids": ids}).all()
     step = timedelta(seconds=width)
-    points = [SeriesPoint(bucket=min(r.bucket + step, span.last_moment),
-                          succeeded=int(r.succeeded), failed=int(r.failed),
-                          cancelled=int(r.cancelled),
-                          remaining=total - int(r.succeeded) - int(r.failed)
-                          - int(r.cancelled))
-              for r in rows]
-    return with_ends(points, start=span.first_created, end=span.last_moment, total=total)
+    # Each finish point is the state at the end of its bucket, when all in it had finished.
+    finished = [(min(r.bucket + step, span.last_moment), int(r.succeeded), int(r.failed),
+                 int(r.cancelled)) for r in rows]
+    return burn_up(finished, [(c.created_at, int(c.total_tasks)) for c in created],
+                   end=span.last_moment, hold=step)
 
 
-def with_ends(points: list[SeriesPoint], *, start: datetime, end: datetime, total: int
-              ) -> list[SeriesPoint]:
-    """The series framed by the jobs' start (nothing finished) and their end or now (the
-    last state held), so a chart spans the whole run even when every task finished in
-    one bucket."""
-    framed = list(points)
-    if not framed or framed[0].bucket > start:
-        framed.insert(0, SeriesPoint(start, 0, 0, 0, total))
-    last = framed[-1]
-    if end > last.bucket:
-        framed.append(SeriesPoint(end, last.succeeded, last.failed, last.cancelled,
-                                  last.remaining))
-    return framed
+def burn_up(finished: Sequence[tuple[datetime, int, int, int]],
+            created: Sequence[tuple[datetime, int]], *, end: datetime, hold: timedelta
+            ) -> list[SeriesPoint]:
+    """The chart's points (pure). ``finished``: (moment, cumulative succeeded, failed,
+    cancelled); ``created``: (moment, tasks) per job. "remaining" at a moment counts only
+    tasks of jobs created by then. The last state is held for ``hold`` past ``end``: a
+    step chart draws a point's state up to the next point, so without a point after it
+    the final state would have no width at all."""
+    if not created:
+        return []
+    moments = sorted({m for m, *_ in finished} | {m for m, _ in created})
+    done = sorted(finished)
+    jobs = sorted(created)
+    points: list[SeriesPoint] = []
+    state = (0, 0, 0)
+    existing = 0
+    i = j = 0
+    for moment in moments:
+        while i < len(done) and done[i][0] <= moment:
+            state = done[i][1:]
+            i += 1
+        while j < len(jobs) and jobs[j][0] <= moment:
+            existing += jobs[j][1]
+            j += 1
+        points.append(SeriesPoint(moment, *state, remaining=max(existing - sum(state), 0)))
+    last = points[-1]
+    points.append(SeriesPoint(max(end, last.bucket) + hold, last.succeeded, last.failed,
+                              last.cancelled, last.remaining))
+    return points
 
 
 def per_minute(count: int, seconds: float | None) -> float | None:
@@ -249,7 +263,10 @@ def job_performance(job_id: UUID, *, window_s: float = 300.0, engine: Engine | N
     return JobPerformance(
         succeeded=int(r.succeeded), failed=int(r.failed), retrying=int(r.retrying),
         images_per_min=per_minute(int(r.succeeded), r.active_s),
-        recent_images_per_min=per_minute(int(r.recent_succeeded), window_s),
+        # The same measure as images_per_min, over the part of the window the job was
+        # active in: dividing by the full five minutes would show a 10-second job at a
+        # fraction of the rate it ran at.
+        recent_images_per_min=per_minute(int(r.recent_succeeded), r.recent_active_s),
         p50_ms=r.p50_ms, p90_ms=r.p90_ms, p99_ms=r.p99_ms, max_ms=r.max_ms,
         mean_attempts=round(r.mean_attempts, 2) if r.mean_attempts is not None else None,
     )
@@ -301,3 +318,21 @@ def recent_throughput(*, window_s: float = 3600.0, bucket_s: int = 60,
 
 def recent_job_ids(*, limit: int = 20, engine: Engine | None = None) -> list[UUID]:
     return [r.id for r in _rows(engine, "report_job_ids_recent", {"limit": limit})]
+
+
+def fill_buckets(points: Sequence[ThroughputPoint], *, now: datetime, window_s: float,
+                 bucket_s: int) -> list[ThroughputPoint]:
+    """One point per bucket over the whole window, zeros where nothing finished (pure):
+    a chart of only the buckets that had work would squeeze "the last hour" into the
+    few minutes something happened."""
+    step = timedelta(seconds=bucket_s)
+    epoch = datetime(2000, 1, 1, tzinfo=now.tzinfo)  # the SQL's date_bin origin
+    last = epoch + step * ((now - epoch) // step)
+    count = max(int(window_s // bucket_s), 1)
+    by_bucket = {p.bucket.astimezone(now.tzinfo): p for p in points}
+    filled = []
+    for i in range(count - 1, -1, -1):
+        bucket = last - step * i
+        p = by_bucket.get(bucket)
+        filled.append(ThroughputPoint(bucket, p.succeeded if p else 0, p.failed if p else 0))
+    return filled

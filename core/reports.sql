@@ -36,6 +36,13 @@ SELECT min(created_at) AS first_created,
   FROM generation_jobs
  WHERE id = ANY(CAST(:job_ids AS uuid[]));
 
+-- name: report_jobs_created
+-- When each charted job appeared and how many tasks it brought.
+SELECT created_at, total_tasks
+  FROM generation_jobs
+ WHERE id = ANY(CAST(:job_ids AS uuid[]))
+ ORDER BY created_at;
+
 -- name: report_task_state_series
 -- Burn-up of the selected jobs: tasks finished per outcome, cumulative, one row per time
 -- bucket in which something finished. Served by generation_tasks_finished_idx.
@@ -60,13 +67,27 @@ WINDOW w AS (ORDER BY bucket)
 -- name: report_job_performance
 -- Throughput and latency of one job. Latency percentiles count succeeded tasks only: a
 -- refused prompt answers fast and would flatter the figures.
+WITH e AS (
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM generation_tasks u
+                              WHERE u.job_id = :job_id
+                                AND u.status IN ('pending', 'queued', 'running'))
+                THEN now()
+                ELSE (SELECT max(f.finished_at) FROM generation_tasks f
+                       WHERE f.job_id = :job_id)
+           END AS active_end
+)
 SELECT count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
        count(*) FILTER (WHERE status = 'failed') AS failed,
        count(*) FILTER (WHERE status = 'succeeded'
                           AND finished_at >= now() - make_interval(secs => :window_s))
            AS recent_succeeded,
-       EXTRACT(EPOCH FROM (COALESCE(max(finished_at), now()) - min(started_at)))::float
+       -- Active time: from the first start to the last finish, or to now while tasks
+       -- are still to run. The recent figure counts the same time within the window.
+       EXTRACT(EPOCH FROM ((SELECT active_end FROM e) - min(started_at)))::float
            AS active_s,
+       EXTRACT(EPOCH FROM ((SELECT active_end FROM e) - GREATEST(min(started_at),
+                                                 now() - make_interval(secs => :window_s))
+                          ))::float AS recent_active_s,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms)
            FILTER (WHERE status = 'succeeded') AS p50_ms,
        percentile_cont(0.9) WITHIN GROUP (ORDER BY latency_ms)
@@ -164,9 +185,12 @@ SELECT id, prompt_index, image_index, prompt, style, status, attempts, last_erro
  LIMIT :limit;
 
 -- name: export_images_after
-SELECT id, prompt_index, image_index, prompt, image_path
-  FROM generation_tasks
- WHERE job_id = :job_id AND status = 'succeeded' AND image_path IS NOT NULL
-   AND (prompt_index, image_index) > (:after_prompt, :after_image)
- ORDER BY prompt_index, image_index
+-- With what the manifest tells about each image: its style and the job's model options.
+SELECT t.id, t.prompt_index, t.image_index, t.prompt, t.style, t.image_path,
+       j.provider, j.model, j.size, j.quality
+  FROM generation_tasks t
+  JOIN generation_jobs j ON j.id = t.job_id
+ WHERE t.job_id = :job_id AND t.status = 'succeeded' AND t.image_path IS NOT NULL
+   AND (t.prompt_index, t.image_index) > (:after_prompt, :after_image)
+ ORDER BY t.prompt_index, t.image_index
  LIMIT :limit;

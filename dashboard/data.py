@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 from uuid import UUID
 
@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from core import db, export, jobs, reports
+from core import db, export, export_links, jobs, reports
 from core.config import Settings, get_settings
 from core.dispatch import Dispatcher, get_dispatcher
 from core.errors import AppError, StorageError
@@ -120,6 +120,8 @@ def queue_depth() -> reports.QueueDepth:
 def _throughput(url: str, window_s: float, bucket_s: int) -> pd.DataFrame:
     points = reports.recent_throughput(window_s=window_s, bucket_s=bucket_s,
                                        engine=_engine_for(url))
+    points = reports.fill_buckets(points, now=datetime.now(UTC), window_s=window_s,
+                                  bucket_s=bucket_s)
     return pd.DataFrame([(p.bucket, p.succeeded, p.failed) for p in points],
                         columns=["time", "succeeded", "failed"])
 
@@ -167,6 +169,15 @@ def tasks_csv(job_id: UUID) -> Callable[[], bytes]:
     return lambda: export.tasks_csv_bytes(job_id, engine=eng)
 
 
+def images_zip_link(job_id: UUID) -> str | None:
+    """A signed link to the worker's streamed ZIP of the job's images; None when the
+    dashboard does not know the worker's address (WORKER_URL)."""
+    s = settings()
+    if not s.WORKER_URL:
+        return None
+    return export_links.zip_link(s.WORKER_URL, job_id, export_links.signing_key(s))
+
+
 def images_zip(job_id: UUID) -> Callable[[], bytes]:
     """Deferred: built on click, one image at a time through a temporary file. Streamlit
     serves a download from memory, so the finished ZIP is handed over as bytes."""
@@ -198,8 +209,16 @@ def submit(spec: BatchSpec, options: jobs.GenerationOptions) -> jobs.JobView:
     return view
 
 
-def retry_failed(job_id: UUID, task_ids: Sequence[UUID] | None) -> jobs.RetryResult:
-    result = jobs.retry_failed(job_id, task_ids, engine=engine(), settings=settings())
+def retry_preview(job_id: UUID, include_refusals: bool) -> jobs.RetryResult:
+    """What "Retry all failed" would do: how many, at what estimated cost (dry run)."""
+    return jobs.retry_failed(job_id, None, include_refusals=include_refusals, dry_run=True,
+                             engine=engine(), settings=settings())
+
+
+def retry_failed(job_id: UUID, task_ids: Sequence[UUID] | None, *,
+                 include_refusals: bool = False) -> jobs.RetryResult:
+    result = jobs.retry_failed(job_id, task_ids, include_refusals=include_refusals,
+                               engine=engine(), settings=settings())
     _changed()
     return result
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from decimal import Decimal
-from typing import ParamSpec
+from typing import Any, ParamSpec
 from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
 
@@ -60,6 +62,54 @@ def millis(ms: float | None) -> str:
     return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.0f} ms"
 
 
+def pick_zone(setting: str | None, browser: str | None) -> ZoneInfo:
+    """The operator's time zone: DASHBOARD_TIMEZONE, else the browser's, else UTC."""
+    for name in (setting, browser):
+        if name:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return ZoneInfo("UTC")
+
+
+def zone() -> ZoneInfo:
+    """This session's zone (st.context.timezone is the browser's, when it told us)."""
+    from dashboard import data
+
+    try:
+        browser = st.context.timezone
+    except Exception:  # outside a browser session (bare script run): no zone known
+        browser = None
+    return pick_zone(data.settings().DASHBOARD_TIMEZONE, browser)
+
+
+def when(moment: datetime | None, tz: ZoneInfo) -> str:
+    """A timestamp in the operator's zone, whatever zone the database session used to
+    return it (psycopg hands timestamptz back in the session's TimeZone)."""
+    if moment is None:
+        return ""
+    if moment.tzinfo is None:  # timestamptz always has one; naive means UTC here
+        moment = moment.replace(tzinfo=ZoneInfo("UTC"))
+    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def zone_label(tz: ZoneInfo) -> str:
+    return tz.key
+
+
+def cells(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Table rows with empty cells left empty: st.dataframe draws a None as the word
+    "None". A column with a gap becomes text throughout (one type per column, which
+    Arrow needs); columns without gaps keep their type."""
+    table = [dict(row) for row in rows]
+    gappy = {k for row in table for k, v in row.items() if v is None}
+    for row in table:
+        for k in gappy:
+            row[k] = "" if row[k] is None else str(row[k])
+    return table
+
+
 def status_label(status: str) -> str:
     # Words, not emoji: a server without an emoji font draws emoji as empty boxes.
     return status.replace("_", " ")
@@ -91,3 +141,27 @@ def guarded(render: Callable[P, None]) -> Callable[P, None]:
             st.warning("The database cannot be reached right now; retrying.")
 
     return wrapper
+
+
+def wall_clock_ms(times: Any, tz: ZoneInfo) -> Any:
+    """Times (a pandas Series) as milliseconds of the wall clock in ``tz``, for a chart
+    drawn on a UTC scale: Vega-Lite would otherwise draw them in the browser's own zone
+    (and a label saying UTC would lie) whatever zone the operator chose."""
+    import pandas as pd
+
+    stamps = pd.to_datetime(times, utc=True).dt.tz_convert(tz).dt.tz_localize(None)
+    return (stamps - pd.Timestamp(0)) // pd.Timedelta(milliseconds=1)
+
+
+ROW_PX = 35  # st.dataframe's row height
+
+
+def table_height(rows: int, max_rows: int = 50) -> int:
+    """Pixels for a table showing ``rows`` rows (and its header) without scrolling."""
+    return ROW_PX * (min(max(rows, 1), max_rows) + 1) + 3
+
+
+def counts_moved(shown: Any, now: Any) -> bool:
+    """Whether a job's status or failure count changed since ``shown`` was drawn: the
+    page's tabs and retry button carry those, so they must be drawn again."""
+    return bool(shown.status != now.status or shown.failed_tasks != now.failed_tasks)

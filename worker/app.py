@@ -28,7 +28,7 @@ from core.sweeper import sweep_pending, sweep_stranded
 from worker import self_check
 from worker.body_limit import BodyLimitMiddleware
 from worker.refusals import RefusedDeliveries
-from worker.routes import admin, batch_poll, batches, health, tasks
+from worker.routes import admin, batch_poll, batches, exports, health, tasks
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     _install_error_handlers(app)
     app.include_router(admin.router)
+    app.include_router(exports.router)
     app.include_router(tasks.router)
     app.include_router(batch_poll.router)
     app.include_router(batches.router)

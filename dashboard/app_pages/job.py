@@ -42,6 +42,10 @@ def _pick_job() -> UUID | None:
 
 
 def ui_handover(result: jobs.RetryResult, what: str) -> tuple[str, str]:
+    """The retry's own words, unless the queue hand-over failed (issue 10): then what
+    really happened, and that the sweeper will hand the rest over."""
+    if result.handover is None or result.handover.failed == 0:
+        return result.message(), "success" if result.requeued else "info"
     kind, message = handover_message(result.requeued, result.handover, what,
                                      sweep_interval_s=data.settings().SWEEP_INTERVAL_S)
     return message, kind
@@ -56,10 +60,11 @@ except NotFound:
     st.error(f"No job {job_id}.")
     st.stop()
 
+tz = ui.zone()
 st.title(f"Job {ui.short_id(job.id)}")
 st.caption(f"{job.id} · style {job.style} · {job.count_per_prompt} per prompt · "
            f"{job.provider}/{job.model} {job.size} {job.quality} · "
-           f"created {job.created_at:%Y-%m-%d %H:%M:%S} UTC")
+           f"created {ui.when(job.created_at, tz)} {ui.zone_label(tz)}")
 running_at_load = not job.is_finished
 banners.show_problems()  # issue 10: undeliverable deliveries, provider not authenticated
 batch_section.cost_line(job)
@@ -69,6 +74,11 @@ batch_section.cost_line(job)
 @ui.guarded
 def live_progress() -> None:
     now = data.job(job.id)
+    if ui.counts_moved(job, now):
+        # The tabs and buttons below were drawn from the job as it was at the start of
+        # this run; a failure count or status that moved since makes them wrong
+        # ("2 failed" over "Failures (0)"), so draw the whole page again.
+        st.rerun()
     perf = data.performance(job.id)
     st.progress(min(int(now.progress_percentage), 100),
                 text=f"{ui.status_label(now.status)} · {now.progress_percentage:.1f}% · "
@@ -76,9 +86,11 @@ def live_progress() -> None:
                      f"{now.cancelled_tasks} cancelled of {now.total_tasks}")
     c = st.columns(6)
     c[0].metric("Images/min", perf.images_per_min if perf.images_per_min is not None else "-",
-                help="Succeeded images per minute since the first task started")
+                help="Succeeded images per minute of the job's active time, from the "
+                     "first start to the last finish (or now, while it runs)")
     c[1].metric("Last 5 min", perf.recent_images_per_min or 0.0,
-                help="Succeeded images per minute over the last five minutes")
+                help="Images per minute, the same measure over the job's active time "
+                     "within the last five minutes")
     c[2].metric("p50 latency", ui.millis(perf.p50_ms))
     c[3].metric("p90 latency", ui.millis(perf.p90_ms))
     c[4].metric("p99 latency", ui.millis(perf.p99_ms))
@@ -86,10 +98,6 @@ def live_progress() -> None:
                 help="Tasks waiting for another attempt after a retryable error")
     if running_at_load:
         st.caption(f"Updating every {REFRESH_S} s while the job runs.")
-    if running_at_load and now.is_finished:
-        # Finished: one full rerun draws the final gallery and failures, and the
-        # fragment is defined again without run_every, so the refreshing stops.
-        st.rerun()
 
 
 live_progress()
@@ -105,22 +113,43 @@ batches_live()
 
 # ---- actions -------------------------------------------------------------------------
 a1, a2, a3, a4 = st.columns(4)
-if a1.button(f"Retry all failed ({job.failed_tasks})", key="retry_all",
-             disabled=job.failed_tasks == 0 or job.status == "cancelled"):
+include_refusals = False
+preview = None
+if job.failed_tasks and job.status != "cancelled":
+    include_refusals = a1.checkbox(
+        "Include refusals", key="retry_include_refusals",
+        help="Moderation refusals and invalid requests fail the same way again (and may "
+             "be billed again); edit such prompts instead.")
+    preview = data.retry_preview(job.id, include_refusals)
+retry_n = preview.requeued if preview is not None else 0
+if a1.button(f"Retry all failed ({retry_n})", key="retry_all",
+             disabled=retry_n == 0 or job.status == "cancelled"):
     try:
-        result = data.retry_failed(job.id, None)
+        result = data.retry_failed(job.id, None, include_refusals=include_refusals)
         ui.flash(*ui_handover(result, "failed"))  # issue 10: what the queue really did
     except AppError as exc:
         ui.flash(exc.message, "error")
     st.rerun()
+if preview is not None:
+    a1.caption(preview.message())
 if a2.button("Cancel job", key="cancel", disabled=job.is_finished):
     st.session_state["confirm_cancel"] = str(job.id)
 a3.download_button("Task table (CSV)", data=data.tasks_csv(job.id),
                    file_name=f"job-{job.id}-tasks.csv", mime="text/csv", on_click="ignore",
                    key="export_csv")
-a4.download_button("Images (ZIP)", data=data.images_zip(job.id),
-                   file_name=f"job-{job.id}-images.zip", mime="application/zip",
-                   on_click="ignore", key="export_zip", disabled=job.completed_tasks == 0)
+zip_link = data.images_zip_link(job.id)
+if zip_link:
+    # Streamed by the worker: Streamlit would hold the whole ZIP in memory to serve it.
+    a4.link_button("Images (ZIP)", zip_link, disabled=job.completed_tasks == 0,
+                   help="Every image and manifest.csv (prompt, styled prompt, model, size, "
+                        "quality, cost per image), streamed by the worker")
+else:
+    a4.download_button("Images (ZIP)", data=data.images_zip(job.id),
+                       file_name=f"job-{job.id}-images.zip", mime="application/zip",
+                       on_click="ignore", key="export_zip",
+                       disabled=job.completed_tasks == 0,
+                       help="Built in the dashboard's memory; set WORKER_URL to have the "
+                            "worker stream it instead")
 if st.session_state.get("confirm_cancel") == str(job.id) and not job.is_finished:
     st.warning("Cancel this job? Tasks not yet started are cancelled; tasks already running "
                "finish and keep their result.")
@@ -192,22 +221,31 @@ def failures() -> None:
     page_no = int(f2.number_input("Page", min_value=1, value=1, step=1, key="failures_page"))
     rows, total = data.failures(job.id, code, FAILURES_PAGE, (page_no - 1) * FAILURES_PAGE)
     pages = max(1, -(-total // FAILURES_PAGE))
-    st.caption(f"{total} failed task(s) · page {min(page_no, pages)} of {pages}")
-    frame = pd.DataFrame([{
+    st.caption(f"{total} failed task(s) · page {min(page_no, pages)} of {pages} · times "
+               f"in {ui.zone_label(tz)}")
+    frame = pd.DataFrame(ui.cells({
         "prompt": r.prompt, "error code": r.last_error_code, "message": r.last_error,
-        "attempts": r.attempts, "last attempt": r.last_attempt_at,
-        "#": f"{r.prompt_index + 1}.{r.image_index + 1}", "task": str(r.id),
-    } for r in rows])
+        "attempts": r.attempts, "last attempt": ui.when(r.last_attempt_at, tz),
+        # The short id: the full one would not fit beside the rest (All tasks has it).
+        "#": f"{r.prompt_index + 1}.{r.image_index + 1}", "task": ui.short_id(r.id),
+    } for r in rows))
+    # Tall enough for the whole page of rows, and every column inside the page's width:
+    # the default ten-row box cut the page off, and auto-sized prompt and message
+    # columns pushed the attempts, time and task columns out of sight.
     event = st.dataframe(
         frame, key="failures_table", hide_index=True, on_select="rerun",
-        selection_mode="multi-row",
-        column_config={"last attempt": st.column_config.DatetimeColumn(
-            format="YYYY-MM-DD HH:mm:ss")})
+        selection_mode="multi-row", height=ui.table_height(len(rows)), width="stretch",
+        column_config={"prompt": st.column_config.TextColumn(width="medium"),
+                       "message": st.column_config.TextColumn(width="medium"),
+                       "#": st.column_config.TextColumn(width="small"),
+                       "attempts": st.column_config.NumberColumn(width="small"),
+                       "task": st.column_config.TextColumn(width="small")})
     picked = [rows[i].id for i in event.selection.rows if i < len(rows)]
     if st.button(f"Retry selected ({len(picked)})", key="retry_selected",
                  disabled=not picked or job.status == "cancelled"):
         try:
-            result = data.retry_failed(job.id, picked)
+            # Chosen one by one: the operator asked for these, refusals included.
+            result = data.retry_failed(job.id, picked, include_refusals=True)
             ui.flash(*ui_handover(result, "selected"))
         except AppError as exc:
             ui.flash(exc.message, "error")
@@ -222,11 +260,12 @@ def all_tasks() -> None:
                              (page_no - 1) * TASKS_PAGE)
     pages = max(1, -(-total // TASKS_PAGE))
     st.caption(f"{total} task(s) · page {min(page_no, pages)} of {pages}")
-    st.dataframe(pd.DataFrame([{
+    st.dataframe(pd.DataFrame(ui.cells({
         "#": f"{t.prompt_index + 1}.{t.image_index + 1}", "prompt": t.prompt,
         "status": t.status, "attempts": t.attempts, "error code": t.last_error_code,
-        "latency ms": t.latency_ms, "finished": t.finished_at, "task": str(t.id),
-    } for t in rows]), hide_index=True, key="tasks_table")
+        "latency ms": t.latency_ms,
+        f"finished ({ui.zone_label(tz)})": ui.when(t.finished_at, tz), "task": str(t.id),
+    } for t in rows)), hide_index=True, key="tasks_table")
 
 
 with gallery_tab:

@@ -3,7 +3,7 @@ a burn-up chart of task states over time for the selected jobs."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 import altair as alt
 import pandas as pd
@@ -22,6 +22,7 @@ STATES = {"succeeded": "#2e7d32", "failed": "#c62828", "cancelled": "#757575",
 
 st.title("Jobs")
 ui.show_flash()
+tz = ui.zone()
 
 f1, f2, f3 = st.columns([2, 2, 1])
 statuses = f1.multiselect("Status", JOB_STATUSES, key="status_filter",
@@ -30,9 +31,10 @@ days = f2.date_input("Created between", value=[], key="date_filter", format="YYY
 after: datetime | None = None
 before: datetime | None = None
 if isinstance(days, tuple | list) and days:
-    after = datetime.combine(days[0], time.min, tzinfo=UTC)
+    # Days as the operator reads them: midnight in their zone, not in UTC.
+    after = datetime.combine(days[0], time.min, tzinfo=tz)
     last_day: date = days[1] if len(days) > 1 else days[0]
-    before = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=UTC)
+    before = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=tz)
 page_no = int(f3.number_input("Page", min_value=1, value=1, step=1, key="jobs_page"))
 
 offset = (page_no - 1) * PAGE_SIZE
@@ -45,7 +47,7 @@ live_at_load = any(not r.is_finished for r in first_rows)
 
 
 def _frame(rows: list[reports.JobReport]) -> pd.DataFrame:
-    return pd.DataFrame([{
+    return pd.DataFrame(ui.cells({
         "job": f"job?job_id={r.id}",
         "status": ui.status_label(r.status),
         "progress": r.progress_percentage,
@@ -53,29 +55,32 @@ def _frame(rows: list[reports.JobReport]) -> pd.DataFrame:
         "succeeded": r.completed_tasks,
         "failed": r.failed_tasks,
         "cancelled": r.cancelled_tasks,
-        "created": r.created_at,
+        "created": ui.when(r.created_at, tz),
         "duration": ui.duration(r.duration_s),
-        "cost so far": float(r.cost_so_far_usd) if r.cost_so_far_usd is not None else None,
-        "estimate": float(r.estimated_cost_usd) if r.estimated_cost_usd is not None else None,
+        "cost so far": ui.money(r.cost_so_far_usd),
+        "estimate": ui.money(r.estimated_cost_usd),
         "style": r.style,
         "model": f"{r.model} {r.size} {r.quality}",
-    } for r in rows])
+    } for r in rows))
 
 
 def _state_chart(series: pd.DataFrame) -> None:
     if series.empty:
         st.caption("Nothing has finished yet.")
         return
-    long = series.melt(id_vars="time", var_name="state", value_name="tasks")
+    frame = series.assign(t=ui.wall_clock_ms(series["time"], tz),
+                          when=[ui.when(t, tz) for t in series["time"]]).drop(columns="time")
+    long = frame.melt(id_vars=["t", "when"], var_name="state", value_name="tasks")
     long["order"] = long["state"].map({s: i for i, s in enumerate(STATES)})
     chart = alt.Chart(long).mark_area(interpolate="step-after").encode(
-        x=alt.X("time:T", title="time (UTC)", axis=alt.Axis(format="%H:%M:%S")),
+        x=alt.X("t:T", title=f"time ({ui.zone_label(tz)})", scale=alt.Scale(type="utc"),
+                axis=alt.Axis(format="%H:%M:%S", formatType="utc")),
         y=alt.Y("tasks:Q", stack="zero", title="tasks"),
         color=alt.Color("state:N", scale=alt.Scale(domain=list(STATES),
                                                    range=list(STATES.values())),
                         sort=list(STATES)),
         order=alt.Order("order:Q"),
-        tooltip=["time:T", "state:N", "tasks:Q"],
+        tooltip=["when:N", "state:N", "tasks:Q"],
     )
     st.altair_chart(chart, width="stretch")
 
@@ -87,7 +92,8 @@ def jobs_view() -> None:
     only this part."""
     rows, total = data.recent_jobs(statuses, after, before, PAGE_SIZE, offset)
     pages = max(1, -(-total // PAGE_SIZE))
-    st.caption(f"{total} job(s) · page {min(page_no, pages)} of {pages} · times in UTC"
+    st.caption(f"{total} job(s) · page {min(page_no, pages)} of {pages} · times in "
+               f"{ui.zone_label(tz)}"
                + (f" · updating every {REFRESH_S} s while jobs run" if live_at_load else ""))
     event = st.dataframe(
         _frame(rows), key="jobs_table", hide_index=True, on_select="rerun",
@@ -95,12 +101,11 @@ def jobs_view() -> None:
         column_config={
             "job": st.column_config.LinkColumn("job", display_text=r"job_id=(.{8})",
                                                help="Open the job"),
+            # Progress is how much is done, not how well: never the alarm red of the
+            # default primary colour.
             "progress": st.column_config.ProgressColumn("progress", min_value=0,
-                                                        max_value=100, format="%.0f%%"),
-            "created": st.column_config.DatetimeColumn("created",
-                                                       format="YYYY-MM-DD HH:mm:ss"),
-            "cost so far": st.column_config.NumberColumn(format="$%.4f"),
-            "estimate": st.column_config.NumberColumn(format="$%.4f"),
+                                                        max_value=100, format="%.0f%%",
+                                                        color="blue"),
         },
     )
     selected = [rows[i] for i in event.selection.rows if i < len(rows)]

@@ -3,6 +3,7 @@ pause and resume (Cloud Tasks queue or the local dispatcher, through core)."""
 
 from __future__ import annotations
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -65,14 +66,34 @@ def depth_and_throughput() -> None:
 
     series = data.recent_throughput(THROUGHPUT_WINDOW_S, 60)
     st.subheader("Finished per minute, last hour")
-    if series.empty:
+    if int(series[["succeeded", "failed"]].to_numpy().sum()) == 0:
         st.caption("Nothing finished in the last hour.")
         return
     since = pd.Timestamp.now(tz="UTC") - pd.Timedelta(minutes=5)
     recent = series[pd.to_datetime(series["time"], utc=True) >= since]
     st.metric("Images/min (last 5 min)", round(float(recent["succeeded"].sum()) / 5, 1))
-    st.bar_chart(series, x="time", y=["succeeded", "failed"], color=["#2e7d32", "#c62828"],
-                 x_label="minute (UTC)", y_label="tasks")
+    _throughput_chart(series)
+
+
+def _throughput_chart(series: pd.DataFrame) -> None:
+    """Bars per minute over the whole hour (empty minutes included), labelled on a
+    24-hour clock in the operator's zone."""
+    tz = ui.zone()
+    frame = series.assign(t=ui.wall_clock_ms(series["time"], tz),
+                          minute=[ui.when(t, tz)[11:16] for t in series["time"]])
+    long = frame.melt(id_vars=["t", "minute"], value_vars=["succeeded", "failed"],
+                      var_name="outcome", value_name="tasks")
+    chart = alt.Chart(long).mark_bar().encode(
+        x=alt.X("t:T", title=f"minute ({ui.zone_label(tz)})",
+                scale=alt.Scale(type="utc", domain=[int(frame["t"].min()),
+                                                    int(frame["t"].max()) + 60_000]),
+                axis=alt.Axis(format="%H:%M", formatType="utc")),
+        y=alt.Y("tasks:Q", stack="zero", title="tasks"),
+        color=alt.Color("outcome:N", scale=alt.Scale(domain=["succeeded", "failed"],
+                                                     range=["#2e7d32", "#c62828"])),
+        tooltip=["minute:N", "outcome:N", "tasks:Q"],
+    )
+    st.altair_chart(chart, width="stretch")
 
 
 depth_and_throughput()

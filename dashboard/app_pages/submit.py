@@ -13,7 +13,14 @@ from core.errors import InvalidInput
 from core.styles import STYLES, apply_style
 from core.validation import BatchSpec, limits_from_settings, validate_batch
 from dashboard import data, submit_options, ui
-from dashboard.uploads import PromptSource, UploadError, from_text, from_upload
+from dashboard.uploads import (
+    PromptSource,
+    UploadError,
+    csv_first_row,
+    from_text,
+    from_upload,
+    prompt_column,
+)
 
 PREVIEW_PLACEHOLDER = "a red leather armchair"
 _PROMPT_FIELD = re.compile(r"^prompts\[(\d+)\]$")
@@ -39,8 +46,15 @@ else:
         "One prompt per row; a CSV with a header row is read from its 'prompt' column",
         type=["csv", "txt"], key=f"prompts_file_{st.session_state.get('_upload_round', 0)}")
     if upload is not None:
+        header: bool | None = None
+        if upload.name.lower().endswith(".csv"):
+            # Ask rather than guess: a header read as a prompt would be billed.
+            first = csv_first_row(upload.getvalue())
+            header = st.checkbox(
+                f"The first row is a header: {', '.join(first)[:80]!r}",
+                value=prompt_column(first) is not None, key="csv_header")
         try:
-            source = from_upload(upload.name, upload.getvalue())
+            source = from_upload(upload.name, upload.getvalue(), header=header)
         except UploadError as exc:
             st.error(str(exc))
 
@@ -134,7 +148,7 @@ if needs_confirmation and not problem:
     confirmed = st.checkbox("I have checked the cost and want to submit", key="confirm_cost")
 
 if st.button(f"Submit {images} image{'s' if images != 1 else ''}", type="primary",
-             key="submit"):
+             key="submit", disabled=images == 0 or problem is not None):
     if problem or spec is None or options is None:
         st.error(problem or "Nothing to submit.")
     elif not confirmed:
@@ -149,7 +163,9 @@ if st.button(f"Submit {images} image{'s' if images != 1 else ''}", type="primary
         st.session_state["_clear_prompts"] = True
         # A new key gives a new, empty uploader: the same file cannot be sent twice.
         st.session_state["_upload_round"] = st.session_state.get("_upload_round", 0) + 1
-        st.rerun()
+        ui.flash(f"Submitted job {job.id} with {job.total_tasks} task(s).")
+        # Straight to the job: the operator came to watch it run.
+        st.switch_page(ui.JOB_PAGE, query_params={"job_id": str(job.id)})
 
 last = st.session_state.get("last_submitted_job")
 if last:

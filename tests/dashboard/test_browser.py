@@ -13,8 +13,10 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -44,7 +46,8 @@ def dashboard(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
             [sys.executable, "-m", "dashboard", "--server.headless", "true",
              "--server.port", str(port),
              "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"],
+             # No --client.toolbarMode here: the product's own config must hide Deploy.
+             "--server.fileWatcherType", "none"],
             cwd=REPO_ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
 
@@ -86,9 +89,12 @@ def test_submit_watch_and_screenshot_job_page(
             box.fill("\n".join(PROMPTS))
             box.press("Control+Enter")  # commits the text area (Streamlit reruns)
             page.get_by_role("button", name="Submit 2 images").click()
-            page.get_by_text("Open job").click()
+            # Straight on to the new job's page (no link to find and click).
+            page.wait_for_url("**/job?job_id=*")
 
             page.get_by_text("pending · 0.0%").wait_for()
+            assert page.get_by_role("button", name="Deploy").count() == 0
+            assert page.get_by_text("Deploy", exact=True).count() == 0
             page.get_by_text("Updating every 2 s while the job runs.").wait_for()
             dispatcher.resume()
             page.get_by_text("completed · 100.0%").wait_for(timeout=60_000)
@@ -125,3 +131,74 @@ def test_submit_watch_and_screenshot_job_page(
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+FAILURES_SHOT = REPO_ROOT / "docs" / "screenshots" / "failures-tab.png"
+OUTAGE_PROMPTS = ["a red leather armchair", "[[demo:moderation_blocked]] a forbidden thing"]
+
+
+@pytest.mark.browser
+def test_failures_tab_retry_after_an_outage_and_screenshot(
+    start_worker: Callable[..., WorkerProcess], dashboard: str, settings: Settings
+) -> None:
+    """A provider outage fails a task; a refusal fails another. The Failures tab shows
+    both, "Retry all failed" offers only the one a retry can cure (the refusal is left
+    alone, said so, with the cost), and a retry picked in the Failures tab runs it."""
+    need(Path(CHROMIUM).exists() and shutil.which("chromium") is not None,
+         "Debian's chromium (scripts/test-deps.d/30-chromium.sh)")
+    outage = start_worker(DEMO_TRANSIENT_FAILURE_RATE="1.0", MAX_ATTEMPTS="1",
+                          DEMO_LATENCY_MS="50", DEMO_IMAGE_PX="256")
+    job = httpx.post(outage.url + "/api/admin/generate/batch", timeout=30, json={
+        "prompts": OUTAGE_PROMPTS, "style": "none", "count_per_prompt": 1}).json()
+    job_id = job["id"]
+
+    def status() -> dict[str, Any]:
+        return httpx.get(f"{outage.url}/api/admin/jobs/{job_id}/status", timeout=10).json()
+
+    wait_for(lambda: status()["failed_tasks"] == 2, timeout_s=60, message="two failures")
+    outage.stop()
+    recovered = start_worker(DEMO_LATENCY_MS="50", DEMO_IMAGE_PX="256")
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=CHROMIUM_ARGS)
+        try:
+            # An operator in Tokyo: with no DASHBOARD_TIMEZONE, times follow the browser.
+            page = browser.new_page(viewport={"width": 1400, "height": 1100},
+                                    timezone_id="Asia/Tokyo")
+            page.set_default_timeout(30_000)
+            page.goto(f"{dashboard}/job?job_id={job_id}")
+            page.get_by_text("failed · 100.0% · 0 succeeded, 2 failed").wait_for()
+            created = datetime.fromisoformat(httpx.get(
+                f"{recovered.url}/api/admin/jobs/{job_id}", timeout=10).json()["created_at"])
+            tokyo = created.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%d %H:%M")
+            page.get_by_text(f"created {tokyo}").wait_for()
+            assert page.get_by_text("Asia/Tokyo").count() >= 1
+            page.get_by_role("button", name="Retry all failed (1)").wait_for()
+            page.get_by_text("1 refusal(s) left alone").wait_for()
+            page.get_by_role("tab", name="Failures (2)").click()
+            page.get_by_text("2 failed task(s)").wait_for()
+            grid = page.locator('[data-testid="stDataFrame"]').first
+            grid.wait_for()
+            page.wait_for_timeout(800)  # let the grid and fonts settle for the picture
+            FAILURES_SHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(FAILURES_SHOT), full_page=True)
+
+            # Pick the outage's row (prompt order: the armchair is the first row) by its
+            # row marker, then retry it from the tab.
+            box = grid.bounding_box()
+            assert box is not None
+            page.mouse.click(box["x"] + 16, box["y"] + 35 + 17)
+            page.get_by_role("button", name="Retry selected (1)").click()
+            page.get_by_text("Requeued 1 failed task(s)").wait_for()
+            wait_for(lambda: httpx.get(
+                f"{recovered.url}/api/admin/jobs/{job_id}/status", timeout=10
+            ).json()["completed_tasks"] == 1, timeout_s=60, message="the retry succeeded")
+            page.get_by_text("completed with errors · 100.0%").wait_for(timeout=60_000)
+            # (.first: while a rerun draws, the old tabs may still be on the page)
+            page.get_by_role("tab", name="Failures (1)").first.wait_for()
+        finally:
+            browser.close()
+    final = httpx.get(f"{recovered.url}/api/admin/jobs/{job_id}/status", timeout=10).json()
+    assert (final["completed_tasks"], final["failed_tasks"]) == (1, 1)
+    assert FAILURES_SHOT.stat().st_size > 10_000

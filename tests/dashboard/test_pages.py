@@ -65,9 +65,12 @@ def test_submit_creates_job_with_right_task_count(settings: Settings, engine: En
     assert sorted({t.prompt for t in tasks}) == sorted({"a red chair", TRICKY})
     assert all(t.status == "queued" for t in tasks)  # handed to the local queue
     assert any(str(rows[0].id) in s.value for s in at.success)
-    link = at.page_link[0].proto
-    assert link.query_string == f"job_id={rows[0].id}"
+    # Straight on to the job's page, which shows the job just submitted.
+    assert at.title[0].value == f"Job {str(rows[0].id)[:8]}"
+    assert at.query_params["job_id"] == str(rows[0].id)
+    at.switch_page("app_pages/submit.py").run()
     assert at.text_area(key="prompts_text").value == ""  # a second click sends nothing
+    assert at.button(key="submit").disabled  # "Submit 0 images" is not offered
 
 
 def test_csv_upload_reads_the_prompt_column(settings: Settings, engine: Engine) -> None:
@@ -81,7 +84,22 @@ def test_csv_upload_reads_the_prompt_column(settings: Settings, engine: Engine) 
     assert len(rows) == 1 and rows[0].total_tasks == 3
     prompts = [t.prompt for t in jobs.list_tasks(rows[0].id, engine=engine)]
     assert prompts == ["a kite, red", "a boat", "a tree"]
+    at.switch_page("app_pages/submit.py").run()
+    at.radio(key="source_kind").set_value("Upload a CSV or TXT file").run()
     assert at.file_uploader[0].key == "prompts_file_1"  # a fresh, empty uploader
+
+
+def test_csv_header_is_asked_and_never_billed(settings: Settings, engine: Engine) -> None:
+    at = open_page("app_pages/submit.py")
+    at.radio(key="source_kind").set_value("Upload a CSV or TXT file").run()
+    at.file_uploader(key="prompts_file_0").upload(
+        "ideas.csv", b"Prompt Text;id\na green teapot, studio light;1\n", "text/csv").run()
+    assert at.checkbox(key="csv_header").value  # recognised as a header
+    assert [m.value for m in at.metric][:2] == ["1", "1"]
+    at.button(key="submit").click().run()
+    (row,) = _job_rows(engine)
+    assert [t.prompt for t in jobs.list_tasks(row.id, engine=engine)] == [
+        "a green teapot, studio light"]
 
 
 @pytest.fixture
@@ -112,12 +130,11 @@ def test_invalid_submission_shows_its_message_and_creates_nothing(
     env: dict[str, str], engine: Engine
 ) -> None:
     at = open_page("app_pages/submit.py")
-    at.button(key="submit").click().run()
-    assert any("Prompts: must contain at least one prompt" in e.value for e in at.error)
+    assert at.button(key="submit").disabled  # nothing to submit: nothing offered
 
     long_prompt = "x" * 5000  # MAX_PROMPT_CHARS defaults to 4000
     at.text_area(key="prompts_text").set_value(f"a fine prompt\n\n{long_prompt}").run()
-    at.button(key="submit").click().run()
+    assert at.button(key="submit").disabled
     errors = [e.value for e in at.error]
     assert any("Prompt on line 3: at most 4000 characters (got 5000)" in e for e in errors)
     assert _job_rows(engine) == []
@@ -172,6 +189,9 @@ def test_retry_all_requeues_exactly_the_failed_tasks(settings: Settings,
     assert len(failed) == 2
 
     at = open_page("app_pages/job.py", job_id=str(job.id))
+    # Both are refusals: left alone unless the operator includes them.
+    assert at.button(key="retry_all").disabled
+    at.checkbox(key="retry_include_refusals").check().run()
     at.button(key="retry_all").click().run()
 
     after = _task_states(engine, job.id)
@@ -180,6 +200,10 @@ def test_retry_all_requeues_exactly_the_failed_tasks(settings: Settings,
     assert all(after[tid] == ("queued", 0) for tid in failed)
     assert jobs.get_job(job.id, engine=engine).status == "running"
     assert any("Requeued 2 failed task(s)" in s.value for s in at.success)
+    # The progress line, the tab and the button agree on what is left.
+    progress = [p for p in at.get("progress")]
+    assert progress and "0 failed" in progress[0].proto.text
+    assert [t.label for t in at.tabs][1] == "Failures (0)"
 
 
 def test_retry_selected_requeues_only_the_selected_task(settings: Settings,
@@ -192,8 +216,9 @@ def test_retry_selected_requeues_only_the_selected_task(settings: Settings,
     at.button(key="retry_selected").click().run()
 
     after = _task_states(engine, job.id)
-    assert after[shown["task"][1]] == ("queued", 0)
-    assert after[shown["task"][0]] == ("failed", 1)
+    full = {short: next(t for t in after if t.startswith(short)) for short in shown["task"]}
+    assert after[full[shown["task"][1]]] == ("queued", 0)
+    assert after[full[shown["task"][0]]] == ("failed", 1)
     assert jobs.get_job(job.id, engine=engine).failed_tasks == 1
 
 

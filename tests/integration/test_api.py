@@ -35,7 +35,8 @@ def test_job_list_tasks_cancel_and_retry_endpoints(
     assert failed["total"] == 2
     assert {t["last_error_code"] for t in failed["tasks"]} == {"invalid_request"}
     retried = httpx.post(f"{worker.url}/api/admin/jobs/{job['id']}/retry-failed",
-                         json={"task_ids": [failed["tasks"][0]["id"]]}).json()
+                         json={"task_ids": [failed["tasks"][0]["id"]],
+                               "include_refusals": True}).json()
     assert (retried["requeued"], retried["status"]) == (1, "running")
     wait_for(lambda: _status(worker, job["id"])["progress_percentage"] == 100.0, timeout_s=30)
     assert _status(worker, job["id"])["failed_tasks"] == 2  # the same refusal again

@@ -142,7 +142,7 @@ def test_repeated_enqueue_is_already_exists_and_a_retry_gets_a_fresh_name(
     assert len(fake.deliveries_for(row.cloud_task_name)) == 1
 
     retried = httpx.post(f"{prod_worker.url}/api/admin/jobs/{job_id}/retry-failed",
-                         headers=ADMIN, timeout=30)
+                         headers=ADMIN, timeout=30, json={"include_refusals": True})
     assert retried.status_code == 200, retried.text
     _wait_finished(prod_worker, job_id)
     (after,) = _rows(engine, job_id)

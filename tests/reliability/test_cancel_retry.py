@@ -67,7 +67,9 @@ def test_retry_failed_during_a_run_keeps_counters_exact(
     # Retry-failed pressed three times at once while the batch runs.
     url = f"{worker.url}/api/admin/jobs/{job_id}/retry-failed"
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
-        answers = list(pool.map(lambda _: httpx.post(url, timeout=10), range(3)))
+        answers = list(pool.map(lambda _: httpx.post(url, timeout=10,
+                                                     json={"include_refusals": True}),
+                                range(3)))
     assert all(a.status_code == 200 for a in answers)
     requeued = sum(a.json()["requeued"] for a in answers)
     assert requeued >= 3

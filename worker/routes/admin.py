@@ -57,6 +57,10 @@ class RetryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task_ids: list[UUID] | None = Field(default=None, description="Only these failed tasks.")
+    include_refusals: bool = Field(
+        default=False, description="Also retry refusals (moderation, invalid request), "
+                                   "which are usually refused again.")
+    dry_run: bool = Field(default=False, description="Only count and price the retry.")
 
 
 @router.post("/generate/batch", response_model=JobSummary)
@@ -116,8 +120,10 @@ def retry_failed(
     task_ids = body.task_ids if body else None
     if task_ids is not None and not task_ids:
         raise InvalidInput("task_ids", "must not be empty (omit it to retry every failed task)")
-    result = jobs.retry_failed(job_id, task_ids, settings=settings)
-    return {**result.job.status_body(), "requeued": result.requeued}
+    result = jobs.retry_failed(job_id, task_ids, settings=settings,
+                               include_refusals=bool(body and body.include_refusals),
+                               dry_run=bool(body and body.dry_run))
+    return result.body()
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobStatus, responses=_JOB_STATE)
