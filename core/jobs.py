@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -20,6 +20,7 @@ from core.cost import MODELS, QUALITIES, SIZES, estimate_cost_usd
 from core.db import get_engine, transaction
 from core.dispatch import Dispatcher, TaskRef, get_dispatcher
 from core.errors import Conflict, InvalidInput, NotFound
+from core.job_meta import JobMeta
 from core.queries import q
 from core.status import JOB_STATUSES, JOB_TERMINAL, TASK_STATUSES, progress_percentage
 from core.validation import BatchSpec
@@ -62,6 +63,10 @@ class JobView:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # version 7 (core.job_meta); the webhook URL is never part of a view (it may be secret)
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    submitted_by: str | None = None
 
     @property
     def progress_percentage(self) -> float:
@@ -94,6 +99,7 @@ class JobView:
         )
         for key in ("created_at", "updated_at", "started_at", "finished_at"):
             body[key] = body[key].isoformat() if body[key] else None
+        body["tags"] = list(self.tags or [])
         return body
 
 
@@ -180,6 +186,7 @@ def submit_batch(
     engine: Engine | None = None,
     dispatcher: Dispatcher | None = None,
     settings: Settings | None = None,
+    meta: JobMeta | None = None,
 ) -> JobView:
     """Write the job and all its tasks in one transaction, then hand them to the queue.
 
@@ -206,6 +213,7 @@ def submit_batch(
             "count_per_prompt": spec.count_per_prompt, "provider": options.provider,
             "model": options.model, "size": options.size, "quality": options.quality,
             "estimated_cost_usd": cost,
+            **_meta_binds(meta or JobMeta()),
         })
         _copy_tasks(conn, rows, "queued" if local else "pending")
         job = _job(conn.execute(q("job_by_id"), {"job_id": job_id}).one())
@@ -214,6 +222,11 @@ def submit_batch(
     if not local:
         _hand_over(dispatcher, [TaskRef(r[0], 0) for r in rows], job_id)
     return job
+
+
+def _meta_binds(meta: JobMeta) -> dict[str, Any]:
+    return {"name": meta.name, "tags": list(meta.tags), "submitted_by": meta.submitted_by,
+            "webhook_url": meta.webhook_url}
 
 
 def _copy_tasks(conn: Connection, rows: Sequence[tuple[Any, ...]], status: str) -> None:

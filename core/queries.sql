@@ -4,10 +4,11 @@
 -- name: insert_job
 INSERT INTO generation_jobs
     (id, status, total_tasks, style, count_per_prompt, provider, model, size, quality,
-     estimated_cost_usd)
+     estimated_cost_usd, name, tags, submitted_by, webhook_url)
 VALUES
     (:id, 'pending', :total_tasks, :style, :count_per_prompt, :provider, :model, :size,
-     :quality, :estimated_cost_usd);
+     :quality, :estimated_cost_usd, :name, CAST(:tags AS text[]), :submitted_by,
+     :webhook_url);
 
 -- name: mark_tasks_queued
 -- Hand-over to the queue (the outbox): only rows still pending move, so a repeated
@@ -171,14 +172,14 @@ UPDATE generation_jobs
 -- name: job_by_id
 SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, style,
        count_per_prompt, provider, model, size, quality, estimated_cost_usd,
-       created_at, updated_at, started_at, finished_at
+       created_at, updated_at, started_at, finished_at, name, tags, submitted_by
   FROM generation_jobs
  WHERE id = :job_id;
 
 -- name: list_jobs
 SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, style,
        count_per_prompt, provider, model, size, quality, estimated_cost_usd,
-       created_at, updated_at, started_at, finished_at
+       created_at, updated_at, started_at, finished_at, name, tags, submitted_by
   FROM generation_jobs
  WHERE (CAST(:status AS text) IS NULL OR status = :status)
    AND (CAST(:created_after AS timestamptz) IS NULL OR created_at >= :created_after)

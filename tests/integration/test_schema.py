@@ -26,14 +26,18 @@ def test_models_match_sql_schema_column_for_column(engine: Engine) -> None:
 def _pg_type_name(sa_type: object) -> str:
     name = type(sa_type).__name__.upper()
     return {"DATETIME": "TIMESTAMP", "INTEGER": "INTEGER", "TEXT": "TEXT",
-            "NUMERIC": "NUMERIC", "BOOLEAN": "BOOLEAN", "UUID": "UUID"}.get(name, name)
+            "NUMERIC": "NUMERIC", "BOOLEAN": "BOOLEAN", "UUID": "UUID",
+            "BIGINTEGER": "BIGINT"}.get(name, name)
 
 
 def test_schema_file_is_idempotent(engine: Engine) -> None:
+    with engine.connect() as conn:
+        before = conn.execute(text("SELECT count(*) FROM schema_migrations")).scalar()
     db.apply_schema(engine)
     db.apply_schema(engine)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM schema_migrations")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM schema_migrations")).scalar() == before
+        assert conn.execute(text("SELECT 1 FROM schema_migrations WHERE version = 7")).scalar()
 
 
 def test_hot_reads_have_indexes(engine: Engine) -> None:
