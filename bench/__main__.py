@@ -1,6 +1,7 @@
 """``python -m bench``: every benchmark, one line per figure with its goal and PASS/MISS.
 
-Options: ``--only NAME[,NAME]`` runs some (submit, makespan, overhead, rate, reads, cost);
+Options: ``--only NAME[,NAME]`` runs some (submit, makespan, overhead, rate, reads, cost,
+search);
 ``--write`` puts the figures into bench/RESULTS.md between its markers. Each benchmark
 makes its own ``aiwi_bench_*`` database on DATABASE_URL's server (or the embedded one).
 """
@@ -26,6 +27,7 @@ BENCHMARKS = {
     "rate": "bench.rate_limit",
     "reads": "bench.reads",
     "cost": "bench.cost",
+    "search": "bench.search",
 }
 RESULTS = Path(__file__).with_name("RESULTS.md")
 BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"

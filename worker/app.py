@@ -23,8 +23,9 @@ from core.processing import TaskProcessor
 from core.providers import close_providers, get_provider
 from core.storage import get_storage
 from core.sweeper import sweep_pending, sweep_stranded
+from worker.background import notify_forever, retention_forever
 from worker.body_limit import BodyLimitMiddleware
-from worker.routes import admin, health, tasks
+from worker.routes import admin, health, tasks, team
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.dispatch_loop = loop
             background.append(asyncio.create_task(loop.run(stop)))
         background.append(asyncio.create_task(_sweep_forever(settings, stop)))
+        background.append(asyncio.create_task(notify_forever(settings, stop)))
+        background.append(asyncio.create_task(
+            retention_forever(settings, app.state.storage, stop)))
         log.info("worker started", extra={"action": "worker_start",
                                           "provider": settings.provider_name,
                                           "storage": settings.storage_name,
@@ -87,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     _install_error_handlers(app)
     app.include_router(admin.router)
+    app.include_router(team.router)
     app.include_router(tasks.router)
     app.include_router(health.router)
     return app
