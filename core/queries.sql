@@ -161,6 +161,9 @@ UPDATE generation_tasks
        lease_until = NULL, next_attempt_at = now(), finished_at = NULL, updated_at = now()
  WHERE job_id = :job_id AND status = 'failed'
    AND (CAST(:task_ids AS uuid[]) IS NULL OR id = ANY(CAST(:task_ids AS uuid[])))
+   -- a failed prompt that was edited and resubmitted (core.job_edit) stays history
+   AND NOT EXISTS (SELECT 1 FROM generation_tasks r
+                    WHERE r.resubmitted_from = generation_tasks.id)
 RETURNING id, dispatch_generation;
 
 -- name: reopen_job
