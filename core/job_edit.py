@@ -19,6 +19,7 @@ from uuid import UUID
 from sqlalchemy import Engine
 
 from core import audit
+from core.classify import MODERATION_CODES
 from core.config import Settings, get_settings
 from core.cost import estimate_cost_usd
 from core.db import transaction
@@ -114,3 +115,26 @@ def resubmit_task(job_id: UUID, task_id: UUID, prompt: str, *, submitted_by: str
     if not local:
         _hand_over(dispatcher, [TaskRef(new_id, 0)], job_id)
     return Resubmitted(task_id=new_id, job=view)
+
+
+@dataclass(frozen=True)
+class EditableTask:
+    id: UUID
+    prompt_index: int
+    image_index: int
+    prompt: str
+    last_error_code: str | None
+    last_error: str | None
+
+    @property
+    def refused(self) -> bool:
+        return self.last_error_code in MODERATION_CODES
+
+
+def editable_tasks(job_id: UUID, *, limit: int = 200, engine: Engine | None = None
+                   ) -> list[EditableTask]:
+    """Failed tasks not yet edited and resubmitted, moderation refusals first."""
+    with transaction(engine) as conn:
+        rows = conn.execute(q("failed_not_resubmitted"), {
+            "job_id": job_id, "limit": limit, "refusal_codes": sorted(MODERATION_CODES)})
+        return [EditableTask(**dict(r._mapping)) for r in rows]

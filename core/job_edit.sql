@@ -39,3 +39,13 @@ UPDATE generation_jobs
                                  ELSE estimated_cost_usd + CAST(:cost AS numeric) END,
        updated_at = now()
  WHERE id = :job_id;
+
+-- name: failed_not_resubmitted
+-- Failed tasks that have not been edited and resubmitted yet, refusals first.
+SELECT t.id, t.prompt_index, t.image_index, t.prompt, t.last_error_code, t.last_error
+  FROM generation_tasks t
+ WHERE t.job_id = :job_id AND t.status = 'failed'
+   AND NOT EXISTS (SELECT 1 FROM generation_tasks r WHERE r.resubmitted_from = t.id)
+ ORDER BY (t.last_error_code = ANY(CAST(:refusal_codes AS text[]))) DESC,
+          t.prompt_index, t.image_index
+ LIMIT :limit;

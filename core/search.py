@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 from sqlalchemy import Engine
@@ -37,10 +38,16 @@ class SearchQuery:
     tag: str | None = None
     submitted_by: str | None = None
     status: str | None = None
+    # The dashboard's filters: several statuses and a creation window.
+    statuses: tuple[str, ...] = ()
+    created_after: datetime | None = None
+    created_before: datetime | None = None
 
     @classmethod
     def of(cls, *, text: str | None = None, tag: str | None = None,
-           submitted_by: str | None = None, status: str | None = None) -> SearchQuery:
+           submitted_by: str | None = None, status: str | None = None,
+           statuses: Sequence[str] = (), created_after: datetime | None = None,
+           created_before: datetime | None = None) -> SearchQuery:
         """Validated; errors name the API's query parameter."""
         cleaned = (text or "").strip()
         if cleaned and len(cleaned) < MIN_TEXT_CHARS:
@@ -50,15 +57,18 @@ class SearchQuery:
         who = (submitted_by or "").strip()
         if len(who) > MAX_SUBMITTER_CHARS:
             raise InvalidInput("submitted_by", f"at most {MAX_SUBMITTER_CHARS} characters")
-        if status is not None and status not in JOB_STATUSES:
-            raise InvalidInput("status", f"must be one of {', '.join(JOB_STATUSES)}")
+        for one in (status, *statuses):
+            if one is not None and one not in JOB_STATUSES:
+                raise InvalidInput("status", f"must be one of {', '.join(JOB_STATUSES)}")
         return cls(text=cleaned or None,
                    tag=clean_tag(tag, "tag") if tag and tag.strip() else None,
-                   submitted_by=who or None, status=status)
+                   submitted_by=who or None, status=status, statuses=tuple(statuses),
+                   created_after=created_after, created_before=created_before)
 
     @property
-    def empty(self) -> bool:
-        return not (self.text or self.tag or self.submitted_by or self.status)
+    def searching(self) -> bool:
+        """Whether this asks for more than the plain job list (text, tag or submitter)."""
+        return bool(self.text or self.tag or self.submitted_by)
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,10 @@ def search_jobs(query: SearchQuery, *, limit: int = 50, offset: int = 0,
     if offset < 0:
         raise InvalidInput("offset", "must be >= 0")
     eng = engine or get_engine()
-    binds: dict[str, object] = {"status": query.status, "tag": query.tag,
+    statuses = [*query.statuses, *([query.status] if query.status else [])]
+    binds: dict[str, object] = {"statuses": statuses or None, "tag": query.tag,
+                                "created_after": query.created_after,
+                                "created_before": query.created_before,
                                 "submitted_by": query.submitted_by,
                                 "limit": limit + 1, "offset": offset}
     name = "search_jobs_filter"

@@ -7,7 +7,9 @@ SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, 
        count_per_prompt, provider, model, size, quality, estimated_cost_usd,
        created_at, updated_at, started_at, finished_at, name, tags, submitted_by
   FROM generation_jobs j
- WHERE (CAST(:status AS text) IS NULL OR j.status = :status)
+ WHERE (CAST(:statuses AS text[]) IS NULL OR j.status = ANY(CAST(:statuses AS text[])))
+   AND (CAST(:created_after AS timestamptz) IS NULL OR j.created_at >= :created_after)
+   AND (CAST(:created_before AS timestamptz) IS NULL OR j.created_at < :created_before)
    AND (CAST(:tag AS text) IS NULL OR j.tags @> ARRAY[CAST(:tag AS text)])
    AND (CAST(:submitted_by AS text) IS NULL OR j.submitted_by = :submitted_by)
    AND (j.name ILIKE :pattern
@@ -22,7 +24,9 @@ SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, 
        count_per_prompt, provider, model, size, quality, estimated_cost_usd,
        created_at, updated_at, started_at, finished_at, name, tags, submitted_by
   FROM generation_jobs j
- WHERE (CAST(:status AS text) IS NULL OR j.status = :status)
+ WHERE (CAST(:statuses AS text[]) IS NULL OR j.status = ANY(CAST(:statuses AS text[])))
+   AND (CAST(:created_after AS timestamptz) IS NULL OR j.created_at >= :created_after)
+   AND (CAST(:created_before AS timestamptz) IS NULL OR j.created_at < :created_before)
    AND (CAST(:tag AS text) IS NULL OR j.tags @> ARRAY[CAST(:tag AS text)])
    AND (CAST(:submitted_by AS text) IS NULL OR j.submitted_by = :submitted_by)
  ORDER BY j.created_at DESC

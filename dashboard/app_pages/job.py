@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.errors import AppError, NotFound
 from core.status import TASK_STATUSES
-from dashboard import data, ui
+from dashboard import data, team_widgets, ui
 
 REFRESH_S = 2
 GALLERY_COLUMNS = 4
@@ -52,6 +52,7 @@ st.title(f"Job {ui.short_id(job.id)}")
 st.caption(f"{job.id} · style {job.style} · {job.count_per_prompt} per prompt · "
            f"{job.provider}/{job.model} {job.size} {job.quality} · "
            f"created {job.created_at:%Y-%m-%d %H:%M:%S} UTC")
+team_widgets.job_header(job)
 running_at_load = not job.is_finished
 
 
@@ -117,6 +118,9 @@ if st.session_state.get("confirm_cancel") == str(job.id) and not job.is_finished
     if n.button("Keep it running", key="confirm_cancel_no"):
         st.session_state.pop("confirm_cancel", None)
         st.rerun()
+
+team_widgets.job_actions(job)
+team_widgets.resubmit_section(job)
 
 gallery_tab, failures_tab, tasks_tab = st.tabs(
     [f"Gallery ({job.completed_tasks})", f"Failures ({job.failed_tasks})", "All tasks"])

@@ -12,7 +12,7 @@ from core import cost, jobs
 from core.errors import InvalidInput
 from core.styles import STYLES, apply_style
 from core.validation import BatchSpec, limits_from_settings, validate_batch
-from dashboard import data, ui
+from dashboard import data, team_widgets, ui
 from dashboard.uploads import PromptSource, UploadError, from_text, from_upload
 
 PREVIEW_PLACEHOLDER = "a red leather armchair"
@@ -113,6 +113,8 @@ def _check() -> tuple[BatchSpec | None, jobs.GenerationOptions | None, str | Non
 
 
 spec, options, problem = _check()
+meta, meta_problem = team_widgets.job_fields()
+problem = problem or meta_problem
 
 # ---- summary -------------------------------------------------------------------------
 images = len(prompts) * count
@@ -127,7 +129,7 @@ if options is not None:
     m3.metric("Estimated cost", ui.money(estimate),
               help=f"{ui.money(per_image)} per image ({options.model}, {options.size}, "
                    f"{options.quality}), from the price table in core/cost.py")
-if problem and prompts:
+if problem and (prompts or meta_problem):
     st.error(problem)
 
 if st.button(f"Submit {images} image{'s' if images != 1 else ''}", type="primary",
@@ -135,7 +137,7 @@ if st.button(f"Submit {images} image{'s' if images != 1 else ''}", type="primary
     if problem or spec is None or options is None:
         st.error(problem or "Nothing to submit.")
     else:
-        job = data.submit(spec, options)
+        job = data.submit(spec, options, meta)
         st.session_state["last_submitted_job"] = (str(job.id), job.total_tasks)
         st.session_state["_clear_prompts"] = True
         # A new key gives a new, empty uploader: the same file cannot be sent twice.
