@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from core.errors import ConfigError
+from core.errors import ConfigError, InvalidInput
 
 DEFAULT_OPENAI_IMAGE_MODEL = "gpt-image-1.5"
 
@@ -167,6 +167,14 @@ class Settings(BaseSettings):
                 "would run beside a live attempt"
             )
         self.api_keys()  # a malformed API_KEYS stops the start, naming the entry
+        if self.JOB_WEBHOOK_URL is not None:
+            from core.job_meta import clean_webhook_url
+
+            try:
+                clean_webhook_url(self.JOB_WEBHOOK_URL.get_secret_value(),
+                                  require_https=self.ENVIRONMENT == "production")
+            except InvalidInput as exc:  # the message never repeats the URL
+                raise ConfigError(f"JOB_WEBHOOK_URL {exc.message.split(': ', 1)[-1]}") from None
         if self.RETRY_MAX_BACKOFF_S < self.RETRY_MIN_BACKOFF_S:
             raise ConfigError("RETRY_MAX_BACKOFF_S must be >= RETRY_MIN_BACKOFF_S")
         if self.ENVIRONMENT == "production":

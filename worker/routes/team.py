@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from core import audit, job_edit, notify, retention
 from core.db import get_engine
+from core.errors import StorageError
 from worker.deps import AdminDep, CallerDep, SettingsDep
 from worker.responses import error_responses
 
@@ -18,6 +19,7 @@ router = APIRouter(prefix="/api/admin", dependencies=[AdminDep], tags=["admin"],
                    responses=error_responses(401, 413, 422, 503))
 _JOB = error_responses(404)
 _JOB_STATE = error_responses(404, 409)
+_DELETE = error_responses(404, 409, 503)
 
 
 class ResubmitRequest(BaseModel):
@@ -26,10 +28,14 @@ class ResubmitRequest(BaseModel):
     prompt: str = Field(description="The edited prompt; runs as a new task of the job.")
 
 
-@router.delete("/jobs/{job_id}", responses=_JOB_STATE)
+@router.delete("/jobs/{job_id}", responses=_DELETE)
 def delete_job(job_id: UUID, request: Request, caller: CallerDep) -> dict[str, Any]:
     """Delete a finished or cancelled job, its tasks and its images (audited)."""
-    result = retention.delete_job(job_id, actor=caller, storage=request.app.state.storage)
+    try:
+        result = retention.delete_job(job_id, actor=caller, storage=request.app.state.storage)
+    except StorageError as exc:
+        raise HTTPException(status_code=503, headers={"Retry-After": "30"}, detail=(
+            f"{exc.message}; the job is kept, delete it again later")) from None
     return {"deleted": str(result.job_id), "tasks": result.tasks,
             "objects_deleted": result.objects}
 
