@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from core.db import get_engine, transaction
 from core.errors import InvalidInput
@@ -105,6 +105,9 @@ def search_jobs(query: SearchQuery, *, limit: int = 50, offset: int = 0,
         name = "search_jobs_text"
         binds |= {"pattern": like_pattern(query.text), "word": query.text.lower()}
     with transaction(eng) as conn:
+        if query.text:
+            # A generic plan would pick one strategy for every word (see search.sql).
+            conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
         rows = conn.execute(q(name), binds).all()
     return SearchResult(jobs=[_job(r) for r in rows[:limit]], more=len(rows) > limit)
 

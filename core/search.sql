@@ -1,6 +1,9 @@
 -- Job search (core.search): by name, tag or prompt text, and filters. Two statements, not
--- one with "IS NULL OR" switches, so each plan is fixed: the text search always goes
--- through the trigram index on prompts (generation_tasks_prompt_trgm_idx).
+-- one with "IS NULL OR" switches. The prompt test is an EXISTS, which PostgreSQL plans
+-- as a choice: a rare word is looked up once through the trigram index
+-- (generation_tasks_prompt_trgm_idx, a hashed subplan); a common one is checked job by
+-- job, newest first, through generation_tasks_job_status_idx, stopping at the page's end.
+-- core.search plans it for each text (plan_cache_mode), as the choice depends on it.
 
 -- name: search_jobs_text
 SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, style,
@@ -14,8 +17,9 @@ SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, 
    AND (CAST(:submitted_by AS text) IS NULL OR j.submitted_by = :submitted_by)
    AND (j.name ILIKE :pattern
         OR j.tags @> ARRAY[CAST(:word AS text)]
-        OR j.id IN (SELECT t.job_id FROM generation_tasks t
-                     WHERE t.image_index = 0 AND t.prompt ILIKE :pattern))
+        OR EXISTS (SELECT 1 FROM generation_tasks t
+                    WHERE t.job_id = j.id AND t.image_index = 0
+                      AND t.prompt ILIKE :pattern))
  ORDER BY j.created_at DESC
  LIMIT :limit OFFSET :offset;
 
