@@ -10,6 +10,7 @@ scanning; that is said once in the log.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 MIN_TEXT_CHARS = 3
 MAX_TEXT_CHARS = 200
 _checked_index: set[int] = set()
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,16 @@ class SearchQuery:
            created_before: datetime | None = None) -> SearchQuery:
         """Validated; errors name the API's query parameter."""
         cleaned = (text or "").strip()
+        # PostgreSQL text cannot hold NUL, and no name or prompt holds control characters.
+        if _CONTROL.search(cleaned):
+            raise InvalidInput("q", "must not contain control characters")
         if cleaned and len(cleaned) < MIN_TEXT_CHARS:
             raise InvalidInput("q", f"at least {MIN_TEXT_CHARS} characters")
         if len(cleaned) > MAX_TEXT_CHARS:
             raise InvalidInput("q", f"at most {MAX_TEXT_CHARS} characters")
         who = (submitted_by or "").strip()
+        if _CONTROL.search(who):
+            raise InvalidInput("submitted_by", "must not contain control characters")
         if len(who) > MAX_SUBMITTER_CHARS:
             raise InvalidInput("submitted_by", f"at most {MAX_SUBMITTER_CHARS} characters")
         for one in (status, *statuses):

@@ -79,7 +79,9 @@ def test_search_query_and_like_pattern() -> None:
     assert not SearchQuery.of(text=" ", tag="", submitted_by="").searching
     assert SearchQuery.of(tag="Spring").tag == "spring"
     for kwargs, field in [({"text": "ab"}, "q"), ({"tag": "a b"}, "tag"),
-                          ({"status": "done"}, "status"), ({"text": "x" * 201}, "q")]:
+                          ({"status": "done"}, "status"), ({"text": "x" * 201}, "q"),
+                          ({"text": "tea\x00pot"}, "q"), ({"submitted_by": "a\x00"},
+                                                          "submitted_by")]:
         with pytest.raises(InvalidInput) as caught:
             SearchQuery.of(**kwargs)  # type: ignore[arg-type]
         assert caught.value.field == field
