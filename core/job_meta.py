@@ -3,6 +3,7 @@ field. The webhook URL may carry a secret (Slack's do), so no message ever repea
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -94,7 +95,25 @@ def clean_webhook_url(url: object, *, require_https: bool) -> str | None:
                            else "must be an http:// or https:// URL")
     if _CONTROL.search(text) or " " in text:
         raise InvalidInput("webhook_url", "must not contain spaces or control characters")
+    if require_https and _internal_host(host):
+        # Production workers sit beside metadata servers and private services: a webhook
+        # must not be a way to make them POST there.
+        raise InvalidInput("webhook_url", "must not point at a loopback, private or "
+                                          "link-local address")
     return text
+
+
+def _internal_host(host: str) -> bool:
+    name = host.strip("[]").lower().rstrip(".")
+    if name in ("localhost", "metadata.google.internal", "metadata") or \
+            name.endswith((".localhost", ".internal")):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False  # a DNS name: resolved by the sender, not here
+    return bool(address.is_loopback or address.is_private or address.is_link_local
+                or address.is_reserved or address.is_unspecified or address.is_multicast)
 
 
 def clean_meta(*, name: object = None, tags: object = None, webhook_url: object = None,

@@ -120,3 +120,19 @@ def test_job_page_clone_resubmit_and_delete(settings: Settings, engine: Engine) 
     assert rows[0].id not in {r.id for r in _jobs(engine)}
     [entry] = [e for e in audit.entries(engine=engine) if e.action == "delete_job"]
     assert (entry.job_id, entry.actor) == (rows[0].id, auth.OPEN_OPERATOR)
+
+
+def test_oidc_operator_is_recorded_as_submitter(settings: Settings, engine: Engine) -> None:
+    from tests.dashboard.conftest import app
+    from tests.dashboard.test_auth import OIDC
+
+    at = app()
+    at.secrets["auth"] = dict(OIDC)
+    at.user = {"is_logged_in": True, "email": "Ana@Example.com"}
+    at.run()
+    at.switch_page("app_pages/submit.py").run()
+    at.text_area(key="prompts_text").set_value("a blue vase").run()
+    at.button(key="submit").click().run()
+    assert not at.exception
+    [job] = _jobs(engine)
+    assert job.submitted_by == "ana@example.com"

@@ -51,6 +51,13 @@ def test_webhook_url_rules_and_redaction() -> None:
     assert "SECRET" not in caught.value.message
     assert redact_url(slack) == "https://hooks.slack.com/…"
     assert clean_webhook_url("  ", require_https=True) is None
+    for internal in ("https://169.254.169.254/computeMetadata/v1/",
+                     "https://metadata.google.internal/x", "https://10.0.0.8/hook",
+                     "https://[::1]/hook", "https://localhost/hook"):
+        with pytest.raises(InvalidInput, match="loopback, private"):
+            clean_webhook_url(internal, require_https=True)
+    # Outside production the tests' loopback receivers are fine.
+    assert clean_webhook_url("http://127.0.0.1:9/hook", require_https=False)
 
 
 def test_named_api_keys_parse_and_errors_never_show_values() -> None:
