@@ -107,6 +107,14 @@ def labels(job_ids: Sequence[UUID]) -> dict[UUID, search.JobLabel]:
     return search.job_labels(job_ids, engine=data.engine())
 
 
+def label_cells(label: search.JobLabel | None) -> dict[str, str]:
+    """The Jobs table's name, submitter and tags cells (empty, never "None")."""
+    if label is None:
+        return {"name": "", "submitted by": "", "tags": ""}
+    return {"name": label.name or "", "submitted by": label.submitted_by or "",
+            "tags": ", ".join(label.tags)}
+
+
 # ---- Job -----------------------------------------------------------------------------
 
 def job_header(job: JobView) -> None:

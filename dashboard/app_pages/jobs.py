@@ -52,9 +52,7 @@ def _frame(rows: list[reports.JobReport]) -> pd.DataFrame:
     named = team_widgets.labels([r.id for r in rows])
     return pd.DataFrame([{
         "job": f"job?job_id={r.id}",
-        "name": named[r.id].name or "" if r.id in named else "",
-        "submitted by": named[r.id].submitted_by or "" if r.id in named else "",
-        "tags": ", ".join(named[r.id].tags) if r.id in named else "",
+        **team_widgets.label_cells(named.get(r.id)),
         "status": ui.status_label(r.status),
         "progress": r.progress_percentage,
         "images": r.total_tasks,
