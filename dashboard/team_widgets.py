@@ -81,6 +81,15 @@ def _submitters() -> list[str]:
     return _submitters_for(data.database_url())
 
 
+@st.cache_data(ttl=300, show_spinner=False)
+def _prompt_index_for(url: str) -> bool:
+    return search.prompt_index_present(data.engine())
+
+
+def _prompt_index() -> bool:
+    return _prompt_index_for(data.database_url())
+
+
 def search_results(query: search.SearchQuery, page_no: int) -> None:
     found = search.search_jobs(query, limit=SEARCH_PAGE, offset=(page_no - 1) * SEARCH_PAGE,
                                engine=data.engine())
@@ -88,7 +97,10 @@ def search_results(query: search.SearchQuery, page_no: int) -> None:
         st.info("No job matches this search.")
         return
     more = " · more on the next page" if found.more else ""
-    st.caption(f"{len(found.jobs)} matching job(s) on page {page_no}{more} · newest first")
+    scanned = ("" if not query.text or _prompt_index() else
+               " · this database has no pg_trgm index, so prompt search reads every task")
+    st.caption(f"{len(found.jobs)} matching job(s) on page {page_no}{more} · newest first"
+               f"{scanned}")
     st.dataframe(pd.DataFrame([{
         "job": f"job?job_id={j.id}", "name": j.name or "", "tags": ", ".join(j.tags or []),
         "submitted by": j.submitted_by or "", "status": ui.status_label(j.status),

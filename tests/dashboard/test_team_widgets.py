@@ -136,3 +136,14 @@ def test_oidc_operator_is_recorded_as_submitter(settings: Settings, engine: Engi
     assert not at.exception
     [job] = _jobs(engine)
     assert job.submitted_by == "ana@example.com"
+
+
+def test_search_says_when_the_database_has_no_trigram_index(settings: Settings,
+                                                             engine: Engine) -> None:
+    _submit(settings, engine, ["a green teapot"], name="Teapots")
+    with engine.begin() as conn:
+        conn.execute(text("DROP INDEX generation_tasks_prompt_trgm_idx"))
+    at = open_page("app_pages/jobs.py")
+    at.text_input(key="job_search").set_value("teapot").run()
+    assert any("no pg_trgm index" in c.value for c in at.caption)
+    assert len(_frame(at, "search_table")) == 1  # still found, by scanning
