@@ -29,6 +29,9 @@ def test_receiver_failing_twice_gets_it_on_the_third_try_and_once_only(
         job = _submit(worker, ["a green teapot", "bad [[demo:moderation_blocked]]"],
                       name="Teapots <&> co", webhook_url=receiver.url)
         _wait_done(worker, job["id"])
+        wait_for(lambda: len(receiver.received) >= 1, timeout_s=30, message="first post")
+        worker.stop()  # the sender restarts between two attempts
+        worker.start()
         wait_for(lambda: len(receiver.received) >= 3, timeout_s=30, message="3 posts")
         body = receiver.received[2].body
         assert set(body) == {"text", "blocks"}  # what a Slack incoming webhook takes
