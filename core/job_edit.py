@@ -53,8 +53,10 @@ def clone_job(job_id: UUID, *, submitted_by: str | None, engine: Engine | None =
     view = submit_batch(spec, options=options, engine=engine, dispatcher=dispatcher,
                         settings=settings, meta=meta)
     with transaction(engine) as conn:
+        # Under the source job: its history says who copied it, and into which job.
         audit.record(conn, actor=submitted_by or "unknown", action="clone_job",
-                     job_id=view.id, detail={"from": str(job_id), "tasks": view.total_tasks})
+                     job_id=job_id, detail={"new_job": str(view.id),
+                                            "tasks": view.total_tasks})
     return view
 
 

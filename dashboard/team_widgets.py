@@ -12,7 +12,7 @@ from uuid import UUID
 import pandas as pd
 import streamlit as st
 
-from core import job_edit, retention, search
+from core import audit, job_edit, retention, search
 from core.errors import AppError, InvalidInput
 from core.job_meta import JobMeta, clean_meta
 from core.jobs import JobView
@@ -138,6 +138,19 @@ def job_header(job: JobView) -> None:
     st.text(" · ".join(parts))
 
 
+def job_history(job: JobView) -> None:
+    """Who did what to this job (audit log): resubmits, clones from it."""
+    entries = audit.entries(job_id=job.id, limit=50, engine=data.engine())
+    if not entries:
+        return
+    with st.expander(f"History ({len(entries)})"):
+        st.dataframe(pd.DataFrame([{
+            "when": e.at, "who": e.actor, "what": e.action.replace("_", " "),
+            "detail": ", ".join(f"{k} {v}" for k, v in e.detail.items()),
+        } for e in entries]), hide_index=True, column_config={
+            "when": st.column_config.DatetimeColumn("when", format="YYYY-MM-DD HH:mm:ss")})
+
+
 def job_actions(job: JobView) -> None:
     """Clone, and delete after a confirmation (refused while the job runs)."""
     b1, b2, _ = st.columns([1, 1, 2])
@@ -181,7 +194,13 @@ def job_actions(job: JobView) -> None:
 
 
 def resubmit_section(job: JobView) -> None:
-    """Edit a failed (typically refused) prompt and run it as a new task of this job."""
+    """Edit a failed (typically refused) prompt and run it as a new task of this job;
+    then the job's history."""
+    _resubmit(job)
+    job_history(job)
+
+
+def _resubmit(job: JobView) -> None:
     if job.failed_tasks == 0 or job.status == "cancelled":
         return
     tasks = job_edit.editable_tasks(job.id, engine=data.engine())

@@ -107,6 +107,8 @@ def test_job_page_clone_resubmit_and_delete(settings: Settings, engine: Engine) 
 
     # The original job is running again (the resubmitted task): delete is refused.
     at = open_page("app_pages/job.py", job_id=str(job.id))
+    history = [d.label for d in at.expander if d.label.startswith("History")]
+    assert history == ["History (2)"]  # the resubmit and the clone, with who
     at.button(key="delete_job").click().run()
     assert any("cancel it first" in e.value for e in at.error)
 

@@ -54,6 +54,17 @@ def test_named_keys_are_recorded_as_submitter_and_filterable(
         wait_for(lambda j=job: httpx.get(  # type: ignore[misc]
             f"{worker.url}/api/admin/jobs/{j.json()['id']}/status",
             headers=headers).json()["progress_percentage"] == 100.0, timeout_s=60)
+    alice = {"X-API-Key": "alice-key-abcdefghijklmnop"}
+    gone = httpx.delete(f"{worker.url}/api/admin/jobs/{by_ci.json()['id']}", headers=alice)
+    assert gone.status_code == 200, gone.text
+    clone = httpx.post(f"{worker.url}/api/admin/jobs/{by_alice.json()['id']}/clone",
+                       headers=headers)
+    assert clone.status_code == 200
+    entries = httpx.get(worker.url + "/api/admin/audit", headers=headers).json()["entries"]
+    assert [(e["action"], e["actor"]) for e in entries] == [
+        ("clone_job", "default"), ("delete_job", "alice")]
+    assert entries[1]["detail"]["submitted_by"] == "ci-script"
+    assert ids(submitted_by="default") == [clone.json()["id"], by_default.json()["id"]]
     keys_in_logs = [k for k in ("key-of-the-ci-script-0123456789", DEFAULT_KEY)
                     if k in worker.logs()]
     assert keys_in_logs == []
