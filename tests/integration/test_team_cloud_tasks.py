@@ -20,7 +20,7 @@ from tests.peers.cloudtasks_fake import CloudTasksFake
 
 
 def test_resubmitted_and_cloned_tasks_go_through_the_queue(
-    prod_worker: WorkerProcess, fake: CloudTasksFake, engine: Engine,
+    prod_worker: WorkerProcess, fake: CloudTasksFake, engine: Engine,  # noqa: F811
 ) -> None:
     url = prod_worker.url
     job_id = httpx.post(url + "/api/admin/generate/batch", headers=ADMIN, timeout=30, json={
