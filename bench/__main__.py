@@ -1,7 +1,7 @@
 """``python -m bench``: every benchmark, one line per figure with its goal and PASS/MISS.
 
 Options: ``--only NAME[,NAME]`` runs some (submit, makespan, overhead, rate, reads, cost,
-recovery, pooler, batch_ingest);
+recovery, pooler, batch_ingest, search);
 ``--write`` puts the figures into bench/RESULTS.md between its markers. Each benchmark
 makes its own ``aiwi_bench_*`` database on DATABASE_URL's server (or the embedded one).
 """
@@ -31,6 +31,7 @@ BENCHMARKS = {
     "recovery": "bench.recovery",
     "pooler": "bench.pooler",
     "batch_ingest": "bench.batch_ingest",
+    "search": "bench.search",
 }
 RESULTS = Path(__file__).with_name("RESULTS.md")
 BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"

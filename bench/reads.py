@@ -86,7 +86,7 @@ def _job_id(i: int) -> str:
     return str(uuid.UUID(hashlib.md5(str(i).encode()).hexdigest()))
 
 
-def generate(engine: Engine) -> float:
+def generate(engine: Engine, statements: list[str] | None = None) -> float:
     """Fill the tables fast: bulk insert without the task table's indexes and keys, then
     build them once (what a restore does), then ANALYZE."""
     started = time.monotonic()
@@ -103,7 +103,7 @@ def generate(engine: Engine) -> float:
             conn.execute(text(f'ALTER TABLE generation_tasks DROP CONSTRAINT "{name}"'))
         for name, _ in indexes:
             conn.execute(text(f'DROP INDEX "{name}"'))
-        for statement in GENERATE:
+        for statement in statements or GENERATE:
             conn.execute(text(statement))
         conn.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
         for name, definition in keys:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from core.errors import ConfigError
+from core.errors import ConfigError, InvalidInput
 
 DEFAULT_OPENAI_IMAGE_MODEL = "gpt-image-2"
 
@@ -155,6 +155,28 @@ class Settings(BaseSettings):
     # The dashboard shows times in this IANA zone (e.g. Europe/Paris); unset: the
     # browser's zone, else UTC. Checked here so a typo is one clear line at start.
     DASHBOARD_TIMEZONE: str | None = None
+    # Named admin keys, "name1:key1,name2:key2", beside API_KEY (which is named "default");
+    # the name a request's key resolves to is recorded as its jobs' submitted_by.
+    API_KEYS: SecretStr | None = None
+    # Who may sign in to the dashboard through OIDC: exact emails and email domains
+    # (comma-separated, case-insensitive). Production with OIDC needs one of them;
+    # DASHBOARD_ALLOWED_DOMAINS=* lets any account in deliberately.
+    DASHBOARD_ALLOWED_EMAILS: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    DASHBOARD_ALLOWED_DOMAINS: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # notifications and retention (core.notify, core.retention)
+    # Default webhook for jobs submitted without one; may hold a secret (Slack's do).
+    JOB_WEBHOOK_URL: SecretStr | None = None
+    # The dashboard's public address, for "open the job" links in notifications.
+    DASHBOARD_URL: str | None = None
+    WEBHOOK_POLL_S: float = Field(default=5.0, gt=0)
+    WEBHOOK_TIMEOUT_S: float = Field(default=10.0, gt=0)
+    WEBHOOK_RETRY_BASE_S: float = Field(default=5.0, ge=0.0)
+    WEBHOOK_RETRY_MAX_S: float = Field(default=900.0, ge=0.0)
+    WEBHOOK_MAX_ATTEMPTS: int = Field(default=8, ge=1, le=100)
+    # Finished jobs older than this many days are deleted with their images; None = off.
+    JOB_RETENTION_DAYS: int | None = Field(default=None, ge=1)
+    RETENTION_SWEEP_INTERVAL_S: float = Field(default=3600.0, gt=0)
 
     # service
     HOST: str = "127.0.0.1"
@@ -224,6 +246,13 @@ class Settings(BaseSettings):
             base_url(value)  # ConfigError naming WORKER_URL and both accepted forms
         return value
 
+    @field_validator("DASHBOARD_ALLOWED_EMAILS", "DASHBOARD_ALLOWED_DOMAINS", mode="before")
+    @classmethod
+    def _split_lower(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip().lower() for v in value.split(",") if v.strip()]
+        return value
+
     @model_validator(mode="after")
     def _defaults_and_production_checks(self) -> Settings:
         production = self.ENVIRONMENT == "production"
@@ -243,6 +272,15 @@ class Settings(BaseSettings):
                 raise ConfigError(
                     "USE_CLOUD_TASKS=true needs " + " and ".join(missing)
                     + " (or set USE_CLOUD_TASKS=false for the local queue)")
+        self.api_keys()  # a malformed API_KEYS stops the start, naming the entry
+        if self.JOB_WEBHOOK_URL is not None:
+            from core.job_meta import clean_webhook_url
+
+            try:
+                clean_webhook_url(self.JOB_WEBHOOK_URL.get_secret_value(),
+                                  require_https=self.ENVIRONMENT == "production")
+            except InvalidInput as exc:  # the message never repeats the URL
+                raise ConfigError(f"JOB_WEBHOOK_URL {exc.message.split(': ', 1)[-1]}") from None
         if self.RETRY_MAX_BACKOFF_S < self.RETRY_MIN_BACKOFF_S:
             raise ConfigError("RETRY_MAX_BACKOFF_S must be >= RETRY_MIN_BACKOFF_S")
         if self.ENVIRONMENT == "production":
@@ -265,7 +303,31 @@ class Settings(BaseSettings):
             need.append("OPENAI_API_KEY")
         if self.STORAGE_BACKEND == "supabase":
             need += ["SUPABASE_URL", "SUPABASE_KEY"]
-        return [name for name in need if not _present(getattr(self, name))]
+        present = [name for name in need if not _present(getattr(self, name))]
+        if "API_KEY" in present and _present(self.API_KEYS):
+            present.remove("API_KEY")  # named keys are admin keys too
+        return present
+
+    def api_keys(self) -> dict[str, str]:
+        """Admin keys by name: API_KEY as "default", then API_KEYS' "name:key" entries.
+        Errors name the entry by position, never its value."""
+        keys: dict[str, str] = {}
+        if self.API_KEY is not None and self.API_KEY.get_secret_value():
+            keys["default"] = self.API_KEY.get_secret_value()
+        raw = self.API_KEYS.get_secret_value() if self.API_KEYS is not None else ""
+        for n, entry in enumerate((e.strip() for e in raw.split(",")), start=1):
+            if not entry:
+                continue
+            name, sep, key = entry.partition(":")
+            name, key = name.strip(), key.strip()
+            if not sep or not name or not key:
+                raise ConfigError(f"API_KEYS: entry {n} must be name:key")
+            if name in keys:
+                raise ConfigError(f"API_KEYS: entry {n} repeats the name {name!r}"
+                                  + (" (API_KEY is named default)" if name == "default"
+                                     else ""))
+            keys[name] = key
+        return keys
 
     def start_warnings(self) -> list[str]:
         """What a start should say at WARNING: production on a fallback asked for by name."""
@@ -307,6 +369,9 @@ class Settings(BaseSettings):
             secret = getattr(self, name)
             if secret is not None and secret.get_secret_value():
                 values.append(secret.get_secret_value())
+        values += [key for name, key in self.api_keys().items() if name != "default"]
+        if self.JOB_WEBHOOK_URL is not None and self.JOB_WEBHOOK_URL.get_secret_value():
+            values.append(self.JOB_WEBHOOK_URL.get_secret_value())
         if self.DATABASE_URL is not None:
             from sqlalchemy.engine import make_url
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -22,6 +22,7 @@ from core.db import get_engine, transaction
 from core.dispatch import Dispatcher, TaskRef, get_dispatcher
 from core.dispatch.base import EnqueueResult
 from core.errors import Conflict, InvalidInput, NotFound
+from core.job_meta import JobMeta
 from core.job_options import (  # re-exported: callers say jobs.options_for(...)
     BACKGROUNDS,
     BATCH_FALLBACKS,
@@ -67,6 +68,10 @@ class JobView:
     output_compression: int | None = None
     background: str | None = None
     moderation: str | None = None
+    # version 7 (core.job_meta); the webhook URL is never part of a view (it may be secret)
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    submitted_by: str | None = None
 
     @property
     def progress_percentage(self) -> float:
@@ -99,6 +104,7 @@ class JobView:
         )
         for key in ("created_at", "updated_at", "started_at", "finished_at"):
             body[key] = body[key].isoformat() if body[key] else None
+        body["tags"] = list(self.tags or [])
         return body
 
 
@@ -166,6 +172,7 @@ def submit_batch(
     engine: Engine | None = None,
     dispatcher: Dispatcher | None = None,
     settings: Settings | None = None,
+    meta: JobMeta | None = None,
 ) -> JobView:
     """Write the job and all its tasks in one transaction, then hand them to the queue.
 
@@ -196,6 +203,7 @@ def submit_batch(
             "model": options.model, "size": options.size, "quality": options.quality,
             "estimated_cost_usd": estimate, "mode": options.mode,
             "batch_fallback": options.batch_fallback, **_image_columns(options),
+            **_meta_binds(meta or JobMeta()),
         })
         _copy_tasks(conn, rows, "running" if batch else "queued" if local else "pending")
         job = _job(conn.execute(q("job_by_id"), {"job_id": job_id}).one())
@@ -222,6 +230,9 @@ def _image_columns(options: GenerationOptions) -> dict[str, Any]:
     return {"output_format": options.output_format,
             "output_compression": options.output_compression,
             "background": options.background, "moderation": options.moderation}
+def _meta_binds(meta: JobMeta) -> dict[str, Any]:
+    return {"name": meta.name, "tags": list(meta.tags), "submitted_by": meta.submitted_by,
+            "webhook_url": meta.webhook_url}
 
 
 def _copy_tasks(conn: Connection, rows: Sequence[tuple[Any, ...]], status: str) -> None:

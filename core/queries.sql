@@ -5,11 +5,13 @@
 INSERT INTO generation_jobs
     (id, status, total_tasks, style, count_per_prompt, provider, model, size, quality,
      estimated_cost_usd,
-     mode, batch_fallback, output_format, output_compression, background, moderation)
+     mode, batch_fallback, output_format, output_compression, background, moderation,
+     name, tags, submitted_by, webhook_url)
 VALUES
     (:id, 'pending', :total_tasks, :style, :count_per_prompt, :provider, :model, :size,
      :quality, :estimated_cost_usd,
-     :mode, :batch_fallback, :output_format, :output_compression, :background, :moderation);
+     :mode, :batch_fallback, :output_format, :output_compression, :background, :moderation,
+     :name, CAST(:tags AS text[]), :submitted_by, :webhook_url);
 
 -- name: mark_tasks_queued
 -- Hand-over to the queue (the outbox): only rows still pending move, so a repeated
@@ -244,16 +246,6 @@ UPDATE generation_jobs
        finished_at = now(), updated_at = now()
  WHERE id = :job_id;
 
--- name: requeue_failed_tasks
--- Retry-failed: a fresh dispatch generation (so Cloud Tasks accepts a new task name) and
--- a fresh attempt budget. :task_ids NULL means every failed task of the job.
-UPDATE generation_tasks
-   SET status = 'pending', attempts = 0, dispatch_generation = dispatch_generation + 1,
-       lease_until = NULL, next_attempt_at = now(), finished_at = NULL, updated_at = now()
- WHERE job_id = :job_id AND status = 'failed'
-   AND (CAST(:task_ids AS uuid[]) IS NULL OR id = ANY(CAST(:task_ids AS uuid[])))
-RETURNING id, dispatch_generation;
-
 -- name: reopen_job
 UPDATE generation_jobs
    SET status = 'running', failed_tasks = failed_tasks - :n, finished_at = NULL,
@@ -264,7 +256,8 @@ UPDATE generation_jobs
 SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, style,
        count_per_prompt, provider, model, size, quality, estimated_cost_usd,
        created_at, updated_at, started_at, finished_at,
-       mode, batch_fallback, output_format, output_compression, background, moderation
+       mode, batch_fallback, output_format, output_compression, background, moderation,
+       name, tags, submitted_by
   FROM generation_jobs
  WHERE id = :job_id;
 
@@ -272,7 +265,8 @@ SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, 
 SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, style,
        count_per_prompt, provider, model, size, quality, estimated_cost_usd,
        created_at, updated_at, started_at, finished_at,
-       mode, batch_fallback, output_format, output_compression, background, moderation
+       mode, batch_fallback, output_format, output_compression, background, moderation,
+       name, tags, submitted_by
   FROM generation_jobs
  WHERE (CAST(:status AS text) IS NULL OR status = :status)
    AND (CAST(:created_after AS timestamptz) IS NULL OR created_at >= :created_after)

@@ -13,7 +13,10 @@ SELECT count(*) FILTER (WHERE CAST(:refusal_codes AS text[]) IS NULL
            AS refusals_left
   FROM generation_tasks
  WHERE job_id = :job_id AND status = 'failed'
-   AND (CAST(:task_ids AS uuid[]) IS NULL OR id = ANY(CAST(:task_ids AS uuid[])));
+   AND (CAST(:task_ids AS uuid[]) IS NULL OR id = ANY(CAST(:task_ids AS uuid[])))
+   -- a failed prompt that was edited and resubmitted (core.job_edit) stays history
+   AND NOT EXISTS (SELECT 1 FROM generation_tasks r
+                    WHERE r.resubmitted_from = generation_tasks.id);
 
 -- name: requeue_failed_tasks_filtered
 -- A fresh dispatch generation (so Cloud Tasks accepts a new task name) and a fresh
@@ -30,4 +33,7 @@ UPDATE generation_tasks
    AND (CAST(:refusal_codes AS text[]) IS NULL
         OR last_error_code IS NULL
         OR NOT (last_error_code = ANY(CAST(:refusal_codes AS text[]))))
+   -- a failed prompt that was edited and resubmitted (core.job_edit) stays history
+   AND NOT EXISTS (SELECT 1 FROM generation_tasks r
+                    WHERE r.resubmitted_from = generation_tasks.id)
 RETURNING id, dispatch_generation;

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,6 +20,12 @@ from core.config import Settings
 from core.errors import ConfigError
 
 SESSION_KEY = "_dashboard_signed_in"
+OPERATOR_KEY = "_dashboard_operator"
+# What jobs submitted from the dashboard record as submitted_by, per sign-in mode (OIDC
+# records the account's email).
+PASSWORD_OPERATOR = "password operator"
+OPEN_OPERATOR = "dashboard (no sign-in)"
+ANY_ACCOUNT = "*"
 # A wrong password costs this long, so guessing through the form is slow.
 WRONG_PASSWORD_DELAY_S = 1.0
 _OIDC_KEYS = ("client_id", "client_secret", "server_metadata_url")
@@ -50,6 +56,12 @@ def plan(settings: Settings, auth_section: Mapping[str, Any]) -> AuthPlan:
     would be open."""
     providers = oidc_providers(auth_section)
     if providers:
+        if settings.ENVIRONMENT == "production" and not (
+                settings.DASHBOARD_ALLOWED_EMAILS or settings.DASHBOARD_ALLOWED_DOMAINS):
+            raise ConfigError(
+                "ENVIRONMENT=production with OIDC sign-in needs DASHBOARD_ALLOWED_EMAILS or "
+                "DASHBOARD_ALLOWED_DOMAINS (DASHBOARD_ALLOWED_DOMAINS=* admits every account "
+                "the provider signs in)")
         return AuthPlan("oidc", providers)
     password = settings.DASHBOARD_PASSWORD
     if password is not None and password.get_secret_value():
@@ -60,6 +72,26 @@ def plan(settings: Settings, auth_section: Mapping[str, Any]) -> AuthPlan:
             "configure an OIDC provider under [auth] in .streamlit/secrets.toml, or set "
             "DASHBOARD_PASSWORD")
     return AuthPlan("open")
+
+
+def account_allowed(email: str | None, email_verified: object, *,
+                    emails: Sequence[str], domains: Sequence[str]) -> bool:
+    """Whether an OIDC account may use the dashboard (pure). No list at all admits
+    everyone (development only: production refuses to start so). An email the provider
+    says is unverified proves nothing and is refused."""
+    if not emails and not domains:
+        return True
+    if ANY_ACCOUNT in domains:
+        return True
+    if not email or email_verified is False or "@" not in email:
+        return False
+    address = email.strip().lower()
+    return address in emails or address.rsplit("@", 1)[1] in domains
+
+
+def operator() -> str:
+    """Who is using this session, for submitted_by and the audit log."""
+    return str(st.session_state.get(OPERATOR_KEY) or OPEN_OPERATOR)
 
 
 def password_matches(given: str, settings: Settings) -> bool:
@@ -95,16 +127,31 @@ def require_sign_in(settings: Settings) -> bool:
         st.error(exc.message)
         return False
     if how.mode == "open":
+        st.session_state[OPERATOR_KEY] = OPEN_OPERATOR
         st.sidebar.caption("Sign-in is off (development). Production requires it.")
         return True
     if how.mode == "oidc":
-        return _oidc(how.providers)
+        return _oidc(how.providers, settings)
     return _password(settings)
 
 
-def _oidc(providers: tuple[str | None, ...]) -> bool:
+def _oidc(providers: tuple[str | None, ...], settings: Settings) -> bool:
     if st.user.is_logged_in:
-        who = st.user.get("email") or st.user.get("name") or "signed in"
+        email = st.user.get("email")
+        who = str(email or st.user.get("name") or "signed in")
+        if not account_allowed(str(email) if email else None, st.user.get("email_verified"),
+                               emails=settings.DASHBOARD_ALLOWED_EMAILS,
+                               domains=settings.DASHBOARD_ALLOWED_DOMAINS):
+            st.session_state.pop(OPERATOR_KEY, None)
+            st.title("Not allowed")
+            st.error("This account is not allowed to use this dashboard. Ask an "
+                     "administrator to add it to DASHBOARD_ALLOWED_EMAILS (or its domain to "
+                     "DASHBOARD_ALLOWED_DOMAINS), or sign in with another account.")
+            st.text(f"Signed in as: {who}")  # verbatim: no Markdown from the provider
+            if st.button("Sign out", key="sign_out_refused"):
+                st.logout()
+            return False
+        st.session_state[OPERATOR_KEY] = who.lower()
         st.sidebar.caption(f"Signed in as {who}")
         if st.sidebar.button("Sign out", key="sign_out"):
             st.logout()
@@ -120,6 +167,7 @@ def _oidc(providers: tuple[str | None, ...]) -> bool:
 
 def _password(settings: Settings) -> bool:
     if st.session_state.get(SESSION_KEY):
+        st.session_state[OPERATOR_KEY] = PASSWORD_OPERATOR
         if st.sidebar.button("Sign out", key="sign_out"):
             st.session_state.pop(SESSION_KEY, None)
             st.rerun()

@@ -21,6 +21,7 @@ from core import db, export, export_links, jobs, reports
 from core.config import Settings, get_settings
 from core.dispatch import Dispatcher, get_dispatcher
 from core.errors import AppError, StorageError
+from core.job_meta import JobMeta
 from core.storage import Storage, get_storage
 from core.validation import BatchSpec
 
@@ -203,8 +204,15 @@ def _changed() -> None:
     _throughput.clear()
 
 
-def submit(spec: BatchSpec, options: jobs.GenerationOptions) -> jobs.JobView:
-    view = jobs.submit_batch(spec, options=options, engine=engine(), settings=settings())
+def changed() -> None:
+    """After an action elsewhere (dashboard.team_widgets): charts show its effect at once."""
+    _changed()
+
+
+def submit(spec: BatchSpec, options: jobs.GenerationOptions,
+           meta: JobMeta | None = None) -> jobs.JobView:
+    view = jobs.submit_batch(spec, options=options, engine=engine(), settings=settings(),
+                             meta=meta)
     _changed()
     return view
 

@@ -26,9 +26,10 @@ from core.providers import close_providers, get_provider
 from core.storage import get_storage
 from core.sweeper import sweep_pending, sweep_stranded
 from worker import self_check
+from worker.background import notify_forever, retention_forever
 from worker.body_limit import BodyLimitMiddleware
 from worker.refusals import RefusedDeliveries
-from worker.routes import admin, batch_poll, batches, exports, health, tasks
+from worker.routes import admin, batch_poll, batches, exports, health, tasks, team
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if not settings.USE_CLOUD_TASKS and settings.RUN_DISPATCHER:
                 background.append(asyncio.create_task(batch_poller.poll_forever(
                     app.state.batch_runner, stop, settings.BATCH_POLL_S)))
+        background.append(asyncio.create_task(notify_forever(settings, stop)))
+        background.append(asyncio.create_task(
+            retention_forever(settings, app.state.storage, stop)))
         log.info("worker started", extra={"action": "worker_start",
                                           "provider": settings.provider_name,
                                           "storage": settings.storage_name,
@@ -137,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     app.include_router(admin.router)
     app.include_router(exports.router)
+    app.include_router(team.router)
     app.include_router(tasks.router)
     app.include_router(batch_poll.router)
     app.include_router(batches.router)

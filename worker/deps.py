@@ -35,25 +35,46 @@ _API_KEY_HEADER = APIKeyHeader(name="X-API-Key", scheme_name="ApiKey", auto_erro
 _BEARER = HTTPBearer(scheme_name="Bearer", auto_error=False)
 
 
+# Recorded as submitted_by when no admin key is configured (development only).
+OPEN_CALLER = "anonymous (no API key configured)"
+
+
+def resolve_key(offered: str, keys: dict[str, str]) -> str | None:
+    """The name of the key ``offered`` matches, or None. Every key is compared, in
+    constant time, whatever matched: the time taken says nothing about which key (or how
+    much of one) was right."""
+    found: str | None = None
+    for name, key in keys.items():
+        if _equal(offered, key) and found is None:
+            found = name
+    return found
+
+
 async def require_api_key(
     settings: SettingsDep,
     x_api_key: Annotated[str | None, Security(_API_KEY_HEADER)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
-) -> None:
-    """Admin endpoints: X-API-Key or Authorization: Bearer, compared in constant time.
-    Without API_KEY (development only; production refuses to start) they are open."""
-    if settings.API_KEY is None or not settings.API_KEY.get_secret_value():
-        return
-    expected = settings.API_KEY.get_secret_value()
+) -> str:
+    """Admin endpoints: X-API-Key or Authorization: Bearer, compared in constant time
+    against API_KEY ("default") and every API_KEYS entry; returns the key's name. Without
+    any key (development only; production refuses to start) they are open."""
+    keys = settings.api_keys()
+    if not keys:
+        return OPEN_CALLER
     offered = x_api_key
     if offered is None and bearer is not None:
         offered = bearer.credentials.strip()
-    if offered is None or not _equal(offered, expected):
+    name = resolve_key(offered, keys) if offered is not None else None
+    if name is None:
         raise HTTPException(status_code=401, detail="missing or invalid API key",
                             headers={"WWW-Authenticate": "Bearer"})
+    return name
 
 
 AdminDep = Depends(require_api_key)
+# The caller's key name, for routes that record who did something (FastAPI resolves the
+# dependency once per request, so the router-level check is not repeated).
+CallerDep = Annotated[str, Depends(require_api_key)]
 
 
 def _is_loopback(host: str | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
@@ -33,4 +34,8 @@ class Storage(Protocol):
 
     def url(self, key: str) -> str:
         """A URL a browser can load the object from (public, signed or a worker route)."""
+        ...
+
+    def delete(self, keys: Sequence[str]) -> None:
+        """Remove these objects; a key already gone is not an error; raise StorageError."""
         ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from core.errors import StorageError
@@ -45,6 +46,13 @@ class LocalStorage:
                 raise
         except OSError as exc:
             raise StorageError(f"could not write {key}: {exc.strerror or exc}") from exc
+
+    def delete(self, keys: Sequence[str]) -> None:
+        try:
+            for key in keys:
+                self.path_for(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"could not delete: {exc.strerror or exc}") from exc
 
     def remove_orphaned_temp_files(self) -> int:
         """Delete temporary files whose writer process is gone (SIGKILL between write and

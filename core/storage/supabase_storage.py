@@ -9,6 +9,7 @@ public, or signed for SIGNED_URL_TTL_S when SUPABASE_SIGNED_URLS is set (private
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -73,6 +74,14 @@ class SupabaseStorage:
             raise StorageError(f"could not sign a URL for {key}: {_describe(exc)}") from exc
         return str(signed["signedURL"])
 
+
+    def delete(self, keys: Sequence[str]) -> None:
+        # storage3's remove takes up to 1,000 paths per call; missing ones are skipped.
+        try:
+            for start in range(0, len(keys), 1000):
+                self.bucket.remove(list(keys[start:start + 1000]))
+        except (StorageApiError, StorageException, httpx.HTTPError) as exc:
+            raise StorageError(f"could not delete objects: {_describe(exc)}") from exc
 
     def close(self) -> None:
         if self._http is not None:

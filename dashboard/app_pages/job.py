@@ -13,7 +13,7 @@ from core import jobs
 from core.errors import AppError, NotFound
 from core.handover_report import handover_message
 from core.status import TASK_STATUSES
-from dashboard import banners, batch_section, data, ui
+from dashboard import banners, batch_section, data, team_widgets, ui
 
 REFRESH_S = 2
 GALLERY_COLUMNS = 4
@@ -65,6 +65,7 @@ st.title(f"Job {ui.short_id(job.id)}")
 st.caption(f"{job.id} · style {job.style} · {job.count_per_prompt} per prompt · "
            f"{job.provider}/{job.model} {job.size} {job.quality} · "
            f"created {ui.when(job.created_at, tz)} {ui.zone_label(tz)}")
+team_widgets.job_header(job)
 running_at_load = not job.is_finished
 banners.show_problems()  # issue 10: undeliverable deliveries, provider not authenticated
 batch_section.cost_line(job)
@@ -165,6 +166,9 @@ if st.session_state.get("confirm_cancel") == str(job.id) and not job.is_finished
     if n.button("Keep it running", key="confirm_cancel_no"):
         st.session_state.pop("confirm_cancel", None)
         st.rerun()
+
+team_widgets.job_actions(job)
+team_widgets.resubmit_section(job)
 
 gallery_tab, failures_tab, tasks_tab = st.tabs(
     [f"Gallery ({job.completed_tasks})", f"Failures ({job.failed_tasks})", "All tasks"])

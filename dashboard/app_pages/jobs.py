@@ -11,7 +11,7 @@ import streamlit as st
 
 from core import reports
 from core.status import JOB_STATUSES
-from dashboard import data, ui
+from dashboard import data, team_widgets, ui
 
 PAGE_SIZE = 50
 DEFAULT_CHART_JOBS = 5
@@ -36,6 +36,10 @@ if isinstance(days, tuple | list) and days:
     last_day: date = days[1] if len(days) > 1 else days[0]
     before = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=tz)
 page_no = int(f3.number_input("Page", min_value=1, value=1, step=1, key="jobs_page"))
+search = team_widgets.search_filters(statuses, after, before)
+if search is not None:
+    team_widgets.search_results(search, page_no)
+    st.stop()
 
 offset = (page_no - 1) * PAGE_SIZE
 first_rows, _ = data.recent_jobs(statuses, after, before, PAGE_SIZE, offset)
@@ -47,8 +51,10 @@ live_at_load = any(not r.is_finished for r in first_rows)
 
 
 def _frame(rows: list[reports.JobReport]) -> pd.DataFrame:
+    named = team_widgets.labels([r.id for r in rows])
     return pd.DataFrame(ui.cells({
         "job": f"job?job_id={r.id}",
+        **team_widgets.label_cells(named.get(r.id)),
         "status": ui.status_label(r.status),
         "progress": r.progress_percentage,
         "images": r.total_tasks,

@@ -12,7 +12,7 @@ from core import cost, handover_report, jobs
 from core.errors import InvalidInput
 from core.styles import STYLES, apply_style
 from core.validation import BatchSpec, limits_from_settings, validate_batch
-from dashboard import data, submit_options, ui
+from dashboard import data, submit_options, team_widgets, ui
 from dashboard.uploads import (
     PromptSource,
     UploadError,
@@ -121,6 +121,8 @@ def _check() -> tuple[BatchSpec | None, jobs.GenerationOptions | None, str | Non
 
 
 spec, options, problem = _check()
+meta, meta_problem = team_widgets.job_fields()
+problem = problem or meta_problem
 
 # ---- summary -------------------------------------------------------------------------
 images = len(prompts) * count
@@ -140,7 +142,7 @@ if options is not None:
     if options.provider == "openai":
         submit_options.compare_modes(options, images, settings)
         needs_confirmation = submit_options.confirmations(options, estimate, settings)
-if problem and prompts:
+if problem and (prompts or meta_problem):
     st.error(problem)
 confirmed = True
 if needs_confirmation and not problem:
@@ -154,7 +156,7 @@ if st.button(f"Submit {images} image{'s' if images != 1 else ''}", type="primary
     elif not confirmed:
         st.error("Tick the confirmation above to submit this batch.")
     else:
-        job = data.submit(spec, options)
+        job = data.submit(spec, options, meta)
         st.session_state["last_submitted_job"] = (str(job.id), job.total_tasks)
         # issue 10: say when the tasks did not reach the queue (Cloud Tasks unreachable).
         st.session_state["last_submit_handover"] = handover_report.submit_message(

@@ -27,7 +27,8 @@ OIDC = {
 }
 # Production never falls back to the demo model or local storage unless named (issue 10).
 PRODUCTION = {"ENVIRONMENT": "production", "API_KEY": "k" * 32, "TASK_SECRET": "t" * 32,
-              "IMAGE_PROVIDER": "demo", "STORAGE_BACKEND": "local"}
+              "IMAGE_PROVIDER": "demo", "STORAGE_BACKEND": "local",
+              "DASHBOARD_ALLOWED_DOMAINS": "example.com"}
 
 
 def _shows_dashboard(at: Any) -> bool:
@@ -99,11 +100,54 @@ def test_oidc_requires_login_and_lets_a_signed_in_user_through(
     assert any("operator@example.com" in c.value for c in at.sidebar.caption)
 
 
+def test_oidc_account_not_on_the_allowlist_sees_only_a_refusal(
+    production: dict[str, str], settings: Settings
+) -> None:
+    at = app()
+    at.secrets["auth"] = dict(OIDC)
+    at.user = {"is_logged_in": True, "email": "visitor@elsewhere.org"}
+    at.run()
+    assert not at.exception
+    assert not _shows_dashboard(at)
+    assert [t.value for t in at.title] == ["Not allowed"]
+    assert "not allowed to use this dashboard" in at.error[0].value
+    assert [b.label for b in at.button] == ["Sign out"]
+    assert not at.dataframe and not at.sidebar.caption
+    at.user = {"is_logged_in": True, "email": "Ops@Example.com"}  # the domain, any case
+    at.run()
+    assert _shows_dashboard(at)
+
+
+def test_production_oidc_without_an_allowlist_refuses_to_serve() -> None:
+    with pytest.raises(ConfigError, match="DASHBOARD_ALLOWED_EMAILS or DASHBOARD_ALLOWED"):
+        auth.plan(_settings(ENVIRONMENT="production", DASHBOARD_ALLOWED_DOMAINS=[]), OIDC)
+    assert auth.plan(_settings(ENVIRONMENT="production", DASHBOARD_ALLOWED_DOMAINS=["*"]),
+                     OIDC).mode == "oidc"
+
+
+@pytest.mark.parametrize(("email", "verified", "emails", "domains", "allowed"), [
+    ("a@example.com", None, [], ["example.com"], True),          # the domain
+    ("a@sub.example.com", None, [], ["example.com"], False),     # not a subdomain
+    ("a@evilexample.com", None, [], ["example.com"], False),     # not a suffix match
+    ("boss@partner.org", True, ["boss@partner.org"], [], True),  # an exact email
+    ("other@partner.org", True, ["boss@partner.org"], [], False),
+    ("a@example.com", False, [], ["example.com"], False),        # unverified proves nothing
+    (None, None, [], ["example.com"], False),                    # no email claim
+    (None, None, [], ["*"], True),                               # deliberately anyone
+    ("x@y.z", None, [], [], True),                               # no list (development)
+])
+def test_account_allowed(email: str | None, verified: object, emails: list[str],
+                         domains: list[str], allowed: bool) -> None:
+    assert auth.account_allowed(email, verified, emails=emails, domains=domains) is allowed
+
+
 # ---- the pure decision -----------------------------------------------------------------
 
 def _settings(**values: Any) -> Settings:
     return Settings.model_construct(**{"ENVIRONMENT": "development",
-                                       "DASHBOARD_PASSWORD": None, **values})
+                                       "DASHBOARD_PASSWORD": None,
+                                       "DASHBOARD_ALLOWED_EMAILS": [],
+                                       "DASHBOARD_ALLOWED_DOMAINS": ["example.com"], **values})
 
 
 @pytest.mark.parametrize(("environment", "password", "section", "expected"), [

@@ -69,6 +69,10 @@ def test_worker_stores_image_and_thumbnail_under_their_object_paths(
     uploads = [headers for method, _, headers in stub.requests if method == "POST"]
     assert len(uploads) == 4
     assert all(h.get("x-upsert") == "true" for h in uploads)
+    # Deleting the job removes its objects from the bucket too (core.retention).
+    deleted = httpx.delete(f"{worker.url}/api/admin/jobs/{job_id}", timeout=30)
+    assert deleted.status_code == 200 and deleted.json()["objects_deleted"] == 4
+    assert stub.objects == {}
 
 
 def test_a_redelivered_upload_overwrites_instead_of_failing(
@@ -115,3 +119,22 @@ def test_errors_become_storage_errors_without_the_key(
     right = make_storage(SUPABASE_KEY=stub.key)
     with pytest.raises(StorageError, match=r"not_found|Object not found"):
         right.read("j/missing.png")
+
+
+def test_delete_keeps_the_job_when_storage_refuses(
+    start_worker: Callable[..., WorkerProcess], stub: StorageStub,
+) -> None:
+    worker = start_worker(STORAGE_BACKEND="supabase", SUPABASE_URL=stub.url,
+                          SUPABASE_KEY=stub.key, SUPABASE_BUCKET=BUCKET)
+    job_id = httpx.post(worker.url + "/api/admin/generate/batch", timeout=30,
+                        json={"prompts": ["a copper kettle"]}).json()["id"]
+    wait_for(lambda: httpx.get(f"{worker.url}/api/admin/jobs/{job_id}/status", timeout=10)
+             .json()["status"] == "completed", timeout_s=60, message="the job")
+    worker_key, stub.key = stub.key, "rotated-service-key"  # storage now refuses the worker
+    refused = httpx.delete(f"{worker.url}/api/admin/jobs/{job_id}", timeout=60)
+    assert refused.status_code == 503
+    assert "the job is kept" in refused.json()["detail"]
+    assert worker_key not in refused.text
+    assert httpx.get(f"{worker.url}/api/admin/jobs/{job_id}").status_code == 200
+    audit = httpx.get(f"{worker.url}/api/admin/audit").json()["entries"]
+    assert audit == []  # rolled back with the rows

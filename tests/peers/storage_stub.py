@@ -175,6 +175,25 @@ def _handler_for(stub: StorageStub) -> type[BaseHTTPRequestHandler]:
                     version=(existing.version + 1) if existing else 1)
             self._reply(200, {"Key": object_id, "Id": str(uuid.uuid4())})
 
+        def do_DELETE(self) -> None:
+            # Storage's bulk remove: DELETE /object/{bucket} with {"prefixes": [paths]};
+            # answers the removed objects, skipping paths that were not there.
+            self._record()
+            raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+            kind, bucket, _ = self._route()
+            if not self._authorized():
+                self._reply(400, _error("403", "Unauthorized", "invalid signature"))
+                return
+            if kind != "object" or bucket != stub.bucket:
+                self._reply(400, _error("404", "Bucket not found", "Bucket not found"))
+                return
+            removed = []
+            with stub._lock:
+                for path in json.loads(raw or b"{}").get("prefixes", []):
+                    if stub.objects.pop(f"{bucket}/{path}", None) is not None:
+                        removed.append({"name": path, "bucket_id": bucket})
+            self._reply(200, json.dumps(removed).encode())
+
         def do_GET(self) -> None:
             self._record()
             kind, object_id, query = self._route()

@@ -28,12 +28,15 @@ def _admin_operations(worker: WorkerProcess) -> list[tuple[str, str]]:
         if not path.startswith("/api/admin") or path in (TASK, BATCH_POLL):
             continue
         for method in methods:
-            found.append((method.upper(), path.replace("{job_id}", str(uuid.uuid4()))))
+            found.append((method.upper(), path.replace("{job_id}", str(uuid.uuid4()))
+                          .replace("{task_id}", str(uuid.uuid4()))))
     return found
 
 
 def _call(worker: WorkerProcess, method: str, path: str, headers: dict[str, str]) -> int:
     body: Any = {"prompts": ["a cat"]} if path.endswith("/generate/batch") else None
+    if path.endswith("/resubmit"):
+        body = {"prompt": "a cat"}
     r = httpx.request(method, worker.url + path, headers=headers, json=body, timeout=10)
     return r.status_code
 

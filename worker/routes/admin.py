@@ -8,10 +8,11 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from core import billing, jobs
+from core import billing, jobs, search
 from core.errors import InvalidInput
+from core.job_meta import clean_meta
 from core.validation import limits_from_settings, validate_batch
-from worker.deps import AdminDep, SettingsDep
+from worker.deps import AdminDep, CallerDep, SettingsDep
 from worker.responses import error_responses
 
 router = APIRouter(prefix="/api/admin", dependencies=[AdminDep], tags=["admin"],
@@ -39,6 +40,11 @@ class BatchRequest(BaseModel):
     moderation: str | None = Field(default=None, description="auto or low.")
     confirm_unknown_price: bool = Field(default=False, description="Use a model without "
                                         "known rates (its cost is shown as tokens).")
+    name: str | None = Field(default=None, description="A name to find the job by.")
+    tags: list[str] | None = Field(default=None, description="Tags to find the job by.")
+    webhook_url: str | None = Field(
+        default=None, description="Posted once when the job ends (Slack-compatible JSON); "
+                                  "default JOB_WEBHOOK_URL.")
 
 
 class JobSummary(BaseModel):
@@ -64,7 +70,8 @@ class RetryRequest(BaseModel):
 
 
 @router.post("/generate/batch", response_model=JobSummary)
-def submit_batch(body: BatchRequest, settings: SettingsDep) -> dict[str, Any]:
+def submit_batch(body: BatchRequest, settings: SettingsDep, caller: CallerDep
+                 ) -> dict[str, Any]:
     spec = validate_batch(body.prompts, body.style, body.count_per_prompt,
                           limits_from_settings(settings))
     options = jobs.options_for(
@@ -72,8 +79,10 @@ def submit_batch(body: BatchRequest, settings: SettingsDep) -> dict[str, Any]:
         batch_fallback=body.batch_fallback, output_format=body.output_format,
         output_compression=body.output_compression, background=body.background,
         moderation=body.moderation, confirm_unknown_price=body.confirm_unknown_price)
-    # The deployment guide's response shape, unchanged; GET /jobs/{id} shows the mode.
-    return jobs.submit_batch(spec, options=options, settings=settings).summary()
+    meta = clean_meta(name=body.name, tags=body.tags, webhook_url=body.webhook_url,
+                      submitted_by=caller, production=settings.ENVIRONMENT == "production")
+    # The deployment guide's response shape, unchanged; GET /jobs/{id} shows the rest.
+    return jobs.submit_batch(spec, options=options, settings=settings, meta=meta).summary()
 
 
 @router.get("/jobs/{job_id}/status", response_model=JobStatus, responses=_JOB)
@@ -93,7 +102,17 @@ def list_jobs(
     status: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=jobs.MAX_PAGE)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
+    q: Annotated[str | None, Query(max_length=200, description=(
+        "Text in the job's name, a tag, or a prompt (at least 3 characters)"))] = None,
+    tag: Annotated[str | None, Query(max_length=100)] = None,
+    submitted_by: Annotated[str | None, Query(max_length=320)] = None,
 ) -> dict[str, Any]:
+    if q or tag or submitted_by:
+        hits = search.search_jobs(search.SearchQuery.of(
+            text=q, tag=tag, submitted_by=submitted_by, status=status), limit=limit,
+            offset=offset)
+        return {"jobs": [j.detail() for j in hits.jobs], "limit": limit, "offset": offset,
+                "more": hits.more}
     found = jobs.list_jobs(status=status, limit=limit, offset=offset)
     return {"jobs": [j.detail() for j in found], "limit": limit, "offset": offset}
 

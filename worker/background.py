@@ -1,0 +1,51 @@
+"""Background loops beside the sweeper: job-end webhooks (core.notify) and the retention
+sweep (core.retention). Each runs its blocking work in a thread, so the event loop that
+serves deliveries never waits on a webhook receiver or a storage delete."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import httpx
+
+from core import db, notify, retention
+from core.config import Settings
+from core.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds`` or until stopped; True when stopped."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    return stop.is_set()
+
+
+async def notify_forever(settings: Settings, stop: asyncio.Event) -> None:
+    engine = db.get_engine(db.resolve_database_url(settings))
+    # No redirects: a receiver must not bounce the message (and its secret URL's body) on.
+    with httpx.Client(timeout=settings.WEBHOOK_TIMEOUT_S, follow_redirects=False) as client:
+        while not await _sleep(stop, settings.WEBHOOK_POLL_S):
+            try:
+                await asyncio.to_thread(notify.send_due, settings, engine, client)
+            except Exception as exc:
+                log.warning("webhook sender failed: %s", type(exc).__name__,
+                            extra={"action": "webhook_sender_error"})
+
+
+async def retention_forever(settings: Settings, storage: Storage, stop: asyncio.Event) -> None:
+    if settings.JOB_RETENTION_DAYS is None:
+        return
+    engine = db.get_engine(db.resolve_database_url(settings))
+    while True:
+        try:
+            await asyncio.to_thread(retention.sweep_expired, settings.JOB_RETENTION_DAYS,
+                                    storage, engine=engine)
+        except Exception as exc:
+            log.warning("retention sweep failed: %s", type(exc).__name__,
+                        extra={"action": "retention_error"})
+        if await _sleep(stop, settings.RETENTION_SWEEP_INTERVAL_S):
+            return
