@@ -31,10 +31,14 @@ from bench.common import (
 NOT_DEFAULT = ("DEMO_LATENCY_MS", "DISPATCH_POLL_S", "DISPATCH_DEADLINE_S")
 
 
-def _succeeded(engine: Engine, job_id: str) -> int:
+def _mid_batch(engine: Engine, job_id: str) -> bool:
+    """40 done and several deliveries running, so the stop cuts some."""
     with engine.connect() as conn:
-        return int(conn.execute(text(
-            "SELECT completed_tasks FROM generation_jobs WHERE id = :j"), {"j": job_id}).scalar())
+        row = conn.execute(text(
+            "SELECT (SELECT completed_tasks FROM generation_jobs WHERE id = :j) AS done, "
+            "(SELECT count(*) FROM generation_tasks WHERE job_id = :j AND status = 'running')"
+            " AS running"), {"j": job_id}).one()
+    return bool(row.done >= 40 and row.running >= 3)
 
 
 def _db_now(engine: Engine) -> float:
@@ -53,8 +57,8 @@ def _scenario(kill: bool, tasks: int) -> tuple[float | None, int, bool]:
         try:
             job_id = submit(worker.url, [f"recovery prompt {i}" for i in range(tasks)])
             deadline = time.monotonic() + 120
-            while _succeeded(engine, job_id) < 40 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            while not _mid_batch(engine, job_id) and time.monotonic() < deadline:
+                time.sleep(0.02)
             assert worker.proc is not None
             if kill:
                 worker.proc.kill()

@@ -142,8 +142,16 @@ def test_killed_worker_restarts_and_finishes_without_loss_or_duplicates(
     worker = start_worker(DEMO_LATENCY_MS="150", DISPATCH_DEADLINE_S="2", TASK_LEASE_S="3",
                           LOCAL_MAX_CONCURRENCY="5")
     job = _submit(worker, [f"picture {i}" for i in range(60)])
-    wait_for(lambda: _status(worker, job["id"])["completed_tasks"] >= 10, timeout_s=60,
-             message="some progress")
+    def mid_batch() -> bool:
+        with engine.connect() as conn:
+            running = conn.execute(text("SELECT count(*) FROM generation_tasks WHERE "
+                                        "job_id=:j AND status='running'"),
+                                   {"j": job["id"]}).scalar()
+        return bool(running and running >= 3
+                    and _status(worker, job["id"])["completed_tasks"] >= 10)
+
+    # Killed with deliveries in flight (a loaded machine has moments with none running).
+    wait_for(mid_batch, timeout_s=60, interval_s=0.02, message="progress, deliveries in flight")
     worker.kill()
     with engine.connect() as conn:
         in_flight = conn.execute(text("SELECT count(*) FROM generation_tasks WHERE job_id=:j "

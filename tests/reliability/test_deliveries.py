@@ -178,3 +178,27 @@ def test_a_live_handler_renews_its_lease_so_work_longer_than_the_lease_is_not_ta
                            {"t": target}).one()
     assert (row.attempts, row.crashes) == (1, 0)
     assert_exactly_once(engine, tmp_path / "images", job_id)
+
+
+def test_a_delivery_before_next_attempt_at_is_answered_not_due_with_the_seconds_left(
+    start_worker: Callable[..., WorkerProcess], engine: Engine
+) -> None:
+    # The table's backoff (or the provider's Retry-After) stands: a queue retrying earlier
+    # changes nothing and is told when to come back.
+    worker = start_worker(RUN_DISPATCHER="false", DEMO_LATENCY_MS="0")
+    job_id = submit(worker, ["a patient picture"])["id"]
+    (target,) = task_ids(engine, job_id)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE generation_tasks SET next_attempt_at = now() + "
+                          "interval '30 s' WHERE id = :t"), {"t": target})
+    status, outcome, retry_after = _deliver(worker, target)
+    assert (status, outcome) == (503, "not_due")
+    assert retry_after is not None and 25 <= int(retry_after) <= 30
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT status, attempts FROM generation_tasks WHERE id=:t"),
+                           {"t": target}).one()
+    assert (row.status, row.attempts) == ("queued", 0)  # not claimed, no attempt counted
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE generation_tasks SET next_attempt_at = now() WHERE id = :t"),
+                     {"t": target})
+    assert _deliver(worker, target)[:2] == (200, "succeeded")
