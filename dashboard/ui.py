@@ -116,17 +116,15 @@ def status_label(status: str) -> str:
 
 
 def flash(message: str, kind: str = "success") -> None:
-    """A message that survives the st.rerun() after an action, shown once."""
-    st.session_state[_FLASH_KEY] = (kind, message)
+    """A message that survives the st.rerun() (or page switch) after an action, shown once;
+    several flashed before the next page run are shown in order."""
+    st.session_state.setdefault(_FLASH_KEY, []).append((kind, message))
 
 
 def show_flash() -> None:
-    pending = st.session_state.pop(_FLASH_KEY, None)
-    if not pending:
-        return
-    kind, message = pending
-    {"success": st.success, "warning": st.warning, "error": st.error}.get(kind, st.info)(
-        message)
+    for kind, message in st.session_state.pop(_FLASH_KEY, None) or []:
+        {"success": st.success, "warning": st.warning, "error": st.error}.get(kind, st.info)(
+            message)
 
 
 def guarded(render: Callable[P, None]) -> Callable[P, None]:

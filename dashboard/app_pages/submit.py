@@ -166,6 +166,9 @@ if st.button(f"Submit {images} image{'s' if images != 1 else ''}", type="primary
         # A new key gives a new, empty uploader: the same file cannot be sent twice.
         st.session_state["_upload_round"] = st.session_state.get("_upload_round", 0) + 1
         ui.flash(f"Submitted job {job.id} with {job.total_tasks} task(s).")
+        if handover_problem := st.session_state["last_submit_handover"]:
+            kind, message = handover_problem  # shown on the job page too, not only here
+            ui.flash(message, kind)
         # Straight to the job: the operator came to watch it run.
         st.switch_page(ui.JOB_PAGE, query_params={"job_id": str(job.id)})
 

@@ -83,8 +83,8 @@ def test_a_model_without_rates_needs_its_own_confirmation(settings: Settings,
     at = open_page("app_pages/submit.py")
     at.text_area(key="prompts_text").set_value("a chair").run()
     at.selectbox(key="model").set_value("gpt-image-2.6-flare").run()
-    at.button(key="submit").click().run()
     assert any("no price is known" in e.value.lower() for e in at.error)
+    assert at.button(key="submit").disabled
     at.checkbox(key="confirm_unknown_price").check().run()
     at.checkbox(key="confirm_cost").check().run()  # no estimate either
     at.button(key="submit").click().run()
