@@ -30,10 +30,14 @@ def batches(job: jobs.JobView) -> None:
     if not found:
         st.caption("No batch yet: the poller groups the tasks into batches shortly.")
         return
+    tz = ui.zone()
+    label = ui.zone_label(tz)
     st.dataframe(pd.DataFrame([{
         "state": b.label, "requests": b.task_count,
         "completed": b.request_completed if b.request_completed is not None else "-",
         "failed": b.request_failed if b.request_failed is not None else "-",
-        "openai batch": b.openai_batch_id or "-", "created": b.created_at,
-        "finished": b.finished_at, "error": b.last_error or "",
+        "openai batch": b.openai_batch_id or "-",
+        # The operator's zone, labelled, as everywhere on the dashboard (issue 12).
+        f"created ({label})": ui.when(b.created_at, tz),
+        f"finished ({label})": ui.when(b.finished_at, tz), "error": b.last_error or "",
     } for b in found]), hide_index=True, key="batches_table")

@@ -70,7 +70,7 @@ def test_batch_mode_job_in_the_dashboard(
             page.screenshot(path=str(SUBMIT_SHOT), full_page=True)
             page.set_viewport_size({"width": 1400, "height": 1000})
             page.get_by_role("button", name=f"Submit {len(PROMPTS)} images").click()
-            page.get_by_text("Open job").click()
+            # Submit goes straight to the job's page (issue 12).
 
             page.get_by_text("Batches", exact=True).wait_for()
             page.get_by_text("completed · 100.0%").wait_for(timeout=120_000)
