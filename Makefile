@@ -41,6 +41,10 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
+# Four test processes (pytest-xdist), one file each at a time: most tests wait on servers
+# and timers rather than the CPU. PYTEST_ARGS="-n 0" runs them in one process.
+PYTEST_ARGS ?= -n 4 --dist loadfile
+
 test: test-deps lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -5,6 +5,8 @@ calls ``show_problems()`` once, near its top."""
 
 from __future__ import annotations
 
+import hashlib
+
 import streamlit as st
 
 from core import startup
@@ -31,7 +33,11 @@ def problems() -> list[str]:
         found = []
     settings = data.settings()
     if settings.provider_name == "openai":
-        problem = _provider_problem(f"{settings.OPENAI_BASE_URL}|{settings.OPENAI_IMAGE_MODEL}")
+        # The key's fingerprint is part of the cache key: a changed key is checked anew.
+        key = settings.OPENAI_API_KEY.get_secret_value() if settings.OPENAI_API_KEY else ""
+        fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
+        problem = _provider_problem(
+            f"{settings.OPENAI_BASE_URL}|{settings.OPENAI_IMAGE_MODEL}|{fingerprint}")
         if problem:
             found.append(problem)
     return found

@@ -37,6 +37,14 @@ _ISOLATED_ENV = (
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist the controller starts the embedded server (when DATABASE_URL is
+    unset) before the workers exist, so they find it running instead of racing to start
+    it in one data folder."""
+    if not hasattr(config, "workerinput") and not os.environ.get("DATABASE_URL"):
+        embedded_pg.start()
+
+
 def need(condition: bool, reason: str) -> None:
     """Skip on a laptop that lacks a service; fail in CI, where nothing may silently pass."""
     if condition:
