@@ -228,32 +228,51 @@ def test_a_refused_connection_ends_as_undeliverable_in_cloud_tasks_mode(
         get_settings.cache_clear()
 
 
-def test_refused_cloud_tasks_deliveries_show_on_healthz_within_seconds(
+@pytest.mark.parametrize("queue", ["cli", "gcloud"])
+def test_refused_cloud_tasks_deliveries_show_within_seconds_and_end(
         env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, queue: str) -> None:
     # The worker trusts another signing key than the one the queue's tokens carry: every
     # delivery is answered 401, as with a mismatched OIDC setup in production.
     other = TestIdentity()
     try:
-        worker = _start(env, fake, identity, tmp_path, path="",
+        worker = _start(env, fake, identity, tmp_path, path="", **DEFAULT_BACKOFF,
                         OIDC_CERTS_URL=other.serve())
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         get_settings.cache_clear()
-        assert cli(["queue", "create"]) == 0
+        _create_queue(queue, fake)
         worker.start()
         try:
-            _submit(worker, 1)
+            from core import db
+
+            engine = db.get_engine(env["DATABASE_URL"])
+            started = time.monotonic()
+            job_id = _submit(worker, 1)
 
             def reasons() -> list[str]:
                 body = httpx.get(worker.url + "/healthz", timeout=5).json()
                 return [r for r in body["reasons"] if "refused Cloud Tasks deliveries" in r]
 
+            # This worker's own refusal shows at once (worker.refusals) ...
             found = wait_for(reasons, timeout_s=10, interval_s=0.2,
                              message="/healthz to show the refused deliveries")
+            print(f"\n401, {queue} queue: this worker's refusal on /healthz after "
+                  f"{time.monotonic() - started:.1f} s")
             assert "HTTP 401" in found[0] and worker.url + TASK_PATH in found[0]
             metrics = httpx.get(worker.url + "/metrics", timeout=5).text
             assert 'aiwebimage_undeliverable_recent{cause="refused_401"}' in metrics
+            # ... and the queue's record of the task ends it.
+            _until_undeliverable(worker, engine, job_id, 1,
+                                 "Cloud Tasks deliveries get HTTP 401",
+                                 f"401 (OIDC key mismatch), {queue} queue")
+            rows = _ended_rows(engine, job_id)
+            assert [(r.status, r.last_error_code) for r in rows] == [
+                ("failed", "undeliverable")]
+            assert "HTTP 401" in rows[0].last_error
+            assert "Bearer" not in rows[0].last_error  # never the token
+            assert all(d.status == 401 for d in fake.deliveries)
+            _queue_stopped(fake, [r.cloud_task_name for r in rows])
         finally:
             worker.stop()
             get_settings.cache_clear()
