@@ -161,19 +161,24 @@ UPDATE generation_tasks
 -- dispatch count, not one per look: a second look at the same count changes nothing, and
 -- the problem's occurrences grow by the new dispatches only. At :max_tries the task fails
 -- as `undeliverable` with the job's counter and status moved as in fail_task (once: only
--- a queued row of :generation moves).
+-- a queued row of :generation moves), when :may_fail (an unreachable target's tries must
+-- also span a minute; a later look with the same count may then end it).
 WITH before AS (
     SELECT id, undeliverable_tries AS old_tries
       FROM generation_tasks
      WHERE id = :task_id AND status = 'queued' AND dispatch_generation = :generation
-       AND undeliverable_tries < CAST(:tries AS integer)
+       AND (undeliverable_tries < CAST(:tries AS integer)
+            OR (CAST(:may_fail AS boolean) AND CAST(:tries AS integer) >= :max_tries))
        FOR UPDATE
 ), task AS (
     UPDATE generation_tasks t
-       SET undeliverable_tries = CAST(:tries AS integer),
+       SET undeliverable_tries = GREATEST(t.undeliverable_tries, CAST(:tries AS integer)),
            last_error_code = 'undeliverable', last_error = :detail,
-           status = CASE WHEN CAST(:tries AS integer) >= :max_tries THEN 'failed' ELSE t.status END,
-           finished_at = CASE WHEN CAST(:tries AS integer) >= :max_tries THEN now() ELSE t.finished_at END,
+           status = CASE WHEN CAST(:may_fail AS boolean) AND CAST(:tries AS integer) >= :max_tries
+                         THEN 'failed' ELSE t.status END,
+           finished_at = CASE WHEN CAST(:may_fail AS boolean)
+                                   AND CAST(:tries AS integer) >= :max_tries
+                              THEN now() ELSE t.finished_at END,
            next_attempt_at = now(),
            updated_at = now()
       FROM before b
@@ -181,7 +186,8 @@ WITH before AS (
  RETURNING t.id, t.job_id, t.status, t.undeliverable_tries, b.old_tries
 ), problem AS (
     INSERT INTO delivery_problems (cause, url, detail, occurrences, first_seen, last_seen)
-    SELECT :cause, :url, :detail, CAST(:tries AS integer) - task.old_tries, now(), now() FROM task
+    SELECT :cause, :url, :detail, CAST(:tries AS integer) - task.old_tries, now(), now()
+      FROM task WHERE CAST(:tries AS integer) > task.old_tries
     ON CONFLICT (cause) DO UPDATE
        SET url = EXCLUDED.url, detail = EXCLUDED.detail,
            occurrences = LEAST(delivery_problems.occurrences, 2000000000)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -54,6 +55,9 @@ PROBE_TIMEOUT_S = 3.0
 # small STRANDED_AFTER_S in tests does not empty the window).
 MIN_WINDOW_S = 600.0
 
+# An unreachable target fails its tasks only once its tries span this long (may_fail).
+UNREACHABLE_SPREAD_S = 60.0
+
 # google.rpc codes Cloud Tasks records for answers that mean "not our handler, or it
 # refused the delivery before looking": the HTTP status they stand for.
 NEVER_REACHED = {code_pb2.NOT_FOUND: 404, code_pb2.UNAUTHENTICATED: 401,
@@ -67,6 +71,7 @@ class Seen:
     dispatch_count: int
     answered: bool  # last_attempt has a response (not in flight, not never tried)
     code: int | None  # last_attempt.response_status.code, when answered
+    first_dispatch_s: float | None = None  # first_attempt.dispatch_time (epoch seconds)
 
 
 def seen_from_task(task: Any) -> Seen:
@@ -76,7 +81,9 @@ def seen_from_task(task: Any) -> Seen:
     pb = tasks_v2.Task.pb(task) if isinstance(task, tasks_v2.Task) else task
     answered = pb.HasField("last_attempt") and pb.last_attempt.HasField("response_time")
     code = pb.last_attempt.response_status.code if answered else None
-    return Seen(int(pb.dispatch_count), answered, code)
+    first = (pb.first_attempt.dispatch_time.ToNanoseconds() / 1e9
+             if pb.first_attempt.HasField("dispatch_time") else None)
+    return Seen(int(pb.dispatch_count), answered, code, first)
 
 
 def needs_probe(seen: Seen) -> bool:
@@ -98,6 +105,18 @@ def judge(seen: Seen, *, url: str, unreachable: Cause | None) -> Cause | None:
         return Cause(unreachable.code,
                      f"Cloud Tasks deliveries cannot connect: {unreachable.detail}")
     return None
+
+
+def may_fail(seen: Seen, cause: Cause, *, now_s: float) -> bool:
+    """Whether this cause may end the task at the bound (pure). A 404/401/403 is an answer
+    that will not change by waiting; an unreachable target may be a single host
+    restarting, so its tries must also span UNREACHABLE_SPREAD_S since the first dispatch
+    (a restart within that loses nothing; with the queue's backoff the bound then falls
+    within about a minute)."""
+    if not cause.code.startswith(("connect_", "tls_")):
+        return True
+    return (seen.first_dispatch_s is not None
+            and now_s - seen.first_dispatch_s >= UNREACHABLE_SPREAD_S)
 
 
 class TaskInspector(Protocol):
@@ -214,7 +233,8 @@ async def check_undelivered(settings: Any, engine: AsyncEngine, dispatcher: Any,
         if cause is None:
             continue
         status = await _record(engine, row, cause, url, seen.dispatch_count,
-                               settings.UNDELIVERABLE_MAX_TRIES)
+                               settings.UNDELIVERABLE_MAX_TRIES,
+                               may_fail(seen, cause, now_s=time.time()))
         if status is not None:
             result.recorded += 1
         if status == "failed":
@@ -236,14 +256,14 @@ async def check_undelivered(settings: Any, engine: AsyncEngine, dispatcher: Any,
 
 
 async def _record(engine: AsyncEngine, row: Any, cause: Cause, url: str, tries: int,
-                  max_tries: int) -> str | None:
+                  max_tries: int, fail_at_bound: bool) -> str | None:
     async with engine.begin() as conn:
         out = (await conn.execute(q("record_undeliverable_seen"), {
             "task_id": row.id, "generation": row.dispatch_generation, "tries": tries,
-            "max_tries": max_tries, "cause": cause.code, "url": url,
+            "max_tries": max_tries, "may_fail": fail_at_bound, "cause": cause.code, "url": url,
             "detail": cause.detail[:500]})).first()
     if out is None:
-        return None  # the same count as last look, or the row moved on
+        return None  # nothing new since the last look, or the row moved on
     undeliverable.note(cause, url, max_tries=max_tries)
     return str(out.status)
 

@@ -8,7 +8,14 @@ from google.cloud import tasks_v2
 from google.rpc import code_pb2, status_pb2
 
 from core.dispatch.undeliverable import Cause
-from core.dispatch.undeliverable_ct import Seen, judge, needs_probe, seen_from_task
+from core.dispatch.undeliverable_ct import (
+    UNREACHABLE_SPREAD_S,
+    Seen,
+    judge,
+    may_fail,
+    needs_probe,
+    seen_from_task,
+)
 from tests.peers.cloudtasks_fake import rpc_code_for
 
 URL = "http://127.0.0.1:8080/api/admin/worker/process-task"
@@ -39,6 +46,21 @@ def test_judge(seen: Seen, unreachable: Cause | None, expected: str | None) -> N
         assert URL in cause.detail and cause.detail.startswith("Cloud Tasks deliveries")
 
 
+@pytest.mark.parametrize(("code", "first_ago_s", "expected"), [
+    ("http_404", 0.0, True),  # an answer that waiting will not change
+    ("http_401", None, True),
+    ("connect_refused", 5.0, False),  # may be one host restarting: not yet
+    ("connect_refused", None, False),
+    ("connect_refused", UNREACHABLE_SPREAD_S, True),
+    ("tls_error", UNREACHABLE_SPREAD_S + 1, True),
+])
+def test_may_fail(code: str, first_ago_s: float | None, expected: bool) -> None:
+    now = 1_000_000.0
+    seen = Seen(5, True, code_pb2.UNAVAILABLE,
+                None if first_ago_s is None else now - first_ago_s)
+    assert may_fail(seen, Cause(code, "x"), now_s=now) is expected
+
+
 def test_only_an_answered_unavailable_needs_the_probe() -> None:
     assert needs_probe(Seen(1, True, code_pb2.UNAVAILABLE))
     assert not needs_probe(Seen(1, True, code_pb2.NOT_FOUND))
@@ -50,9 +72,11 @@ def test_seen_from_a_task_reads_the_last_attempt() -> None:
     pb = tasks_v2.Task.pb(task)
     pb.last_attempt.dispatch_time.GetCurrentTime()
     assert seen_from_task(task) == Seen(3, False, None)  # dispatched, not answered
+    pb.first_attempt.dispatch_time.FromSeconds(1_700_000_000)
+    assert seen_from_task(task).first_dispatch_s == 1_700_000_000.0
     pb.last_attempt.response_time.GetCurrentTime()
     pb.last_attempt.response_status.CopyFrom(status_pb2.Status(code=code_pb2.NOT_FOUND))
-    assert seen_from_task(task) == Seen(3, True, code_pb2.NOT_FOUND)
+    assert seen_from_task(task) == Seen(3, True, code_pb2.NOT_FOUND, 1_700_000_000.0)
     assert seen_from_task(tasks_v2.Task()) == Seen(0, False, None)
 
 
