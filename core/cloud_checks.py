@@ -10,7 +10,10 @@
   when there are none;
 - pending rows (a restarted worker's boot clean-up hands its previous boot's rows back
   as pending under a new generation), enqueued now rather than at the general sweep;
-- hand-overs a crash or a failed CreateTask left marked (core/dispatch/handover.py).
+- hand-overs a crash or a failed CreateTask left marked (core/dispatch/handover.py);
+- queued rows no delivery claimed, whose Cloud Task the queue says keeps failing before
+  our handler (404, 401/403, unreachable): shown, and ended at UNDELIVERABLE_MAX_TRIES
+  (core/dispatch/undeliverable_ct.py, issue 10).
 
 The stranded sweep (core.sweeper.sweep_stranded) stays for tasks the queue itself lost.
 """
@@ -25,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import delivery
 from core.config import Settings
-from core.dispatch import get_dispatcher
+from core.dispatch import get_dispatcher, undeliverable_ct
 from core.dispatch.handover import Handover
 from core.dispatch.queue_check import log_queue_config
 from core.queries import q
@@ -82,6 +85,8 @@ async def run(settings: Settings, engine: AsyncEngine, stop: asyncio.Event) -> N
             # Rows a restarted worker freed at boot (pending, next generation) are due now:
             # not left for the slower general sweep.
             await asyncio.to_thread(sweep_pending, dispatcher)
+            # issue 10: a delivery target that answers 404 (or 401/403, or refuses) ends
+            await undeliverable_ct.check_undelivered(settings, engine, dispatcher)
         except Exception as exc:
             log.warning("Cloud Tasks check failed: %s", type(exc).__name__,
                         extra={"action": "cloud_check_error"})

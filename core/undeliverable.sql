@@ -124,3 +124,92 @@ VALUES (:cause, :url, :detail, 1, now(), now())
 ON CONFLICT (cause) DO UPDATE
    SET url = EXCLUDED.url, detail = EXCLUDED.detail,
        occurrences = LEAST(delivery_problems.occurrences, 2000000000) + 1, last_seen = now();
+
+-- name: undelivered_candidates
+-- Cloud Tasks mode (core.dispatch.undeliverable_ct): rows handed to the queue that no
+-- delivery has claimed (still queued), due and handed over more than :grace_s ago, and not
+-- looked at in the last :grace_s (next_attempt_at records the last look, as the stranded
+-- sweep's does; it stays <= now(), so a delivery still claims). Rows not looked at for
+-- :window_s are the stranded sweep's. Oldest look first: a backlog is checked a slice per
+-- round. generation_tasks_due_idx (status, next_attempt_at) answers it; none, no row read.
+SELECT id, dispatch_generation, cloud_task_name
+  FROM generation_tasks
+ WHERE status = 'queued'
+   AND next_attempt_at < now() - make_interval(secs => :grace_s)
+   AND next_attempt_at > now() - make_interval(secs => :window_s)
+   AND updated_at < now() - make_interval(secs => :grace_s)
+ ORDER BY next_attempt_at
+ LIMIT :limit;
+
+-- name: touch_undelivered_checked
+-- The queue holds these and nothing says they cannot be delivered: looked at now.
+UPDATE generation_tasks
+   SET next_attempt_at = now()
+ WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'queued' AND next_attempt_at <= now();
+
+-- name: leave_to_stranded_sweep
+-- GetTask says the queue no longer holds these queued rows: put them at the head of the
+-- stranded sweep's order (core.sweeper.sweep_stranded decides; it owns re-handing over)
+-- and out of this check's window. Still <= now(), so a late delivery claims as before.
+UPDATE generation_tasks
+   SET next_attempt_at = now() - make_interval(secs => :window_s + 1)
+ WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'queued' AND next_attempt_at <= now();
+
+-- name: record_undeliverable_seen
+-- Cloud Tasks mode: the queue's own record of the current Cloud Task (its dispatch_count
+-- and last attempt) says its deliveries do not reach the handler. Tries are the queue's
+-- dispatch count, not one per look: a second look at the same count changes nothing, and
+-- the problem's occurrences grow by the new dispatches only. At :max_tries the task fails
+-- as `undeliverable` with the job's counter and status moved as in fail_task (once: only
+-- a queued row of :generation moves), when :may_fail (an unreachable target's tries must
+-- also span a minute; a later look with the same count may then end it).
+WITH before AS (
+    SELECT id, undeliverable_tries AS old_tries
+      FROM generation_tasks
+     WHERE id = :task_id AND status = 'queued' AND dispatch_generation = :generation
+       AND (undeliverable_tries < CAST(:tries AS integer)
+            OR (CAST(:may_fail AS boolean) AND CAST(:tries AS integer) >= :max_tries))
+       FOR UPDATE
+), task AS (
+    UPDATE generation_tasks t
+       SET undeliverable_tries = GREATEST(t.undeliverable_tries, CAST(:tries AS integer)),
+           last_error_code = 'undeliverable', last_error = :detail,
+           status = CASE WHEN CAST(:may_fail AS boolean) AND CAST(:tries AS integer) >= :max_tries
+                         THEN 'failed' ELSE t.status END,
+           finished_at = CASE WHEN CAST(:may_fail AS boolean)
+                                   AND CAST(:tries AS integer) >= :max_tries
+                              THEN now() ELSE t.finished_at END,
+           next_attempt_at = now(),
+           updated_at = now()
+      FROM before b
+     WHERE t.id = b.id AND t.status = 'queued'
+ RETURNING t.id, t.job_id, t.status, t.undeliverable_tries, b.old_tries
+), problem AS (
+    INSERT INTO delivery_problems (cause, url, detail, occurrences, first_seen, last_seen)
+    SELECT :cause, :url, :detail, CAST(:tries AS integer) - task.old_tries, now(), now()
+      FROM task WHERE CAST(:tries AS integer) > task.old_tries
+    ON CONFLICT (cause) DO UPDATE
+       SET url = EXCLUDED.url, detail = EXCLUDED.detail,
+           occurrences = LEAST(delivery_problems.occurrences, 2000000000)
+                         + EXCLUDED.occurrences,
+           last_seen = now()
+    RETURNING cause
+), job AS (
+    UPDATE generation_jobs j
+       SET failed_tasks = j.failed_tasks + 1, updated_at = now(),
+           status = CASE
+               WHEN j.status = 'cancelled' THEN 'cancelled'
+               WHEN j.completed_tasks + j.failed_tasks + 1 + j.cancelled_tasks < j.total_tasks
+                   THEN 'running'
+               WHEN j.completed_tasks = 0 THEN 'failed'
+               ELSE 'completed_with_errors' END,
+           finished_at = CASE
+               WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed', 'cancelled')
+                    AND j.completed_tasks + j.failed_tasks + 1 + j.cancelled_tasks >= j.total_tasks
+                   THEN now()
+               ELSE j.finished_at END
+      FROM task
+     WHERE j.id = task.job_id AND task.status = 'failed'
+    RETURNING j.id
+)
+SELECT task.status, task.undeliverable_tries FROM task;

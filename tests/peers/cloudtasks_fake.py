@@ -29,7 +29,13 @@ the X-CloudTasks-* request headers), where gcloud-tasks-emulator does not:
   ran, were dropped or deleted (Cloud Tasks remembers names for about an hour or more).
 - GetTask finds a task from creation until it is gone (delivered 2xx, dropped, deleted,
   purged), then NOT_FOUND; ``get_task_calls`` counts lookups; ``fail_get_tasks`` (a status
-  code) makes every GetTask fail with it.
+  code) makes every GetTask fail with it. It reports ``dispatch_count`` (an attempt in
+  flight included), ``response_count``, ``first_attempt`` (only its dispatch_time, as Cloud
+  Tasks keeps no more of it) and ``last_attempt`` (schedule, dispatch and response times and
+  ``response_status``: a google.rpc.Status whose code is the HTTP answer mapped as
+  google/rpc/code.proto maps them (``rpc_code_for``: 404 NOT_FOUND, 401 UNAUTHENTICATED,
+  403 PERMISSION_DENIED, 503 UNAVAILABLE...); no answer is UNAVAILABLE for a connection
+  that could not be made and DEADLINE_EXCEEDED for a dispatch deadline passed).
 - ``create_latency_s`` / ``max_in_flight_creates`` observe how many CreateTask calls a
   client keeps in flight; ``fail_creates`` makes the next N CreateTask calls UNAVAILABLE.
 - ``deliveries`` records every dispatch (start and end wall times, status, headers).
@@ -57,7 +63,8 @@ from cryptography.x509.oid import NameOID
 from google.auth import crypt
 from google.auth import jwt as google_jwt
 from google.cloud import tasks_v2
-from google.protobuf import empty_pb2
+from google.protobuf import empty_pb2, timestamp_pb2
+from google.rpc import code_pb2, status_pb2
 
 SERVICE = "google.cloud.tasks.v2.CloudTasks"
 GOOGLE_ISSUER = "https://accounts.google.com"
@@ -158,6 +165,35 @@ def gcloud_queue(queue_path: str, *, max_dispatches_per_second: float,
         max_concurrent_dispatches=max_concurrent_dispatches))
 
 
+# google/rpc/code.proto's "HTTP Mapping" notes, read backwards (an HTTP answer -> a code).
+_RPC_CODE_FOR_HTTP = {
+    400: code_pb2.INVALID_ARGUMENT, 401: code_pb2.UNAUTHENTICATED,
+    403: code_pb2.PERMISSION_DENIED, 404: code_pb2.NOT_FOUND, 409: code_pb2.ABORTED,
+    429: code_pb2.RESOURCE_EXHAUSTED, 499: code_pb2.CANCELLED, 501: code_pb2.UNIMPLEMENTED,
+    503: code_pb2.UNAVAILABLE, 504: code_pb2.DEADLINE_EXCEEDED,
+}
+NO_ANSWER_REFUSED, NO_ANSWER_DEADLINE = 0, -1  # Delivery.status when nothing answered
+
+
+def rpc_code_for(status: int) -> int:
+    """The google.rpc code an attempt's response_status carries for an HTTP answer (pure)."""
+    if 200 <= status < 300:
+        return code_pb2.OK
+    if status == NO_ANSWER_REFUSED:
+        return code_pb2.UNAVAILABLE
+    if status == NO_ANSWER_DEADLINE:
+        return code_pb2.DEADLINE_EXCEEDED
+    if status in _RPC_CODE_FOR_HTTP:
+        return _RPC_CODE_FOR_HTTP[status]
+    return code_pb2.FAILED_PRECONDITION if status < 500 else code_pb2.INTERNAL
+
+
+def _stamp(wall_s: float) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(int(wall_s * 1e9))
+    return stamp
+
+
 def _seconds(value: Any) -> float:
     if value is None:
         return 0.0
@@ -228,6 +264,9 @@ class _Pending:
     execution_count: int = 0  # answers that were not 5xx
     first_attempt_at: float | None = None
     in_flight: bool = False
+    first_dispatch_wall: float | None = None  # wall clock, for first_attempt
+    # last_attempt: (scheduled, dispatched, answered wall times, HTTP status or NO_ANSWER_*)
+    last_attempt: tuple[float, float, float | None, int | None] | None = None
 
 
 @dataclass
@@ -450,8 +489,21 @@ class CloudTasksFake:
                 context.abort(grpc.StatusCode.NOT_FOUND, "Requested entity was not found.")
             assert pending is not None
             task = tasks_v2.Task(pending.task)
-            task.dispatch_count = pending.dispatch_count
+            # Cloud Tasks counts an attempt dispatched but not yet answered.
+            task.dispatch_count = pending.dispatch_count + (1 if pending.in_flight else 0)
             task.response_count = pending.response_count
+            pb = tasks_v2.Task.pb(task)
+            if pending.first_dispatch_wall is not None:
+                pb.first_attempt.dispatch_time.CopyFrom(_stamp(pending.first_dispatch_wall))
+            if pending.last_attempt is not None:
+                scheduled, dispatched, answered, status = pending.last_attempt
+                pb.last_attempt.schedule_time.CopyFrom(_stamp(scheduled))
+                pb.last_attempt.dispatch_time.CopyFrom(_stamp(dispatched))
+                if answered is not None and status is not None:
+                    pb.last_attempt.response_time.CopyFrom(_stamp(answered))
+                    code = rpc_code_for(status)
+                    pb.last_attempt.response_status.CopyFrom(status_pb2.Status(
+                        code=code, message=code_pb2.Code.Name(code)))
             return task
 
     def delete_task(self, request: tasks_v2.DeleteTaskRequest,
@@ -507,6 +559,10 @@ class CloudTasksFake:
             pending.in_flight = True
             if pending.first_attempt_at is None:
                 pending.first_attempt_at = now
+            wall = time.time()
+            if pending.first_dispatch_wall is None:
+                pending.first_dispatch_wall = wall
+            pending.last_attempt = (wall - (now - due), wall, None, None)
             thread = threading.Thread(target=self._deliver, args=(state, pending),
                                       daemon=True)
             self._threads = [t for t in self._threads if t.is_alive()]
@@ -541,6 +597,7 @@ class CloudTasksFake:
         http = urllib.request.Request(request.url, data=request.body, method="POST",
                                       headers=headers)
         status, retry_after = 0, None
+        no_answer = NO_ANSWER_REFUSED
         started = time.time()
         try:
             with urllib.request.urlopen(http, timeout=deadline_s) as response:
@@ -548,8 +605,13 @@ class CloudTasksFake:
         except urllib.error.HTTPError as exc:
             status = exc.code
             retry_after = exc.headers.get("Retry-After")
-        except OSError:  # TimeoutError included
-            status = 0  # refused, reset, or the deadline passed: no answer
+        except TimeoutError:
+            no_answer = NO_ANSWER_DEADLINE  # the dispatch deadline passed
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                no_answer = NO_ANSWER_DEADLINE
+        except OSError:
+            pass  # refused or reset: no answer
         finished = time.time()
         with self._lock:
             self.deliveries.append(Delivery(task.name, request.url, status,
@@ -557,6 +619,9 @@ class CloudTasksFake:
                                             started, finished, retry_after))
             state.in_flight -= 1
             pending.in_flight = False
+            if pending.last_attempt is not None:
+                pending.last_attempt = (*pending.last_attempt[:2], finished,
+                                        status or no_answer)
             pending.dispatch_count += 1
             if status:
                 pending.response_count += 1
