@@ -17,8 +17,11 @@ PROVIDER_CHECK_TTL_S = 300
 
 
 @st.cache_data(ttl=PROVIDER_CHECK_TTL_S, show_spinner=False)
-def _provider_problem(_cache_key: str) -> str | None:
-    """One cheap authenticated call per TTL for the whole server (not per rerun)."""
+def _provider_problem(cache_key: str) -> str | None:
+    """One cheap authenticated call per TTL for the whole server (not per rerun), per
+    ``cache_key`` (endpoint, model, key fingerprint). The parameter's name must not start
+    with "_": Streamlit leaves such arguments out of the cache key, and then the first
+    answer in the process would stand for every configuration."""
     check = startup.check_openai_key(data.settings())
     if check.authenticated is False:
         return f"Image provider {check.provider} is not authenticated: {check.reason}."

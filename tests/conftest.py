@@ -121,6 +121,9 @@ def env(monkeypatch: pytest.MonkeyPatch, db_url: str, tmp_path: Path) -> dict[st
         "DISPATCH_DEADLINE_S": "20",
         "LOG_FORMAT": "json",
         "DB_POOL_SIZE": "5",
+        # Nothing in a test may reach the real OpenAI: a test that turns the OpenAI
+        # provider on without its own stub gets a loopback address that refuses.
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
     }
     return values
 

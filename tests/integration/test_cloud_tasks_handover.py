@@ -168,7 +168,10 @@ def test_a_failed_createtask_is_answered_503_and_the_queue_retries_the_delivery(
     assert (row.status, row.dispatch_generation) == ("succeeded", 1)
     statuses = [d.status for d in fake.deliveries_for(first_name)]
     assert statuses[0] == 503 and statuses[-1] == 200
-    assert len(fake.deliveries_for(row.cloud_task_name)) == 1
+    # Either the queue's retry of the first delivery ran the task (when it came after the
+    # Retry-After), or the next generation, created by the retry or by the worker's check
+    # loop, did: at most one delivery of it, and the model was paid once either way.
+    assert len(fake.deliveries_for(row.cloud_task_name)) <= 1
     # The provider was asked once per table attempt: the queue's retries of the first
     # delivery did not call it again before its Retry-After.
     assert [c.status for c in stub.calls_for("a quay")] == [429, 200]

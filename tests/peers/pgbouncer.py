@@ -11,6 +11,7 @@ pgbouncer will not run as root; as root it is started with ``-u postgres``.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -49,6 +50,13 @@ class PgBouncer:
         self.dir = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def _run_as(self) -> str:
+        """postgres, or, for a server on a unix socket (the embedded one, whose folder only
+        its own user may enter), the owner of the socket's folder."""
+        if self.server_host.startswith("/"):
+            return pwd.getpwuid(os.stat(self.server_host).st_uid).pw_name
+        return "postgres"
+
     def url(self, database: str) -> str:
         auth = self.user + (f":{self.password}" if self.password else "")
         return f"postgresql+psycopg://{auth}@127.0.0.1:{self.port}/{database}"
@@ -78,11 +86,12 @@ logfile = {self.dir / "pgbouncer.log"}
 pidfile = {self.dir / "pgbouncer.pid"}
 """)
         command = [exe]
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres")
+        if os.geteuid() == 0:  # pgbouncer refuses to run as root
+            run_as = self._run_as()
+            shutil.chown(self.dir, run_as)
             for child in self.dir.iterdir():
-                shutil.chown(child, "postgres")
-            command += ["-u", "postgres"]
+                shutil.chown(child, run_as)
+            command += ["-u", run_as]
         command.append(str(self.dir / "pgbouncer.ini"))
         with (self.dir / "stderr.log").open("wb") as err:  # the child keeps its own fd
             self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
