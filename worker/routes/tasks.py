@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
@@ -102,6 +103,22 @@ async def process_task(
     return JSONResponse(outcome.body(), status_code=outcome.http_status, headers=headers)
 
 
+# Outcomes after which the task no longer holds a place in the Cloud Tasks window.
+WINDOW_FREED = frozenset({"succeeded", "failed", "duplicate", "unknown_task"})
+_refills: set[asyncio.Future[None]] = set()
+
+
+def _refill_soon(request: Request) -> None:
+    """issue 13: a task left the window; refill it from the table (core.dispatch.window),
+    in a thread, after this answer: the delivery does not wait for it."""
+    refiller = getattr(request.app.state, "refiller", None)
+    if refiller is None:
+        return
+    future = asyncio.get_running_loop().run_in_executor(None, refiller.request)
+    _refills.add(future)
+    future.add_done_callback(_refills.discard)
+
+
 def _handover(request: Request) -> Handover:
     # Imported here: the local queue never needs the Cloud Tasks client.
     from core.dispatch import get_dispatcher
@@ -133,6 +150,8 @@ async def _cloud_tasks_delivery(request: Request, processor: TaskProcessor, task
     # The queue's retry count counts deliveries that never reached us and restarts with
     # each generation: the table's own count is the attempt.
     outcome = await processor.process(task_id, log_extra=extra)
+    if outcome.outcome in WINDOW_FREED:
+        _refill_soon(request)
     if outcome.outcome == "lost_lease":
         # Another delivery took the task over and answers for it: nothing to retry here.
         return JSONResponse(outcome.body(), status_code=200)
