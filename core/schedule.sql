@@ -163,3 +163,9 @@ SELECT id, name, max_cost_usd, spent_usd
  WHERE spent_usd + (in_flight + 1) * unit_usd > max_cost_usd
  ORDER BY id
  LIMIT :limit;
+
+-- name: job_queued_cloud_tasks
+-- The Cloud Tasks a job holds in the window (issue 13): deleted when it is cancelled, so no
+-- delivery of it starts afterwards. Few rows: the window is bounded.
+SELECT cloud_task_name FROM generation_tasks
+ WHERE job_id = :job_id AND status = 'queued' AND cloud_task_name IS NOT NULL;

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from uuid import UUID
 
 from sqlalchemy import Engine
 
@@ -108,3 +109,25 @@ def get_refiller(settings: Settings, engine: Engine | None = None) -> Refiller:
         _refillers[key] = Refiller(get_dispatcher(settings), window=settings.CLOUD_TASKS_WINDOW,
                                    engine=engine)
     return _refillers[key]
+
+
+def cancel_window(dispatcher: Dispatcher, job_id: UUID, *, engine: Engine | None = None
+                  ) -> tuple[list[str], int]:
+    """Before a job is cancelled in Cloud Tasks mode: the names of the Cloud Tasks it holds
+    in the window. ``drop_window`` deletes them once the rows are cancelled."""
+    with transaction(engine) as conn:
+        names = [r.cloud_task_name for r in conn.execute(q("job_queued_cloud_tasks"),
+                                                         {"job_id": job_id}).all()]
+    return names, len(names)
+
+
+def drop_window(dispatcher: Dispatcher, names: list[str]) -> int:
+    """Delete a cancelled job's Cloud Tasks: no delivery of it starts after the cancel. A
+    delivery racing the delete finds its task cancelled (answered 200, no model call)."""
+    delete = getattr(dispatcher, "delete", None)
+    if delete is None or not names:
+        return 0
+    deleted = int(delete(names))
+    log.info("cancelled job's Cloud Tasks deleted", extra={
+        "action": "window_cancel", "deleted": deleted, "held": len(names)})
+    return deleted

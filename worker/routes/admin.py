@@ -177,5 +177,15 @@ def retry_failed(
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobStatus, responses=_JOB_STATE)
-def cancel(job_id: UUID) -> dict[str, Any]:
-    return jobs.cancel_job(job_id).status_body()
+def cancel(job_id: UUID, settings: SettingsDep) -> dict[str, Any]:
+    if not settings.USE_CLOUD_TASKS:
+        return jobs.cancel_job(job_id).status_body()
+    # issue 13: the window's Cloud Tasks go too, so no delivery starts after the cancel.
+    from core.dispatch import get_dispatcher
+    from core.dispatch.window import cancel_window, drop_window
+
+    dispatcher = get_dispatcher(settings)
+    names, _ = cancel_window(dispatcher, job_id)
+    body = jobs.cancel_job(job_id).status_body()
+    drop_window(dispatcher, names)
+    return body
