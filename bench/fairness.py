@@ -11,7 +11,8 @@ CLOUD_TASKS_WINDOW of 30). In one run, to keep it to a few minutes:
 
 Figures: T_fair / T_alone (goal <= 2.2: fair share gives it about half the slots),
 T_high / T_alone (goal <= 1.3: it only waits for slots to free), and the big job's delay,
-elapsed time minus what its completed images take at its rate alone, against the small
+elapsed time minus what its completed images take at its rate alone (and one model
+latency, which it pays alone too), against the small
 jobs' work (their images / the rate alone): goal <= 1.0 (work-conserving: the big job
 loses no more than the slots the small ones used). The big job is not run to its end
 (200 s at this rate); its delay is what its makespan grows by.
@@ -82,9 +83,11 @@ def _scenario(engine: Any, url: str) -> dict[str, float]:
     rate = (end_done - mark_done) / (end_t - mark_t)  # big job's images/s alone
     httpx.post(f"{url}/api/admin/jobs/{big}/cancel", headers={"X-API-Key": ADMIN_KEY},
                timeout=60)
-    # What the big job's completed images take at its rate alone, from its start (its own
-    # ramp included: the warm-up at the start is measured the same way).
-    delay = (end_t - big_started) - end_done / rate if rate > 0 else float("nan")
+    # What the big job's completed images take at its rate alone, from its start; an image
+    # completes one model latency after it starts, which the job alone pays too (its
+    # makespan alone is images / rate + one latency), so that latency is not a delay.
+    delay = ((end_t - big_started) - end_done / rate - LATENCY_MS / 1000 if rate > 0
+             else float("nan"))
     small_work = 2 * SMALL / rate if rate > 0 else float("nan")
     return {"alone": alone, "fair": fair, "high": high, "rate": rate, "delay": delay,
             "small_work": small_work}
