@@ -29,7 +29,9 @@ WITH jobs AS MATERIALIZED (
            OR EXISTS (SELECT 1 FROM spend_holds h WHERE h.held AND h.scope = 'daily')
                AS budget_held
       FROM generation_jobs j
-     WHERE j.status IN ('pending', 'running') AND j.mode <> 'batch'
+     WHERE j.status IN ('pending', 'running')
+       -- batch mode: tasks waiting in an OpenAI batch are running without a lease (not in
+       -- the window); its realtime fallback's pending rows are handed over like any other
 ), room AS (
     SELECT GREATEST(:window - COALESCE(sum(in_flight), 0), 0) AS n FROM jobs
 ), due AS (
@@ -57,6 +59,11 @@ UPDATE generation_tasks t
   FROM ranked, room
  WHERE t.id = ranked.id AND ranked.place <= room.n
 RETURNING t.id, t.dispatch_generation;
+
+-- name: window_lock
+-- Refills take turns (one transaction at a time, over all worker instances): the next one
+-- sees the holds the previous one committed, so the window is never filled twice over.
+SELECT pg_advisory_xact_lock(hashtext('aiwebimage.window'));
 
 -- name: window_release_holds
 -- Rows a refill held but could not hand over (CreateTask failed): free at once, not after

@@ -43,6 +43,7 @@ def refill(dispatcher: Dispatcher, *, window: int, engine: Engine | None = None
     total = EnqueueResult()
     for _ in range(MAX_ROUNDS):
         with transaction(engine) as conn:
+            conn.execute(q("window_lock"))
             rows = conn.execute(q("window_pick"), {"window": window,
                                                    "hold_s": WINDOW_HOLD_S}).all()
         if not rows:

@@ -132,3 +132,27 @@ def test_budget_hold_stops_every_job(settings: Settings, engine: Engine) -> None
         conn.execute(q("set_spend_hold"), {"scope": "daily", "held": False,
                                            "spent_usd": 10, "limit_usd": 20})
     assert len(_claim(engine, settings, 5)) == 5
+
+
+def test_window_refill_fills_only_the_room_in_fair_order(settings: Settings,
+                                                         engine: Engine) -> None:
+    """Cloud Tasks mode's window_pick: queued rows are in the window; pending ones wait."""
+    big = _submit(settings, engine, 10)
+    small = _submit(settings, engine, 10)
+    with engine.begin() as conn:  # the big job has 5 in the queue, the rest wait
+        conn.execute(text("UPDATE generation_tasks SET status = 'pending' WHERE job_id = :s "
+                          "OR (job_id = :b AND prompt_index >= 5)"), {"s": small, "b": big})
+
+    def refill() -> list[Any]:
+        with engine.begin() as conn:
+            conn.execute(q("window_lock"))
+            return conn.execute(q("window_pick"), {"window": 8, "hold_s": 30}).all()
+
+    first = refill()
+    assert _job_of(engine, first) == {str(small): 3}  # the room, to the job with fewest
+    assert refill() == []  # held rows count: the window is full
+    with engine.begin() as conn:  # the big job's 5 finish
+        conn.execute(text("UPDATE generation_tasks SET status = 'succeeded' "
+                          "WHERE job_id = :b AND status = 'queued'"), {"b": big})
+    # round-robin evens the counts: big 4, small 3 + 1 (a tie goes to the older job)
+    assert _job_of(engine, refill()) == {str(big): 4, str(small): 1}
