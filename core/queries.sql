@@ -346,20 +346,26 @@ WITH jobs AS MATERIALIZED (
             WHERE t.job_id = jobs.id AND t.status = 'queued' AND t.next_attempt_at <= now()
               AND (t.lease_until IS NULL OR t.lease_until < now())
             ORDER BY t.next_attempt_at
-            LIMIT :limit
-              FOR UPDATE SKIP LOCKED) c
+            LIMIT :limit) c
 ), chosen AS (
     SELECT id FROM due
      WHERE max_cost_usd IS NULL OR spent_usd + nth * unit_usd <= max_cost_usd
      ORDER BY CASE WHEN nth = 1 THEN -1 ELSE priority_rank END, nth, created_at,
               next_attempt_at
      LIMIT :limit
+), locked AS (
+    -- Only the chosen rows are locked (not every job's candidates); a row another
+    -- dispatcher holds is skipped, and the state is checked again under the lock.
+    SELECT t.id FROM generation_tasks t
+     WHERE t.id IN (SELECT id FROM chosen) AND t.status = 'queued'
+       AND (t.lease_until IS NULL OR t.lease_until < now())
+       FOR UPDATE SKIP LOCKED
 )
 UPDATE generation_tasks t
    SET lease_until = now() + make_interval(secs => :visibility_s),
        lease_owner = :owner, lease_boot = :boot
-  FROM chosen
- WHERE t.id = chosen.id
+  FROM locked
+ WHERE t.id = locked.id
 RETURNING t.id, t.attempts, t.lease_until;
 
 -- name: dispatch_defer

@@ -6,8 +6,8 @@
 -- (:window tasks over all jobs; core.dispatch.window). Picks pending rows, as many as the
 -- window has room for, in the order of dispatch_claim_due (every job's first, priority,
 -- round-robin, older job; spend caps and budgets), and holds them for :hold_s (lease_until
--- on the pending row) while their Cloud Tasks are created, so two refills never pick the
--- same row; mark_tasks_queued_named ends the hold. A refill that died leaves the hold to run
+-- on the pending row) while their Cloud Tasks are created; refills take turns (window_lock),
+-- so two never pick the same row; mark_tasks_queued_named ends the hold. A refill that died leaves the hold to run
 -- out: the row is picked again (the outbox). In the window: queued rows (in the queue, or
 -- a hand-over's next attempt), running rows with a lease, held pending rows.
 WITH jobs AS MATERIALIZED (
@@ -44,8 +44,7 @@ WITH jobs AS MATERIALIZED (
             WHERE t.job_id = jobs.id AND t.status = 'pending'
               AND (t.lease_until IS NULL OR t.lease_until < now())
             ORDER BY t.next_attempt_at
-            LIMIT :window
-              FOR UPDATE SKIP LOCKED) c
+            LIMIT :window) c
      WHERE NOT jobs.budget_held
 ), ranked AS (
     SELECT id, dispatch_generation,
@@ -58,6 +57,8 @@ UPDATE generation_tasks t
    SET lease_until = now() + make_interval(secs => :hold_s)
   FROM ranked, room
  WHERE t.id = ranked.id AND ranked.place <= room.n
+   -- checked again on the row itself (a delivery may have claimed it meanwhile)
+   AND t.status = 'pending' AND (t.lease_until IS NULL OR t.lease_until < now())
 RETURNING t.id, t.dispatch_generation;
 
 -- name: window_lock
