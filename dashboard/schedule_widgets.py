@@ -20,10 +20,12 @@ def submit_fields() -> tuple[Schedule, str | None]:
     """Priority and spend cap on the Submit page: (schedule, problem or None)."""
     c1, c2 = st.columns(2)
     priority = c1.selectbox("Priority", PRIORITIES, index=PRIORITIES.index(DEFAULT_PRIORITY),
-                            key="priority", help="Higher first; jobs of one priority share the deliveries "
+                            key="priority",
+                            help="Higher first; jobs of one priority share the deliveries "
                                  "equally; a lower one keeps one delivery going")
     cap = c2.number_input("Spend cap (USD, 0 = none)", min_value=0.0, value=0.0, step=1.0,
-                          key="max_cost_usd", help="At the cap the job's tasks wait (they do not fail) until "
+                          key="max_cost_usd",
+                          help="At the cap the job's tasks wait (they do not fail) until "
                                "the cap is raised")
     try:
         return clean_schedule(priority=priority, max_cost_usd=cap or None), None
