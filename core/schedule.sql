@@ -91,7 +91,8 @@ SELECT id, provider, model, size, quality, mode, total_tasks, estimated_cost_usd
        completed_tasks, submitted_by, max_cost_usd, status
   FROM generation_jobs
  WHERE status IN ('pending', 'running')
-    OR (finished_at >= date_trunc('day', now()) AND status <> 'pending');
+    OR (finished_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+        AND status <> 'pending');
 
 -- name: spend_tokens_by_job
 -- Succeeded tasks of :ids by job and billing mode: tokens where the usage is known, a
@@ -127,7 +128,8 @@ DELETE FROM spend_holds WHERE NOT (scope = ANY(CAST(:scopes AS text[])));
 SELECT scope, held, spent_usd, limit_usd, updated_at FROM spend_holds ORDER BY scope;
 
 -- name: start_of_day
-SELECT date_trunc('day', now()) AS since;
+-- The budget's day is a UTC day, whatever the server's TimeZone.
+SELECT date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS since;
 
 -- name: order_of_work
 -- The dashboard's order of work (issue 13): per unfinished job its priority, cap, spend,

@@ -156,3 +156,18 @@ def test_window_refill_fills_only_the_room_in_fair_order(settings: Settings,
                           "WHERE job_id = :b AND status = 'queued'"), {"b": big})
     # round-robin evens the counts: big 4, small 3 + 1 (a tie goes to the older job)
     assert _job_of(engine, refill()) == {str(big): 4, str(small): 1}
+
+
+def test_a_key_budget_holds_only_that_keys_jobs(settings: Settings, engine: Engine) -> None:
+    from core.job_meta import JobMeta
+
+    spec = BatchSpec(prompts=["a", "b"], style="none", count_per_prompt=1)
+    alice = jobs.submit_batch(spec, settings=settings, engine=engine,
+                              meta=JobMeta(submitted_by="alice")).id
+    bob = jobs.submit_batch(spec, settings=settings, engine=engine,
+                            meta=JobMeta(submitted_by="bob")).id
+    with engine.begin() as conn:
+        conn.execute(q("set_spend_hold"), {"scope": "key:alice", "held": True,
+                                           "spent_usd": 5, "limit_usd": 5})
+    assert _job_of(engine, _claim(engine, settings, 10)) == {str(bob): 2}
+    assert alice not in {uuid.UUID(k) for k in _job_of(engine, _claim(engine, settings, 10))}
