@@ -130,6 +130,8 @@ class GenerationTask(Base):
     # version 4: deliveries that never reached the handler (core.dispatch.undeliverable).
     undeliverable_tries: Mapped[int] = mapped_column(Integer, nullable=False,
                                                      server_default="0")
+    # version 7: the task an edited refusal replaces (a column of generation_tasks)
+    resubmitted_from: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
 
 
 class OpenAIBatch(Base):
@@ -161,8 +163,6 @@ class OpenAIBatch(Base):
     updated_at: Mapped[datetime] = _now()
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # version 7
-    resubmitted_from: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
 
 
 class QueueState(Base):
