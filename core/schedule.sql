@@ -110,9 +110,14 @@ SELECT job_id, COALESCE(billed_mode, 'realtime') AS mode,
  GROUP BY job_id, COALESCE(billed_mode, 'realtime');
 
 -- name: set_job_spend
+-- Written only when it changed: an idle job's row is not locked every check (deliveries
+-- update the same row as they finish).
 UPDATE generation_jobs
    SET spent_usd = :spent_usd, spent_tasks = :spent_tasks, spend_unit_usd = :unit_usd
- WHERE id = :job_id;
+ WHERE id = :job_id
+   AND (spent_usd IS DISTINCT FROM CAST(:spent_usd AS numeric)
+        OR spent_tasks <> :spent_tasks
+        OR spend_unit_usd IS DISTINCT FROM CAST(:unit_usd AS numeric));
 
 -- name: set_spend_hold
 INSERT INTO spend_holds (scope, held, spent_usd, limit_usd, updated_at)

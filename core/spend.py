@@ -33,6 +33,7 @@ from core.queries import q
 log = logging.getLogger(__name__)
 
 _CENT = Decimal("0.0001")
+_UNIT = Decimal("0.00000001")
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ def check(settings: Settings, engine: Engine | None = None) -> list[Budget]:
             unit = (usd / n) if n and billed_n else estimate
             conn.execute(q("set_job_spend"), {
                 "job_id": job.id, "spent_usd": usd.quantize(_CENT), "spent_tasks": n,
-                "unit_usd": unit})
+                # the column's scale, so an unchanged value compares equal (no write)
+                "unit_usd": None if unit is None else unit.quantize(_UNIT)})
         budgets = _budgets(settings, conn, jobs, since)
         for b in budgets:
             conn.execute(q("set_spend_hold"), {"scope": b.scope, "held": b.reached,

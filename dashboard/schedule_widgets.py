@@ -41,6 +41,8 @@ def order_table() -> None:
     if not rows:
         st.caption("No job is running.")
         return
+    for reason in sorted({r.waits_for for r in rows if "budget" in r.waits_for}):
+        st.warning(reason)  # a budget holds every job it covers
     st.caption(f"Higher priority first; jobs of one priority share equally; every running "
                f"job keeps one delivery going. Share: of the tasks finished in the last "
                f"{SHARE_WINDOW_S // 60} minutes.")
