@@ -1,7 +1,7 @@
 """``python -m bench``: every benchmark, one line per figure with its goal and PASS/MISS.
 
 Options: ``--only NAME[,NAME]`` runs some (submit, makespan, overhead, rate, reads, cost,
-recovery, pooler, batch_ingest, search);
+recovery, pooler, batch_ingest, search, fairness);
 ``--write`` puts the figures into bench/RESULTS.md between its markers. Each benchmark
 makes its own ``aiwi_bench_*`` database on DATABASE_URL's server (or the embedded one).
 """
@@ -32,6 +32,7 @@ BENCHMARKS = {
     "pooler": "bench.pooler",
     "batch_ingest": "bench.batch_ingest",
     "search": "bench.search",
+    "fairness": "bench.fairness",
 }
 RESULTS = Path(__file__).with_name("RESULTS.md")
 BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"

@@ -3,10 +3,11 @@
 -- name: mark_tasks_queued_named
 -- Hand-over to Cloud Tasks: each row records the name of its Cloud Tasks task. Only rows
 -- still pending move (a delivery may already have claimed the task), so a repeated
--- enqueue changes nothing.
+-- enqueue changes nothing. The window refill's hold (lease_until on the pending row,
+-- core.dispatch.window) ends here.
 UPDATE generation_tasks AS t
    SET status = 'queued', next_attempt_at = now(), updated_at = now(),
-       cloud_task_name = v.name
+       cloud_task_name = v.name, lease_until = NULL
   FROM unnest(CAST(:ids AS uuid[]), CAST(:names AS text[])) AS v(id, name)
  WHERE t.id = v.id AND t.status = 'pending';
 

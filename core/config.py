@@ -19,6 +19,24 @@ from core.errors import ConfigError, InvalidInput
 DEFAULT_OPENAI_IMAGE_MODEL = "gpt-image-2"
 
 
+def key_budgets(raw: str | None) -> dict[str, float]:
+    """BUDGET_DAILY_USD_BY_KEY as {key name: USD}; a bad entry is one line naming it."""
+    budgets: dict[str, float] = {}
+    for n, entry in enumerate(e.strip() for e in (raw or "").split(",")):
+        if not entry:
+            continue
+        name, sep, usd = entry.partition("=")
+        try:
+            value = float(usd)
+        except ValueError:
+            value = -1.0
+        if not sep or not name.strip() or value < 0:
+            raise ConfigError(f"BUDGET_DAILY_USD_BY_KEY: entry {n + 1} must be name=usd "
+                              "(usd a number >= 0)")
+        budgets[name.strip()] = value
+    return budgets
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
@@ -119,6 +137,19 @@ class Settings(BaseSettings):
     # out this long ago) is checked against the queue; if the queue no longer holds its task
     # it is handed over again (core.sweeper.sweep_stranded). Above the queue's max backoff.
     STRANDED_AFTER_S: float = Field(default=1800.0, ge=0.0)
+    # issue 13, Cloud Tasks mode: the queue holds at most this many tasks over all jobs
+    # (core.dispatch.window); the rest wait pending in the table, which decides what runs
+    # next (fair share, priority, spend limits). At least the queue's
+    # max_concurrent_dispatches (the guide's: 100) keeps the queue and the provider busy;
+    # much more lets a late job's tasks queue behind the window of earlier ones.
+    CLOUD_TASKS_WINDOW: int = Field(default=100, ge=1, le=100_000)
+    # issue 13: spend limits (core.spend). A day's spend (UTC) over all jobs, and per named
+    # API key ("name=usd,name2=usd"; the key's name is the job's submitted_by). At the limit
+    # dispatch of the affected tasks stops (they wait, never fail); raising it resumes them.
+    BUDGET_DAILY_USD: float | None = Field(default=None, ge=0.0)
+    BUDGET_DAILY_USD_BY_KEY: str | None = None
+    # How often spend is recomputed from what was billed (the claim projects in between).
+    SPEND_CHECK_S: float = Field(default=2.0, gt=0)
     # Who holds a lease: stable across restarts of one process, different for two processes
     # (default hostname:PORT), so a restarted worker frees its previous boot's tasks at
     # once. Cloud Run (K_SERVICE set) shares hostname and port between instances, so there
@@ -187,6 +218,13 @@ class Settings(BaseSettings):
     # so does Dockerfile.dashboard) never serves the admin API or the task endpoint, so
     # production does not ask it for API_KEY or TASK_SECRET.
     SERVICE_ROLE: Literal["worker", "dashboard"] = "worker"
+
+    @field_validator("BUDGET_DAILY_USD_BY_KEY")
+    @classmethod
+    def _budgets_by_key(cls, value: str | None) -> str | None:
+        if value:
+            key_budgets(value)
+        return value
 
     @field_validator("PRICES_FILE")
     @classmethod

@@ -21,6 +21,7 @@ from core.cost import estimate_cost_usd
 from core.db import get_engine, transaction
 from core.dispatch import Dispatcher, TaskRef, get_dispatcher
 from core.dispatch.base import EnqueueResult
+from core.dispatch.window import refill as window_refill
 from core.errors import Conflict, InvalidInput, NotFound
 from core.job_meta import JobMeta
 from core.job_options import (  # re-exported: callers say jobs.options_for(...)
@@ -31,6 +32,7 @@ from core.job_options import (  # re-exported: callers say jobs.options_for(...)
     GenerationOptions,
     options_for,
 )
+from core.job_schedule import Schedule
 from core.queries import q
 from core.status import JOB_STATUSES, JOB_TERMINAL, TASK_STATUSES, progress_percentage
 from core.validation import BatchSpec
@@ -72,6 +74,10 @@ class JobView:
     name: str | None = None
     tags: list[str] = field(default_factory=list)
     submitted_by: str | None = None
+    # version 8 (core.job_schedule): priority and spend cap; spend as of the last check
+    priority: str = "normal"
+    max_cost_usd: Decimal | None = None
+    spent_usd: Decimal | None = None
 
     @property
     def progress_percentage(self) -> float:
@@ -104,6 +110,8 @@ class JobView:
         )
         for key in ("created_at", "updated_at", "started_at", "finished_at"):
             body[key] = body[key].isoformat() if body[key] else None
+        for key in ("max_cost_usd", "spent_usd"):
+            body[key] = float(body[key]) if body[key] is not None else None
         body["tags"] = list(self.tags or [])
         return body
 
@@ -173,8 +181,10 @@ def submit_batch(
     dispatcher: Dispatcher | None = None,
     settings: Settings | None = None,
     meta: JobMeta | None = None,
+    schedule: Schedule | None = None,
 ) -> JobView:
-    """Write the job and all its tasks in one transaction, then hand them to the queue.
+    """Write the job and all its tasks in one transaction, then hand them to the queue
+    (Cloud Tasks: the window's share, core.dispatch.window).
 
     The hand-over happens after the commit (transactional outbox): if it stops half way,
     the rows are still pending and the sweeper finishes the job.
@@ -203,7 +213,7 @@ def submit_batch(
             "model": options.model, "size": options.size, "quality": options.quality,
             "estimated_cost_usd": estimate, "mode": options.mode,
             "batch_fallback": options.batch_fallback, **_image_columns(options),
-            **_meta_binds(meta or JobMeta()),
+            **_meta_binds(meta or JobMeta()), **(schedule or Schedule()).binds(estimate, len(rows)),
         })
         _copy_tasks(conn, rows, "running" if batch else "queued" if local else "pending")
         job = _job(conn.execute(q("job_by_id"), {"job_id": job_id}).one())
@@ -212,7 +222,7 @@ def submit_batch(
     if batch and settings.USE_CLOUD_TASKS:
         _schedule_batch_planning(settings, job_id)
     elif not local:
-        _hand_over(dispatcher, [TaskRef(r[0], 0) for r in rows], job_id)
+        _hand_over(dispatcher, [TaskRef(r[0], 0) for r in rows], job_id, settings, engine)
     return job
 
 
@@ -247,9 +257,17 @@ def _copy_tasks(conn: Connection, rows: Sequence[tuple[Any, ...]], status: str) 
             copy.write_row((*row, status))
 
 
-def _hand_over(dispatcher: Dispatcher, refs: list[TaskRef], job_id: UUID) -> EnqueueResult:
+def _hand_over(dispatcher: Dispatcher, refs: list[TaskRef], job_id: UUID,
+               settings: Settings | None = None, engine: Engine | None = None
+               ) -> EnqueueResult:
     try:
-        result = dispatcher.enqueue(refs)
+        if settings is not None and settings.USE_CLOUD_TASKS:
+            # issue 13: the queue gets the window's room; the rest waits pending, handed
+            # over as deliveries finish (core.dispatch.window).
+            result = window_refill(dispatcher, window=settings.CLOUD_TASKS_WINDOW,
+                                   engine=engine)
+        else:
+            result = dispatcher.enqueue(refs)
     except Exception as exc:  # the sweeper re-enqueues what stayed pending
         log.error("enqueue failed; the sweeper will retry: %s", type(exc).__name__,
                   extra={"action": "enqueue_error", "job_id": str(job_id)})
@@ -413,8 +431,10 @@ def retry_failed(
     elif rows:
         log.info("failed tasks requeued", extra={"action": "retry_failed",
                                                  "job_id": str(job_id), "count": len(rows)})
+        settings = settings or get_settings()
         handover = _hand_over(dispatcher or get_dispatcher(settings),
-                              [TaskRef(r.id, r.dispatch_generation) for r in rows], job_id)
+                              [TaskRef(r.id, r.dispatch_generation) for r in rows], job_id,
+                              settings, engine)
     return RetryResult(requeued=count, job=view, handover=handover,
                        refusals_left=int(preview.refusals_left), estimated_cost_usd=cost,
                        dry_run=dry_run)

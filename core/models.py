@@ -69,6 +69,12 @@ class GenerationJob(Base):
     tags: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default="{}")
     submitted_by: Mapped[str | None] = mapped_column(Text)
     webhook_url: Mapped[str | None] = mapped_column(Text)
+    # version 8: priority and spend limits (core/dispatch/fair.py, core/spend.py)
+    priority: Mapped[str] = mapped_column(Text, nullable=False, server_default="normal")
+    max_cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(12, 4))
+    spent_usd: Mapped[Decimal | None] = mapped_column(Numeric(12, 4))
+    spent_tasks: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    spend_unit_usd: Mapped[Decimal | None] = mapped_column(Numeric(14, 8))
 
 
 class GenerationTask(Base):
@@ -164,6 +170,19 @@ class QueueState(Base):
 
     queue_name: Mapped[str] = mapped_column(Text, primary_key=True)
     paused: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    updated_at: Mapped[datetime] = _now()
+
+
+class SpendHold(Base):
+    """version 8: a budget reached (core/spend.py); the claim starts nothing it covers."""
+
+    __tablename__ = "spend_holds"
+
+    scope: Mapped[str] = mapped_column(Text, primary_key=True)
+    held: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    spent_usd: Mapped[Decimal] = mapped_column(Numeric(12, 4), nullable=False,
+                                               server_default="0")
+    limit_usd: Mapped[Decimal | None] = mapped_column(Numeric(12, 4))
     updated_at: Mapped[datetime] = _now()
 
 

@@ -6,12 +6,14 @@ INSERT INTO generation_jobs
     (id, status, total_tasks, style, count_per_prompt, provider, model, size, quality,
      estimated_cost_usd,
      mode, batch_fallback, output_format, output_compression, background, moderation,
-     name, tags, submitted_by, webhook_url)
+     name, tags, submitted_by, webhook_url,
+     priority, max_cost_usd, spend_unit_usd)
 VALUES
     (:id, 'pending', :total_tasks, :style, :count_per_prompt, :provider, :model, :size,
      :quality, :estimated_cost_usd,
      :mode, :batch_fallback, :output_format, :output_compression, :background, :moderation,
-     :name, CAST(:tags AS text[]), :submitted_by, :webhook_url);
+     :name, CAST(:tags AS text[]), :submitted_by, :webhook_url,
+     :priority, :max_cost_usd, :spend_unit_usd);
 
 -- name: mark_tasks_queued
 -- Hand-over to the queue (the outbox): only rows still pending move, so a repeated
@@ -257,7 +259,7 @@ SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, 
        count_per_prompt, provider, model, size, quality, estimated_cost_usd,
        created_at, updated_at, started_at, finished_at,
        mode, batch_fallback, output_format, output_compression, background, moderation,
-       name, tags, submitted_by
+       name, tags, submitted_by, priority, max_cost_usd, spent_usd
   FROM generation_jobs
  WHERE id = :job_id;
 
@@ -266,7 +268,7 @@ SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, 
        count_per_prompt, provider, model, size, quality, estimated_cost_usd,
        created_at, updated_at, started_at, finished_at,
        mode, batch_fallback, output_format, output_compression, background, moderation,
-       name, tags, submitted_by
+       name, tags, submitted_by, priority, max_cost_usd, spent_usd
   FROM generation_jobs
  WHERE (CAST(:status AS text) IS NULL OR status = :status)
    AND (CAST(:created_after AS timestamptz) IS NULL OR created_at >= :created_after)
@@ -300,26 +302,70 @@ SELECT status, count(*) AS n
  GROUP BY status;
 
 -- name: dispatch_claim_due
--- The local dispatcher's claim: due queued tasks that no delivery holds. The hold is a
--- short lease on the queued row (lease_until, owner, boot) that hides it from other
--- dispatchers while its delivery is on the way to the handler, like a visibility timeout;
--- the handler's claim replaces it with the task's own lease. If this process dies, its
--- next boot frees its holds (free_dispatch_holds), or they run out. Running rows are not
+-- The local dispatcher's claim: due queued tasks that no delivery holds, chosen by fair
+-- share (issue 13, rule: core.dispatch.fair.order_key, checked against this by
+-- tests/integration/test_fair_share.py). Per running job its deliveries in flight (held or
+-- leased, generation_tasks_in_flight_idx) and its first due tasks are read; each candidate
+-- is the job's nth delivery in flight; the order is (1) every job's first delivery (a job of
+-- any priority keeps one in flight: lower priority is slowed, never starved), (2) priority
+-- high, normal, low, (3) the smallest nth (round-robin: equal shares between jobs of one
+-- priority), (4) the older job. A job whose spend cap (max_cost_usd, projected with
+-- spend_unit_usd for what is in flight and what this claim starts) or whose budget
+-- (spend_holds, core.spend) is reached starts nothing: its tasks wait queued, they do not
+-- fail. The hold is a short lease on the queued row (lease_until, owner, boot) that hides it
+-- from other dispatchers while its delivery is on the way to the handler, like a visibility
+-- timeout; the handler's claim replaces it with the task's own lease. If this process dies,
+-- its next boot frees its holds (free_dispatch_holds), or they run out. Running rows are not
 -- taken here: take_over_abandoned decides about expired leases. A paused queue claims
 -- nothing: checked in the same statement (a one-time filter), which saves the dispatcher a
 -- round trip per claim.
+WITH jobs AS MATERIALIZED (
+    SELECT j.id, j.created_at, j.max_cost_usd,
+           CASE j.priority WHEN 'high' THEN 0 WHEN 'low' THEN 2 ELSE 1 END AS priority_rank,
+           (SELECT count(*) FROM generation_tasks a
+             WHERE a.job_id = j.id AND a.lease_until IS NOT NULL
+               AND a.status IN ('queued', 'running')) AS in_flight,
+           COALESCE(j.spent_usd, 0)
+               + GREATEST(j.completed_tasks - j.spent_tasks, 0) * COALESCE(j.spend_unit_usd, 0)
+               AS spent_usd,
+           COALESCE(j.spend_unit_usd, 0) AS unit_usd
+      FROM generation_jobs j
+     WHERE j.status IN ('pending', 'running')
+       AND NOT EXISTS (SELECT 1 FROM queue_state
+                        WHERE queue_name = :queue_name AND paused)
+       AND NOT EXISTS (SELECT 1 FROM spend_holds h
+                        WHERE h.held AND (h.scope = 'daily'
+                                          OR h.scope = 'key:' || j.submitted_by))
+), due AS (
+    SELECT c.id, c.next_attempt_at, jobs.created_at, jobs.priority_rank, jobs.max_cost_usd,
+           jobs.spent_usd, jobs.unit_usd,
+           jobs.in_flight + row_number() OVER (PARTITION BY jobs.id
+                                               ORDER BY c.next_attempt_at, c.id) AS nth
+      FROM jobs CROSS JOIN LATERAL (
+           SELECT t.id, t.next_attempt_at FROM generation_tasks t
+            WHERE t.job_id = jobs.id AND t.status = 'queued' AND t.next_attempt_at <= now()
+              AND (t.lease_until IS NULL OR t.lease_until < now())
+            ORDER BY t.next_attempt_at
+            LIMIT :limit) c
+), chosen AS (
+    SELECT id FROM due
+     WHERE max_cost_usd IS NULL OR spent_usd + nth * unit_usd <= max_cost_usd
+     ORDER BY CASE WHEN nth = 1 THEN -1 ELSE priority_rank END, nth, created_at,
+              next_attempt_at
+     LIMIT :limit
+), locked AS (
+    -- Only the chosen rows are locked (not every job's candidates); a row another
+    -- dispatcher holds is skipped, and the state is checked again under the lock.
+    SELECT t.id FROM generation_tasks t
+     WHERE t.id IN (SELECT id FROM chosen) AND t.status = 'queued'
+       AND (t.lease_until IS NULL OR t.lease_until < now())
+       FOR UPDATE SKIP LOCKED
+)
 UPDATE generation_tasks t
    SET lease_until = now() + make_interval(secs => :visibility_s),
        lease_owner = :owner, lease_boot = :boot
- WHERE t.id IN (
-       SELECT id FROM generation_tasks
-        WHERE status = 'queued' AND next_attempt_at <= now()
-          AND (lease_until IS NULL OR lease_until < now())
-          AND NOT EXISTS (SELECT 1 FROM queue_state
-                           WHERE queue_name = :queue_name AND paused)
-        ORDER BY next_attempt_at
-        LIMIT :limit
-          FOR UPDATE SKIP LOCKED)
+  FROM locked
+ WHERE t.id = locked.id
 RETURNING t.id, t.attempts, t.lease_until;
 
 -- name: dispatch_defer

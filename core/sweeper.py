@@ -34,7 +34,14 @@ def sweep_pending(
     grace_s: float = PENDING_GRACE_S,
     max_tasks: int = 100_000,
 ) -> EnqueueResult:
-    """Hand every task pending for longer than ``grace_s`` to the queue again."""
+    """Hand every task pending for longer than ``grace_s`` to the queue again. Cloud Tasks
+    mode: pending rows wait for the window (issue 13), so this is a window refill (which
+    also picks up rows a cut-short hand-over left pending)."""
+    settings = getattr(dispatcher, "settings", None)
+    if getattr(dispatcher, "name", "") == "cloud_tasks" and settings is not None:
+        from core.dispatch.window import refill
+
+        return refill(dispatcher, window=settings.CLOUD_TASKS_WINDOW, engine=engine)
     total = EnqueueResult()
     while total.enqueued + total.already_enqueued + total.failed < max_tasks:
         with transaction(engine) as conn:

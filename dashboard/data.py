@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TypeVar
 from uuid import UUID
 
@@ -17,11 +18,14 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from core import db, export, export_links, jobs, reports
+from core import db, export, export_links, job_schedule, jobs, reports
 from core.config import Settings, get_settings
 from core.dispatch import Dispatcher, get_dispatcher
 from core.errors import AppError, StorageError
 from core.job_meta import JobMeta
+from core.job_schedule import Schedule
+from core.order_of_work import JobOrder
+from core.order_of_work import order_of_work as core_order_of_work
 from core.storage import Storage, get_storage
 from core.validation import BatchSpec
 
@@ -210,9 +214,9 @@ def changed() -> None:
 
 
 def submit(spec: BatchSpec, options: jobs.GenerationOptions,
-           meta: JobMeta | None = None) -> jobs.JobView:
+           meta: JobMeta | None = None, schedule: Schedule | None = None) -> jobs.JobView:
     view = jobs.submit_batch(spec, options=options, engine=engine(), settings=settings(),
-                             meta=meta)
+                             meta=meta, schedule=schedule)
     _changed()
     return view
 
@@ -232,9 +236,31 @@ def retry_failed(job_id: UUID, task_ids: Sequence[UUID] | None, *,
 
 
 def cancel(job_id: UUID) -> jobs.JobView:
-    view = jobs.cancel_job(job_id, engine=engine())
+    if not settings().USE_CLOUD_TASKS:
+        view = jobs.cancel_job(job_id, engine=engine())
+    else:  # issue 13: the job's Cloud Tasks in the window go too (core.dispatch.window)
+        from core.dispatch.window import cancel_window, drop_window
+
+        names, _ = cancel_window(dispatcher(), job_id, engine=engine())
+        view = jobs.cancel_job(job_id, engine=engine())
+        drop_window(dispatcher(), names)
     _changed()
     return view
+
+
+def order_of_work() -> list[JobOrder]:
+    """issue 13: per running job its priority, share, spend and what it waits for."""
+    return core_order_of_work(paused=queue_paused(), engine=engine())
+
+
+def set_schedule(job_id: object, *, priority: str, max_cost_usd: Decimal | None,
+                 clear_cap: bool) -> None:
+    job_schedule.set_schedule(UUID(str(job_id)), priority=priority, max_cost_usd=max_cost_usd,
+                              clear_cap=clear_cap, engine=engine())
+    if settings().USE_CLOUD_TASKS:  # the window follows the new order now
+        from core.dispatch import window
+
+        window.refill(dispatcher(), window=settings().CLOUD_TASKS_WINDOW, engine=engine())
 
 
 def pause_queue() -> None:

@@ -285,3 +285,37 @@ CREATE TABLE IF NOT EXISTS audit_log (
 CREATE INDEX IF NOT EXISTS audit_log_job_idx ON audit_log (job_id, at DESC);
 
 INSERT INTO schema_migrations (version) VALUES (7) ON CONFLICT (version) DO NOTHING;
+
+-- version 8: fair share, priority and spend limits (issue 13, core/dispatch/fair.py)
+-- priority: high | normal | low, changeable while the job runs; the dispatcher's claim
+-- (and the Cloud Tasks window refill) serves higher priority first and shares equally
+-- between jobs of one priority; every running job keeps at least one delivery in flight.
+ALTER TABLE generation_jobs ADD COLUMN IF NOT EXISTS priority text NOT NULL DEFAULT 'normal'
+    CONSTRAINT generation_jobs_priority_check CHECK (priority IN ('high', 'normal', 'low'));
+-- max_cost_usd: the job's spend cap (NULL: none). spent_usd / spent_tasks: what its
+-- succeeded tasks cost (billed where the usage is known, the estimate otherwise) as of the
+-- last spend check (core.spend), over spent_tasks succeeded tasks; spend_unit_usd: the cost
+-- of one image (observed, or the estimate before any), with which the claim projects the
+-- spend of what it would start, so a capped job stops at its cap.
+ALTER TABLE generation_jobs ADD COLUMN IF NOT EXISTS max_cost_usd numeric(12, 4);
+ALTER TABLE generation_jobs ADD COLUMN IF NOT EXISTS spent_usd numeric(12, 4);
+ALTER TABLE generation_jobs ADD COLUMN IF NOT EXISTS spent_tasks integer NOT NULL DEFAULT 0;
+ALTER TABLE generation_jobs ADD COLUMN IF NOT EXISTS spend_unit_usd numeric(14, 8);
+-- Budgets reached (BUDGET_DAILY_USD: scope 'daily'; BUDGET_DAILY_USD_BY_KEY: 'key:<name>'),
+-- written by the spend check: while a row says held, the claim starts nothing it covers.
+CREATE TABLE IF NOT EXISTS spend_holds (
+    scope       text PRIMARY KEY,
+    held        boolean NOT NULL DEFAULT false,
+    spent_usd   numeric(12, 4) NOT NULL DEFAULT 0,
+    limit_usd   numeric(12, 4),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+-- Deliveries in flight per job (a lease or a dispatcher's hold): the fair-share count.
+CREATE INDEX IF NOT EXISTS generation_tasks_in_flight_idx
+    ON generation_tasks (job_id, status)
+    WHERE lease_until IS NOT NULL;
+-- A job's first due tasks (the fair-share claim and the window refill read a few per job).
+CREATE INDEX IF NOT EXISTS generation_tasks_job_due_idx
+    ON generation_tasks (job_id, status, next_attempt_at)
+    WHERE status IN ('pending', 'queued');
+INSERT INTO schema_migrations (version) VALUES (8) ON CONFLICT (version) DO NOTHING;

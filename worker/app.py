@@ -26,7 +26,7 @@ from core.providers import close_providers, get_provider
 from core.storage import get_storage
 from core.sweeper import sweep_pending, sweep_stranded
 from worker import self_check
-from worker.background import notify_forever, retention_forever
+from worker.background import notify_forever, retention_forever, spend_forever
 from worker.body_limit import BodyLimitMiddleware
 from worker.refusals import RefusedDeliveries
 from worker.routes import admin, batch_poll, batches, exports, health, tasks, team
@@ -82,6 +82,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         background.append(asyncio.create_task(_sweep_forever(settings, stop)))
         if settings.USE_CLOUD_TASKS:  # queue config line, expired leases, hand-overs
             from core import cloud_checks
+            from core.dispatch.window import get_refiller
+
+            # issue 13: the window refill (core.dispatch.window), after each finished task
+            app.state.refiller = get_refiller(settings, db.get_engine(url))
 
             background.append(asyncio.create_task(cloud_checks.run(settings, engine, stop)))
         # issue 10: does WORKER_URL reach this worker's task handler? (worker.self_check)
@@ -95,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 background.append(asyncio.create_task(batch_poller.poll_forever(
                     app.state.batch_runner, stop, settings.BATCH_POLL_S)))
         background.append(asyncio.create_task(notify_forever(settings, stop)))
+        background.append(asyncio.create_task(spend_forever(settings, stop)))
         background.append(asyncio.create_task(
             retention_forever(settings, app.state.storage, stop)))
         log.info("worker started", extra={"action": "worker_start",

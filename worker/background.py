@@ -10,7 +10,7 @@ import logging
 
 import httpx
 
-from core import db, notify, retention
+from core import db, notify, retention, spend
 from core.config import Settings
 from core.storage import Storage
 
@@ -49,3 +49,19 @@ async def retention_forever(settings: Settings, storage: Storage, stop: asyncio.
                         extra={"action": "retention_error"})
         if await _sleep(stop, settings.RETENTION_SWEEP_INTERVAL_S):
             return
+
+
+async def spend_forever(settings: Settings, stop: asyncio.Event) -> None:
+    """issue 13: spend per job and budgets, every SPEND_CHECK_S (core.spend); in Cloud
+    Tasks mode a refill follows, so a raised cap or budget resumes at once."""
+    engine = db.get_engine(db.resolve_database_url(settings))
+    while not await _sleep(stop, settings.SPEND_CHECK_S):
+        try:
+            await asyncio.to_thread(spend.check, settings, engine)
+            if settings.USE_CLOUD_TASKS:
+                from core.dispatch.window import get_refiller
+
+                await asyncio.to_thread(get_refiller(settings, engine).request)
+        except Exception as exc:
+            log.warning("spend check failed: %s", type(exc).__name__,
+                        extra={"action": "spend_check_error"})

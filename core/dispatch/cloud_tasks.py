@@ -236,6 +236,21 @@ class CloudTasksDispatcher:
                 conn.execute(q("mark_tasks_queued_named"), {
                     "ids": [c.ref.id for c in handed], "names": [c.name for c in handed]})
 
+    def delete(self, names: Sequence[str]) -> int:
+        """Delete these Cloud Tasks (a cancelled job's window, issue 13); a task already
+        gone counts as deleted. Returns how many the queue no longer holds."""
+
+        def one(name: str) -> bool:
+            try:
+                self.client.delete_task(name=name, timeout=LOOKUP_TIMEOUT_S, retry=None)
+            except gexc.NotFound:
+                return True
+            except (gexc.GoogleAPICallError, gexc.RetryError):
+                return False  # its delivery finds the task cancelled: answered 200, no work
+            return True
+
+        return sum(self._executor().map(one, names))
+
     # -- queue state ------------------------------------------------------------------
     def pause(self) -> None:
         self.client.pause_queue(name=self.queue_path)

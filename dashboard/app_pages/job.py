@@ -13,7 +13,7 @@ from core import jobs
 from core.errors import AppError, NotFound
 from core.handover_report import handover_message
 from core.status import TASK_STATUSES
-from dashboard import banners, batch_section, data, team_widgets, ui
+from dashboard import banners, batch_section, data, schedule_widgets, team_widgets, ui
 
 REFRESH_S = 2
 GALLERY_COLUMNS = 4
@@ -102,6 +102,7 @@ def live_progress() -> None:
 
 
 live_progress()
+schedule_widgets.job_controls(job.id, finished=job.is_finished)  # issue 13
 
 
 @st.fragment(run_every=REFRESH_S * 3 if running_at_load and job.mode == "batch" else None)

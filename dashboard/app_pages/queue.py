@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import AppError
-from dashboard import banners, data, ui
+from dashboard import banners, data, schedule_widgets, ui
 
 REFRESH_S = 5
 THROUGHPUT_WINDOW_S = 3600
@@ -75,6 +75,12 @@ def depth_and_throughput() -> None:
     _throughput_chart(series)
 
 
+@st.fragment(run_every=REFRESH_S)
+@ui.guarded
+def order_of_work() -> None:
+    schedule_widgets.order_table()  # issue 13: fair share, priority, spend
+
+
 def _throughput_chart(series: pd.DataFrame) -> None:
     """Bars per minute over the whole hour (empty minutes included), labelled on a
     24-hour clock in the operator's zone."""
@@ -97,3 +103,4 @@ def _throughput_chart(series: pd.DataFrame) -> None:
 
 
 depth_and_throughput()
+order_of_work()

@@ -12,7 +12,7 @@ from core import cost, handover_report, jobs
 from core.errors import InvalidInput
 from core.styles import STYLES, apply_style
 from core.validation import BatchSpec, limits_from_settings, validate_batch
-from dashboard import data, submit_options, team_widgets, ui
+from dashboard import data, schedule_widgets, submit_options, team_widgets, ui
 from dashboard.uploads import (
     PromptSource,
     UploadError,
@@ -122,7 +122,8 @@ def _check() -> tuple[BatchSpec | None, jobs.GenerationOptions | None, str | Non
 
 spec, options, problem = _check()
 meta, meta_problem = team_widgets.job_fields()
-problem = problem or meta_problem
+schedule, schedule_problem = schedule_widgets.submit_fields()  # issue 13
+problem = problem or meta_problem or schedule_problem
 
 # ---- summary -------------------------------------------------------------------------
 images = len(prompts) * count
@@ -156,7 +157,7 @@ if st.button(f"Submit {images} image{'s' if images != 1 else ''}", type="primary
     elif not confirmed:
         st.error("Tick the confirmation above to submit this batch.")
     else:
-        job = data.submit(spec, options, meta)
+        job = data.submit(spec, options, meta, schedule)
         st.session_state["last_submitted_job"] = (str(job.id), job.total_tasks)
         # issue 10: say when the tasks did not reach the queue (Cloud Tasks unreachable).
         st.session_state["last_submit_handover"] = handover_report.submit_message(

@@ -49,6 +49,13 @@ def assert_one_line(done: subprocess.CompletedProcess[str], *needles: str) -> st
 
 CASES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     "bad PORT": ({"PORT": "abc"}, ("PORT", "integer")),
+    # issue 13: spend limits and the Cloud Tasks window
+    "bad BUDGET_DAILY_USD_BY_KEY": ({"BUDGET_DAILY_USD_BY_KEY": "alice"},
+                                    ("BUDGET_DAILY_USD_BY_KEY", "name=usd")),
+    "negative BUDGET_DAILY_USD": ({"BUDGET_DAILY_USD": "-1"},
+                                  ("BUDGET_DAILY_USD", "greater than or equal to 0")),
+    "zero CLOUD_TASKS_WINDOW": ({"CLOUD_TASKS_WINDOW": "0"},
+                                ("CLOUD_TASKS_WINDOW", "greater than or equal to 1")),
     "unknown ENVIRONMENT": ({"ENVIRONMENT": "prod"}, ("ENVIRONMENT", "'production'")),
     "Cloud Tasks without GCP_PROJECT": (
         {"USE_CLOUD_TASKS": "true", "WORKER_URL": "http://127.0.0.1:9"},

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from core import billing, jobs, search
 from core.errors import InvalidInput
 from core.job_meta import clean_meta
+from core.job_schedule import clean_schedule
+from core.job_schedule import set_schedule as set_job_schedule
 from core.validation import limits_from_settings, validate_batch
 from worker.deps import AdminDep, CallerDep, SettingsDep
 from worker.responses import error_responses
@@ -45,6 +47,18 @@ class BatchRequest(BaseModel):
     webhook_url: str | None = Field(
         default=None, description="Posted once when the job ends (Slack-compatible JSON); "
                                   "default JOB_WEBHOOK_URL.")
+    priority: str | None = Field(default=None, description="high, normal (default) or low: "
+                                 "higher first, jobs of one priority share equally.")
+    max_cost_usd: float | None = Field(default=None, description="Spend cap: at it the "
+                                       "job's tasks wait (not fail) until it is raised.")
+
+
+class ScheduleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    priority: str | None = Field(default=None, description="high, normal or low.")
+    max_cost_usd: float | None = Field(default=None, description="New spend cap (USD).")
+    clear_cap: bool = Field(default=False, description="Remove the spend cap.")
 
 
 class JobSummary(BaseModel):
@@ -81,8 +95,25 @@ def submit_batch(body: BatchRequest, settings: SettingsDep, caller: CallerDep
         moderation=body.moderation, confirm_unknown_price=body.confirm_unknown_price)
     meta = clean_meta(name=body.name, tags=body.tags, webhook_url=body.webhook_url,
                       submitted_by=caller, production=settings.ENVIRONMENT == "production")
+    schedule = clean_schedule(priority=body.priority, max_cost_usd=body.max_cost_usd)
     # The deployment guide's response shape, unchanged; GET /jobs/{id} shows the rest.
-    return jobs.submit_batch(spec, options=options, settings=settings, meta=meta).summary()
+    return jobs.submit_batch(spec, options=options, settings=settings, meta=meta,
+                             schedule=schedule).summary()
+
+
+@router.post("/jobs/{job_id}/schedule", responses=_JOB)
+def set_schedule(job_id: UUID, body: ScheduleRequest, settings: SettingsDep
+                 ) -> dict[str, Any]:
+    """issue 13: change a running job's priority or spend cap (raising it resumes)."""
+    if body.priority is None and body.max_cost_usd is None and not body.clear_cap:
+        raise InvalidInput("priority", "give priority, max_cost_usd or clear_cap")
+    changed = set_job_schedule(job_id, priority=body.priority,
+                               max_cost_usd=body.max_cost_usd, clear_cap=body.clear_cap)
+    if settings.USE_CLOUD_TASKS:  # the window follows the new order now
+        from core.dispatch.window import get_refiller
+
+        get_refiller(settings).request()
+    return changed
 
 
 @router.get("/jobs/{job_id}/status", response_model=JobStatus, responses=_JOB)
@@ -146,5 +177,15 @@ def retry_failed(
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobStatus, responses=_JOB_STATE)
-def cancel(job_id: UUID) -> dict[str, Any]:
-    return jobs.cancel_job(job_id).status_body()
+def cancel(job_id: UUID, settings: SettingsDep) -> dict[str, Any]:
+    if not settings.USE_CLOUD_TASKS:
+        return jobs.cancel_job(job_id).status_body()
+    # issue 13: the window's Cloud Tasks go too, so no delivery starts after the cancel.
+    from core.dispatch import get_dispatcher
+    from core.dispatch.window import cancel_window, drop_window
+
+    dispatcher = get_dispatcher(settings)
+    names, _ = cancel_window(dispatcher, job_id)
+    body = jobs.cancel_job(job_id).status_body()
+    drop_window(dispatcher, names)
+    return body

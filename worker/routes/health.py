@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from core import metrics
+from core import metrics, order_of_work
 from core.dispatch import undeliverable
 from core.errors import StorageError
 from core.queries import q
@@ -27,6 +27,8 @@ class Health(BaseModel):
     # Why the status is degraded, one line each (undeliverable deliveries, the start-up
     # self-check of the task URL, an unauthenticated provider). Never a secret.
     reasons: list[str] = []
+    # issue 13: budgets (spent, limit, held) and jobs held at their spend cap
+    spend: dict[str, list[dict[str, object]]] | None = None
 
 
 _IMAGE = {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}},
@@ -47,10 +49,20 @@ async def healthz(request: Request) -> JSONResponse:
             await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=2.0)
             rows = (await conn.execute(q("recent_delivery_problems"), {
                 "window_s": undeliverable.PROBLEM_WINDOW_S})).all()
+            # issue 13: budgets and spend caps that hold dispatch (core.spend)
+            holds = (await conn.execute(q("spend_holds"))).all()
+            capped = (await conn.execute(q("jobs_at_cap"), {"limit": 20})).all()
     except Exception:
         return JSONResponse({"status": "degraded", "database": "unreachable",
                              "reasons": ["the database is unreachable"]}, status_code=503)
     reasons = [undeliverable.reason(p) for p in undeliverable.recent_problems_rows(rows)]
+    reasons += [order_of_work.budget_reason(h) for h in holds if h.held]
+    reasons += [order_of_work.cap_reason(j) for j in capped]
+    spend = {"budgets": [{"scope": h.scope, "held": h.held, "spent_usd": float(h.spent_usd),
+                          "limit_usd": None if h.limit_usd is None else float(h.limit_usd)}
+                         for h in holds],
+             "jobs_at_cap": [{"id": str(j.id), "spent_usd": float(j.spent_usd),
+                              "max_cost_usd": float(j.max_cost_usd)} for j in capped]}
     own = getattr(state, "self_check", None)
     if own:
         reasons.append(own)
@@ -64,7 +76,8 @@ async def healthz(request: Request) -> JSONResponse:
                            f"{check.reason}")
     return JSONResponse({"status": "degraded" if reasons else "ok", "database": "ok",
                          "queue": "cloud_tasks" if state.settings.USE_CLOUD_TASKS
-                         else "local", "provider": provider, "reasons": reasons})
+                         else "local", "provider": provider, "reasons": reasons,
+                         "spend": spend})
 
 
 @router.get("/metrics", tags=["health"], response_class=PlainTextResponse)

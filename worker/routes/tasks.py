@@ -9,6 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from starlette.background import BackgroundTask
 
 from core.processing import TaskProcessor
 from worker.deps import TaskAuthDep
@@ -102,6 +103,21 @@ async def process_task(
     return JSONResponse(outcome.body(), status_code=outcome.http_status, headers=headers)
 
 
+# Outcomes after which the task no longer holds a place in the Cloud Tasks window.
+WINDOW_FREED = frozenset({"succeeded", "failed", "duplicate", "unknown_task"})
+
+
+def _refill_after(response: JSONResponse, request: Request, outcome: str) -> JSONResponse:
+    """issue 13: a task left the window; refill it from the table (core.dispatch.window)
+    once this answer is sent (Starlette runs the background task after the response, in
+    a thread): the delivery does not wait for it, and Cloud Tasks has let go of this task
+    before the next one is created, so the queue holds no more than the window."""
+    refiller = getattr(request.app.state, "refiller", None)
+    if refiller is not None and outcome in WINDOW_FREED:
+        response.background = BackgroundTask(refiller.request)
+    return response
+
+
 def _handover(request: Request) -> Handover:
     # Imported here: the local queue never needs the Cloud Tasks client.
     from core.dispatch import get_dispatcher
@@ -140,7 +156,8 @@ async def _cloud_tasks_delivery(request: Request, processor: TaskProcessor, task
         # No Retry-After here: on a 429/503 Cloud Tasks slows the whole queue by it, and a
         # delivery that did not reach the task (stopping, database down) is for the queue's
         # own backoff.
-        return JSONResponse(outcome.body(), status_code=outcome.http_status)
+        return _refill_after(JSONResponse(outcome.body(), status_code=outcome.http_status),
+                             request, outcome.outcome)
     result = await handover.hand_over(task_id, generation)
     status, body, headers = answer_for(outcome.body(), result)
     return JSONResponse(body, status_code=status, headers=headers)
