@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from core import db, delivery, leases, metrics
+from core import db, delivery, hotsql, leases, metrics
 from core.batch import poller as batch_poller
 from core.config import Settings, get_settings
 from core.dispatch import get_dispatcher
@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if getattr(app.state, "batch_runner", None) is not None:
                 app.state.batch_runner.close()
             await close_providers()
+            await hotsql.close(engine)
             await engine.dispose()
 
     app = FastAPI(

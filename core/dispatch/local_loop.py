@@ -25,13 +25,12 @@ import httpx
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core import delivery
+from core import delivery, hotsql
 from core import worker_url as worker_urls
 from core.classify import parse_retry_after
 from core.config import Settings
 from core.dispatch import undeliverable
 from core.dispatch.limits import ConcurrencyLimit, limit_from_settings
-from core.queries import q
 from core.retry import compute_backoff, policy_from_settings
 
 log = logging.getLogger(__name__)
@@ -74,7 +73,6 @@ class LocalDispatchLoop:
         self.holder = holder or delivery.Holder(owner="dispatcher", boot=uuid4())
         self._next_takeover = 0.0
         self.engine = engine
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.task_url = worker_urls.task_url(worker_url)  # base or full task URL (issue 10)
         self.limit = limit or limit_from_settings(settings)
         self.policy = policy_from_settings(settings)
@@ -149,17 +147,16 @@ class LocalDispatchLoop:
             return 0
         # The hold only covers the hop to the handler, whose claim replaces it.
         visibility_s = self.settings.lease_s
-        # One statement (the pause check included), so autocommit: no BEGIN/COMMIT trips.
-        async with self._autocommit.connect() as conn:
-            rows = (
-                await conn.execute(q("dispatch_claim_due"), {
-                    "limit": free, "visibility_s": visibility_s,
-                    "queue_name": self.settings.QUEUE_NAME,
-                    "owner": self.holder.owner, "boot": self.holder.boot,
-                })
-            ).all()
+        # One statement (the pause check included), so autocommit: no BEGIN/COMMIT trips;
+        # on psycopg directly (core.hotsql), prepared.
+        rows = await (await hotsql.get(self.engine)).all("dispatch_claim_due", {
+            "limit": free, "visibility_s": visibility_s,
+            "queue_name": self.settings.QUEUE_NAME,
+            "owner": self.holder.owner, "boot": self.holder.boot,
+        })
         for row in rows:
-            claimed = Claimed(id=row.id, attempts=row.attempts, marker=row.lease_until)
+            claimed = Claimed(id=row["id"], attempts=row["attempts"],
+                              marker=row["lease_until"])
             task = asyncio.create_task(self._deliver(claimed))
             self._in_flight.add(task)
             task.add_done_callback(self._done)
@@ -248,11 +245,9 @@ class LocalDispatchLoop:
 
     async def _defer(self, task: Claimed, *, delay_s: float) -> None:
         try:
-            async with self._autocommit.connect() as conn:
-                await conn.execute(
-                    q("dispatch_defer"),
-                    {"task_id": task.id, "marker": task.marker, "delay_s": delay_s},
-                )
+            await (await hotsql.get(self.engine)).count(
+                "dispatch_defer",
+                {"task_id": task.id, "marker": task.marker, "delay_s": delay_s})
         except (DBAPIError, OSError):
             # The visibility timeout brings the task back anyway.
             log.warning("could not defer task", extra={"action": "defer_error",
