@@ -56,7 +56,8 @@ _last_used: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
 @cache
 def psycopg_sql(name: str) -> bytes:
     """Query ``name`` with psycopg placeholders (pure once loaded)."""
-    return _BIND.sub(r"%(\1)s", sql(name).replace("%", "%%")).encode("utf-8")
+    converted = _BIND.sub(r"%(\1)s", sql(name).replace("%", "%%"))
+    return converted.replace("\\:", ":").encode("utf-8")  # text()'s escaped colon
 
 
 def libpq_url(engine: AsyncEngine) -> str:
