@@ -28,6 +28,7 @@ from core.sweeper import sweep_pending, sweep_stranded
 from worker import self_check
 from worker.background import notify_forever, retention_forever
 from worker.body_limit import BodyLimitMiddleware
+from worker.fast_task import FastTaskPath
 from worker.refusals import RefusedDeliveries
 from worker.routes import admin, batch_poll, batches, exports, health, tasks, team
 
@@ -139,6 +140,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"], allow_headers=["X-API-Key", "Authorization",
                                                           "Content-Type"],
         )
+    # Outermost: the local dispatcher's deliveries skip the framework (worker/fast_task.py);
+    # everything else, and any doubt, goes on to FastAPI.
+    app.add_middleware(FastTaskPath)
     _install_error_handlers(app)
     app.include_router(admin.router)
     app.include_router(exports.router)
