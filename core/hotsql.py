@@ -23,6 +23,7 @@ handlers treat both layers alike.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 import weakref
@@ -33,8 +34,10 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import await_only
 
 from core.config import get_settings
 from core.queries import sql
@@ -49,6 +52,7 @@ PING_AFTER_IDLE_S = 1.0
 WAIT_FOR_CONNECTION_S = 30.0
 WAIT_WHILE_DOWN_S = 0.5
 Row = dict[str, Any]
+log = logging.getLogger(__name__)
 _last_used: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
     weakref.WeakKeyDictionary())
 
@@ -75,7 +79,10 @@ class HotPool:
         if not prepare:
             kwargs["prepare_threshold"] = None
         self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            conninfo, kwargs=kwargs, min_size=min(2, max_size), max_size=max_size,
+            # min_size 0: connections are opened when a statement needs one, and none is
+            # being opened in the background when a loop ends (a connection attempt that
+            # is cancelled retries, and would keep asyncio.run from finishing).
+            conninfo, kwargs=kwargs, min_size=0, max_size=max_size,
             check=_check_if_idle, reset=_note_return, open=False, name="hot-path",
             timeout=WAIT_FOR_CONNECTION_S, connection_class=self._connection_class())
 
@@ -190,9 +197,28 @@ async def get(engine: AsyncEngine) -> HotPool:
     hot = HotPool(libpq_url(engine), prepare=mode != "transaction",
                   max_size=max(settings.DB_POOL_SIZE, 2))
     _pools[key] = (hot, engine, weakref.ref(loop))
+    if not event.contains(engine.sync_engine, "engine_disposed", _disposed):
+        event.listen(engine.sync_engine, "engine_disposed", _disposed)
     # Does not wait for the first connections: a statement waits for one instead.
     await hot.open()
     return hot
+
+
+def _disposed(sync_engine: Engine) -> None:
+    """``await engine.dispose()`` closes the engine's hot pool on the running loop too.
+    AsyncEngine.dispose runs the sync dispose in a greenlet, so the close can be awaited
+    here; a sync dispose elsewhere (no greenlet) leaves the pool to close() or its loop."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    for key, (hot, engine, loop_ref) in list(_pools.items()):
+        if engine.sync_engine is sync_engine and loop_ref() is loop:
+            del _pools[key]
+            try:
+                await_only(hot.close())
+            except Exception:  # not in a greenlet, or the close failed: nothing to keep
+                log.debug("hot pool not closed with its engine", exc_info=True)
 
 
 async def close(engine: AsyncEngine) -> None:
