@@ -221,6 +221,14 @@ def _disposed(sync_engine: Engine) -> None:
                 log.debug("hot pool not closed with its engine", exc_info=True)
 
 
+async def warm(engine: AsyncEngine) -> None:
+    """Keep the pool's connections open from now on (the worker's start): the first wave
+    of deliveries would otherwise open them one after another (the pool grows one at a
+    time), a few ms each, while every delivery of the wave waits."""
+    hot = await get(engine)
+    await hot.pool.resize(min_size=hot.pool.max_size)
+
+
 async def close(engine: AsyncEngine) -> None:
     """Close this engine's hot pool on the running loop (the worker's shutdown)."""
     loop = asyncio.get_running_loop()

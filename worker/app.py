@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.processor = processor
         app.state.oidc_verifier = _oidc_verifier(settings)
         await _free_previous_boot(settings, engine, holder)
+        await hotsql.warm(engine)  # opened in the background; nothing waits for them here
         stop = asyncio.Event()
         background: list[asyncio.Task[None]] = []
         stopping: list[asyncio.Task[int]] = []
