@@ -4,7 +4,9 @@ the takeover of tasks whose holder stopped.
 Each is one statement guarded by the claim's token, so duplicate and late deliveries
 cannot move a counter twice, nor change a later attempt (after retry-failed too). Each
 runs in autocommit: one statement is atomic, and a row lock (the job's counters) is then
-held for the statement and its commit only. The job's
+held for the statement and its commit only. They run on psycopg directly (core.hotsql:
+one round trip per step, prepared), not SQLAlchemy; the sync takeover (the sweeper's
+thread) stays on SQLAlchemy. The job's
 status follows its counters in the same statement (complete_task / fail_task spell the
 rule of core.status in SQL); the pure rule then checks the result and repairs it if the
 two ever disagreed.
@@ -13,13 +15,13 @@ two ever disagreed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 from uuid import UUID, uuid4
 
 from sqlalchemy import Engine
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core import hotsql
 from core.queries import q
 from core.status import JOB_TERMINAL, job_status_after
 
@@ -91,15 +93,13 @@ async def claim(
 ) -> ClaimedTask | None:
     # The claim is one statement, atomic on its own: autocommit spares BEGIN and COMMIT.
     token = uuid4()
-    async with _autocommit(engine).connect() as conn:
-        row = (await conn.execute(q("claim_task"), {
-            "task_id": task_id, "lease_s": lease_s, "attempt_floor": attempt_floor,
-            "owner": holder.owner, "boot": holder.boot, "token": token,
-            "max_attempts": max_attempts,
-        })).first()
-    if row is None:
+    m = await (await hotsql.get(engine)).one("claim_task", {
+        "task_id": task_id, "lease_s": lease_s, "attempt_floor": attempt_floor,
+        "owner": holder.owner, "boot": holder.boot, "token": token,
+        "max_attempts": max_attempts,
+    })
+    if m is None:
         return None
-    m = row._mapping
     return ClaimedTask(
         id=m["id"], job_id=m["job_id"], prompt=m["prompt"], style=m["style"],
         attempt=m["attempts"], prompt_index=m["prompt_index"], image_index=m["image_index"],
@@ -112,22 +112,20 @@ async def claim(
 
 
 async def state(engine: AsyncEngine, task_id: UUID) -> TaskState | None:
-    async with _autocommit(engine).connect() as conn:
-        row = (await conn.execute(q("task_state"), {"task_id": task_id})).first()
+    row = await (await hotsql.get(engine)).one("task_state", {"task_id": task_id})
     if row is None:
         return None
-    return TaskState(status=row.status, attempts=row.attempts,
-                     lease_left_s=float(row.lease_left_s or 0.0),
-                     due_in_s=float(row.due_in_s or 0.0),
-                     lease_expired=bool(row.lease_expired), free_attempts=row.free_attempts)
+    return TaskState(status=row["status"], attempts=row["attempts"],
+                     lease_left_s=float(row["lease_left_s"] or 0.0),
+                     due_in_s=float(row["due_in_s"] or 0.0),
+                     lease_expired=bool(row["lease_expired"]),
+                     free_attempts=row["free_attempts"])
 
 
 async def renew(engine: AsyncEngine, task: ClaimedTask, *, lease_s: float) -> bool:
     """Extend this delivery's lease; False if the lease is no longer ours (lost)."""
-    async with _autocommit(engine).connect() as conn:
-        result = await conn.execute(q("renew_lease"), {
-            "task_id": task.id, "token": task.token, "lease_s": lease_s})
-    return bool(result.rowcount)
+    return bool(await (await hotsql.get(engine)).count("renew_lease", {
+        "task_id": task.id, "token": task.token, "lease_s": lease_s}))
 
 
 async def take_over_abandoned(
@@ -148,11 +146,14 @@ async def take_over_abandoned(
     enqueues the returned rows), or fails as worker_crashed at ``max_attempts``.
     """
     binds = _takeover_binds(max_attempts, to_status, holder, task_ids, limit)
-    async with _autocommit(engine).connect() as conn:
-        rows = (await conn.execute(q("take_over_abandoned"), binds)).all()
-        if holder is not None:
-            await conn.execute(q("free_dispatch_holds"),
-                               {"owner": holder.owner, "boot": holder.boot})
+    hot = await hotsql.get(engine)
+    if holder is None:
+        rows = await hot.all("take_over_abandoned", binds)
+    else:
+        # Independent steps: sent together, one round trip.
+        rows, _ = await hot.pipeline([
+            ("take_over_abandoned", binds),
+            ("free_dispatch_holds", {"owner": holder.owner, "boot": holder.boot})])
     return [_taken(r) for r in rows]
 
 
@@ -170,7 +171,7 @@ def take_over_abandoned_sync(
     binds = _takeover_binds(max_attempts, to_status, None, task_ids, limit)
     with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
         rows = conn.execute(q("take_over_abandoned"), binds).all()
-    return [_taken(r) for r in rows]
+    return [_taken(r._mapping) for r in rows]
 
 
 def _takeover_binds(max_attempts: int, to_status: str, holder: Holder | None,
@@ -183,9 +184,9 @@ def _takeover_binds(max_attempts: int, to_status: str, holder: Holder | None,
 
 
 def _taken(r: Any) -> TakenOver:
-    return TakenOver(id=r.id, job_id=r.job_id, status=r.status,
-                     dispatch_generation=r.dispatch_generation, crashes=r.crashes,
-                     attempts=r.attempts)
+    return TakenOver(id=r["id"], job_id=r["job_id"], status=r["status"],
+                     dispatch_generation=r["dispatch_generation"], crashes=r["crashes"],
+                     attempts=r["attempts"])
 
 
 async def complete(
@@ -199,15 +200,15 @@ async def complete(
     output_tokens: int | None = None,
 ) -> bool:
     """Mark the task succeeded; False if this delivery no longer owns it."""
-    async with _autocommit(engine).connect() as conn:
-        job = (await conn.execute(q("complete_task"), {
-            "task_id": task.id, "token": task.token, "image_path": image_path,
-            "thumbnail_path": thumbnail_path, "latency_ms": latency_ms,
-            "input_tokens": input_tokens, "output_tokens": output_tokens,
-        })).first()
-        if job is None:
-            return False
-        await _follow_counters(conn, job)
+    hot = await hotsql.get(engine)
+    job = await hot.one("complete_task", {
+        "task_id": task.id, "token": task.token, "image_path": image_path,
+        "thumbnail_path": thumbnail_path, "latency_ms": latency_ms,
+        "input_tokens": input_tokens, "output_tokens": output_tokens,
+    })
+    if job is None:
+        return False
+    await _follow_counters(hot, job)
     return True
 
 
@@ -215,14 +216,14 @@ async def fail(
     engine: AsyncEngine, task: ClaimedTask, *, code: str, message: str, latency_ms: int | None
 ) -> bool:
     """Mark the task failed for good; False if this delivery no longer owns it."""
-    async with _autocommit(engine).connect() as conn:
-        job = (await conn.execute(q("fail_task"), {
-            "task_id": task.id, "token": task.token, "error_code": code,
-            "error_message": message, "latency_ms": latency_ms,
-        })).first()
-        if job is None:
-            return False
-        await _follow_counters(conn, job)
+    hot = await hotsql.get(engine)
+    job = await hot.one("fail_task", {
+        "task_id": task.id, "token": task.token, "error_code": code,
+        "error_message": message, "latency_ms": latency_ms,
+    })
+    if job is None:
+        return False
+    await _follow_counters(hot, job)
     return True
 
 
@@ -233,28 +234,22 @@ async def release(
     """Give the task back to the queue, due in ``delay_s`` (a retryable failure, or a
     stop); ``free_attempt`` gives the attempt back. False if this delivery no longer owns
     it."""
-    async with _autocommit(engine).connect() as conn:
-        result = await conn.execute(q("release_task"), {
-            "task_id": task.id, "token": task.token, "error_code": code,
-            "error_message": message, "delay_s": delay_s, "latency_ms": latency_ms,
-            "free_attempt": free_attempt, "rate_limited": rate_limited,
-        })
-    return bool(result.rowcount)
+    return bool(await (await hotsql.get(engine)).count("release_task", {
+        "task_id": task.id, "token": task.token, "error_code": code,
+        "error_message": message, "delay_s": delay_s, "latency_ms": latency_ms,
+        "free_attempt": free_attempt, "rate_limited": rate_limited,
+    }))
 
 
-@lru_cache(maxsize=8)
-def _autocommit(engine: AsyncEngine) -> AsyncEngine:
-    """The same pool, checked out in autocommit mode (for single-statement steps)."""
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
-
-
-async def _follow_counters(conn: AsyncConnection, job: Any) -> None:
+async def _follow_counters(hot: hotsql.HotPool, job: hotsql.Row) -> None:
+    # The SQL moved the status with the counter; a second statement only if it disagrees
+    # with the pure rule (never, unless the two were changed apart).
     new_status = job_status_after(
-        job.status, total=job.total_tasks, completed=job.completed_tasks,
-        failed=job.failed_tasks, cancelled=job.cancelled_tasks,
+        job["status"], total=job["total_tasks"], completed=job["completed_tasks"],
+        failed=job["failed_tasks"], cancelled=job["cancelled_tasks"],
     )
-    if new_status != job.status:
-        await conn.execute(q("set_job_status"), {
-            "job_id": job.id, "old_status": job.status, "new_status": new_status,
+    if new_status != job["status"]:
+        await hot.count("set_job_status", {
+            "job_id": job["id"], "old_status": job["status"], "new_status": new_status,
             "terminal": new_status in JOB_TERMINAL,
         })

@@ -36,6 +36,12 @@ from core.styles import apply_style
 log = logging.getLogger(__name__)
 
 STOPPING_RETRY_AFTER_S = 1.0
+# A tiny image on local disk is thumbnailed and written on the event loop (well under a
+# millisecond): in a worker thread every syscall and PIL call gives up the GIL and waits
+# up to the switch interval (5 ms) to get it back while the loop is busy, which put
+# ~20 ms into each task of a 25-wide wave (issue 14, makespan). Larger images, and any
+# storage that goes over the network, keep the thread.
+INLINE_STORE_MAX_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -267,9 +273,12 @@ class TaskProcessor:
                 provider_latency_s = time.monotonic() - started
             keys = object_keys(claimed.job_id, claimed.id)
             image = png_text.tagged(image, claimed)  # prompt, model and job id in the PNG
-            # Thumbnail and both writes in one worker thread: one hop, not three.
-            await asyncio.to_thread(self._store_both, keys.image, keys.thumbnail, image.data,
-                                    image.content_type)
+            if self.storage.name == "local" and len(image.data) <= INLINE_STORE_MAX_BYTES:
+                self._store_both(keys.image, keys.thumbnail, image.data, image.content_type)
+            else:
+                # Thumbnail and both writes in one worker thread: one hop, not three.
+                await asyncio.to_thread(self._store_both, keys.image, keys.thumbnail,
+                                        image.data, image.content_type)
             latency_ms = int((time.monotonic() - started) * 1000)
             owned = await delivery.complete(
                 self.engine, claimed, image_path=keys.image, thumbnail_path=keys.thumbnail,

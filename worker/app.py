@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from core import db, delivery, leases, metrics
+from core import db, delivery, hotsql, leases, metrics
 from core.batch import poller as batch_poller
 from core.config import Settings, get_settings
 from core.dispatch import get_dispatcher
@@ -28,6 +28,7 @@ from core.sweeper import sweep_pending, sweep_stranded
 from worker import self_check
 from worker.background import notify_forever, retention_forever, spend_forever
 from worker.body_limit import BodyLimitMiddleware
+from worker.fast_task import FastTaskPath
 from worker.refusals import RefusedDeliveries
 from worker.routes import admin, batch_poll, batches, exports, health, tasks, team
 
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.processor = processor
         app.state.oidc_verifier = _oidc_verifier(settings)
         await _free_previous_boot(settings, engine, holder)
+        await hotsql.warm(engine)  # opened in the background; nothing waits for them here
         stop = asyncio.Event()
         background: list[asyncio.Task[None]] = []
         stopping: list[asyncio.Task[int]] = []
@@ -124,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if getattr(app.state, "batch_runner", None) is not None:
                 app.state.batch_runner.close()
             await close_providers()
+            await hotsql.close(engine)
             await engine.dispose()
 
     app = FastAPI(
@@ -143,6 +146,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"], allow_headers=["X-API-Key", "Authorization",
                                                           "Content-Type"],
         )
+    # Outermost: the local dispatcher's deliveries skip the framework (worker/fast_task.py);
+    # everything else, and any doubt, goes on to FastAPI.
+    app.add_middleware(FastTaskPath)
     _install_error_handlers(app)
     app.include_router(admin.router)
     app.include_router(exports.router)
