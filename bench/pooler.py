@@ -31,10 +31,13 @@ def _seed(url: str, n: int) -> list[uuid.UUID]:
     job_id = uuid.uuid4()
     ids = [uuid.uuid4() for _ in range(n)]
     with engine.begin() as conn:
-        conn.execute(q("insert_job"), {
-            "id": job_id, "total_tasks": n, "style": "none", "count_per_prompt": 1,
-            "provider": "demo", "model": "demo", "size": "1024x1024", "quality": "low",
-            "estimated_cost_usd": 0})
+        # Only the columns a job needs; the rest (mode, options, name, priority, cap) keep
+        # their server defaults, so later schema versions do not break this bench.
+        conn.execute(text(
+            "INSERT INTO generation_jobs (id, status, total_tasks, style, count_per_prompt, "
+            "provider, model, size, quality, estimated_cost_usd) VALUES (:id, 'pending', "
+            ":total_tasks, 'none', 1, 'demo', 'demo', '1024x1024', 'low', 0)"),
+            {"id": job_id, "total_tasks": n})
         conn.execute(text(
             "INSERT INTO generation_tasks (id, job_id, prompt_index, prompt, style, status) "
             "SELECT id, :job, ord, 'p', 'none', 'queued' "
@@ -51,11 +54,14 @@ def _hot_path_us(url: str, prepare: int | None, n: int) -> float:
                            isolation_level="AUTOCOMMIT", pool_size=1)
     with engine.connect() as conn:
         started = time.perf_counter()
+        boot = uuid.uuid4()
         for task_id in ids:
-            row = conn.execute(q("claim_task"), {"task_id": task_id, "attempt_floor": 0,
-                                                 "lease_s": 60}).one()
+            token = uuid.uuid4()  # each claim draws one; complete presents it (core.leases)
+            conn.execute(q("claim_task"), {
+                "task_id": task_id, "attempt_floor": 0, "lease_s": 60, "owner": "bench",
+                "boot": boot, "token": token, "max_attempts": 5}).one()
             conn.execute(q("complete_task"), {
-                "task_id": task_id, "attempt": row.attempts, "image_path": "x.png",
+                "task_id": task_id, "token": token, "image_path": "x.png",
                 "thumbnail_path": "x.webp", "latency_ms": 1, "input_tokens": None,
                 "output_tokens": None}).all()
         elapsed = time.perf_counter() - started

@@ -250,7 +250,7 @@ async def _completions(url: str, *, jobs: int) -> tuple[float, int]:
     engine = create_async_engine(url, pool_size=COMPLETION_CONNECTIONS, max_overflow=0)
     try:
         async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE generation_tasks, generation_jobs"))
+            await conn.execute(text("TRUNCATE generation_tasks, generation_jobs CASCADE"))
             await conn.execute(text(
                 "INSERT INTO generation_jobs (id, status, total_tasks, style, "
                 "count_per_prompt, provider, model, size, quality) SELECT md5(j::text)::uuid,"
