@@ -16,17 +16,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import google.auth.exceptions
-import google.auth.transport.requests
-from google.oauth2 import id_token
-
 from core.config import Settings
 from core.errors import AppError, ConfigError
 from core.worker_url import accepted_audiences
 
 CERTS_CACHE_S = 300.0
 CLOCK_SKEW_S = 10
-GOOGLE_CERTS_URL: str = id_token._GOOGLE_OAUTH2_CERTS_URL
+# google.oauth2.id_token's certificates URL. google-auth (with cryptography and requests)
+# is imported only where a token is verified: a local worker, which never verifies one,
+# does not carry it (about 10 MB of its idle memory).
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 
 
 class TokenRejected(AppError):
@@ -54,6 +53,8 @@ class CachingCertsRequest:
     def __init__(self, certs_url: str | None = None, cache_s: float = CERTS_CACHE_S) -> None:
         self.certs_url = certs_url
         self.cache_s = cache_s
+        import google.auth.transport.requests
+
         self._inner = google.auth.transport.requests.Request()
         self._lock = threading.Lock()
         self._cached: tuple[float, Any] | None = None
@@ -105,6 +106,9 @@ def make_verifier(settings: Settings, request: CachingCertsRequest | None = None
 
 
 def _verify(token: str, transport: CachingCertsRequest, audience: list[str]) -> Any:
+    import google.auth.exceptions
+    from google.oauth2 import id_token
+
     for fresh in (False, True):
         if fresh:
             transport.forget()

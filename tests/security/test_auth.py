@@ -37,6 +37,8 @@ def _call(worker: WorkerProcess, method: str, path: str, headers: dict[str, str]
     body: Any = {"prompts": ["a cat"]} if path.endswith("/generate/batch") else None
     if path.endswith("/resubmit"):
         body = {"prompt": "a cat"}
+    if path.endswith("/schedule"):
+        body = {"priority": "high"}
     r = httpx.request(method, worker.url + path, headers=headers, json=body, timeout=10)
     return r.status_code
 
