@@ -249,8 +249,14 @@ def cancel(job_id: UUID) -> jobs.JobView:
 
 
 def order_of_work() -> list[JobOrder]:
-    """issue 13: per running job its priority, share, spend and what it waits for."""
-    return core_order_of_work(paused=queue_paused(), engine=engine())
+    """issue 13: per running job its priority, share, spend and what it waits for. The
+    paused flag comes from the table's mirror of the queue (core.queue_state), not from a
+    Cloud Tasks call: the Job page draws this on every refresh, and an unreachable queue
+    must not hold each refresh for the client's retry deadline or break the page."""
+    from core import queue_state
+
+    paused = queue_state.is_paused(settings().QUEUE_NAME, engine=engine())
+    return core_order_of_work(paused=paused, engine=engine())
 
 
 def set_schedule(job_id: object, *, priority: str, max_cost_usd: Decimal | None,

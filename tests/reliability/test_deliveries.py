@@ -157,21 +157,22 @@ def _prompt(engine: Engine, task_id: str) -> str:
 def test_a_live_handler_renews_its_lease_so_work_longer_than_the_lease_is_not_taken(
     start_worker: Callable[..., WorkerProcess], engine: Engine, tmp_path: Path
 ) -> None:
-    # A 1.5 s lease (renewed every 0.5 s) and a 4 s model call: a second delivery 2.5 s in
-    # finds the lease live, and the first finishes as the only attempt.
-    worker = start_worker(RUN_DISPATCHER="false", DEMO_LATENCY_MS="4000", TASK_LEASE_S="1.5")
+    # A 3 s lease (renewed every 1 s) and a 7 s model call: a second delivery 4.5 s in
+    # finds the lease live, and the first finishes as the only attempt. (A 1.5 s lease lost
+    # a renewal to scheduling on a 2-core CI machine running four test processes.)
+    worker = start_worker(RUN_DISPATCHER="false", DEMO_LATENCY_MS="7000", TASK_LEASE_S="3")
     job_id = submit(worker, ["a long picture"])["id"]
     (target,) = task_ids(engine, job_id)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(_deliver, worker, target)
-        time.sleep(2.5)
+        time.sleep(4.5)
         with engine.connect() as conn:
             lease_left_s = conn.execute(text(
                 "SELECT EXTRACT(EPOCH FROM lease_until - now()) FROM generation_tasks "
                 "WHERE id=:t"), {"t": target}).scalar()
         second = _deliver(worker, target)
         answer = first.result()
-    assert lease_left_s > 0  # renewed: 2.5 s after a 1.5 s claim the lease still runs
+    assert lease_left_s > 0  # renewed: 4.5 s after a 3 s claim the lease still runs
     assert second[:2] == (503, "busy") and answer[:2] == (200, "succeeded")
     with engine.connect() as conn:
         row = conn.execute(text("SELECT attempts, crashes FROM generation_tasks WHERE id=:t"),
