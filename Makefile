@@ -43,10 +43,12 @@ typecheck: install
 
 # Four test processes (pytest-xdist), one file each at a time: most tests wait on servers
 # and timers rather than the CPU. PYTEST_ARGS="-n 0" runs them in one process.
-PYTEST_ARGS ?= -n 4 --dist loadfile
+# Tests marked serial (timing-sensitive) run alone afterwards.
+PYTEST_ARGS ?= -n 4 --dist loadfile -m "not serial"
 
 test: test-deps lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 0 -m serial
 
 bench: install
 	VENV=$(VENV) bash bench/install_deps.sh

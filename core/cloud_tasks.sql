@@ -5,11 +5,19 @@
 -- still pending move (a delivery may already have claimed the task), so a repeated
 -- enqueue changes nothing. The window refill's hold (lease_until on the pending row,
 -- core.dispatch.window) ends here.
+-- A delivery can claim the task before this runs (a loaded machine): the row then still
+-- records the name of its current generation (names end in -g<generation>), so the
+-- stranded sweep asks Cloud Tasks about the right task; its status and lease stay.
 UPDATE generation_tasks AS t
-   SET status = 'queued', next_attempt_at = now(), updated_at = now(),
-       cloud_task_name = v.name, lease_until = NULL
+   SET status = CASE WHEN t.status = 'pending' THEN 'queued' ELSE t.status END,
+       next_attempt_at = CASE WHEN t.status = 'pending' THEN now() ELSE t.next_attempt_at END,
+       lease_until = CASE WHEN t.status = 'pending' THEN NULL ELSE t.lease_until END,
+       cloud_task_name = v.name, updated_at = now()
   FROM unnest(CAST(:ids AS uuid[]), CAST(:names AS text[])) AS v(id, name)
- WHERE t.id = v.id AND t.status = 'pending';
+ WHERE t.id = v.id
+   AND (t.status = 'pending'
+        OR (v.name LIKE '%-g' || t.dispatch_generation
+            AND t.cloud_task_name IS DISTINCT FROM v.name));
 
 -- name: stranded_candidates
 -- Rows the queue may have lost (core.sweeper.sweep_stranded, rule in core.stranded): queued

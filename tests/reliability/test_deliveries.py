@@ -154,25 +154,29 @@ def _prompt(engine: Engine, task_id: str) -> str:
                                 {"t": task_id}).scalar())
 
 
+# Runs alone (make test's second pytest call): beside three other test processes on 2
+# cores it lost its lease in 2 of 3 CI runs even with a 6 s lease renewed every 2 s, which
+# is more than scheduling noise; see the closing note of issue 9 (to be investigated).
+@pytest.mark.serial
 def test_a_live_handler_renews_its_lease_so_work_longer_than_the_lease_is_not_taken(
     start_worker: Callable[..., WorkerProcess], engine: Engine, tmp_path: Path
 ) -> None:
-    # A 3 s lease (renewed every 1 s) and a 7 s model call: a second delivery 4.5 s in
-    # finds the lease live, and the first finishes as the only attempt. (A 1.5 s lease lost
+    # A 6 s lease (renewed every 2 s) and a 14 s model call: a second delivery 8 s in
+    # finds the lease live, and the first finishes as the only attempt. (Shorter leases lost
     # a renewal to scheduling on a 2-core CI machine running four test processes.)
-    worker = start_worker(RUN_DISPATCHER="false", DEMO_LATENCY_MS="7000", TASK_LEASE_S="3")
+    worker = start_worker(RUN_DISPATCHER="false", DEMO_LATENCY_MS="14000", TASK_LEASE_S="6")
     job_id = submit(worker, ["a long picture"])["id"]
     (target,) = task_ids(engine, job_id)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(_deliver, worker, target)
-        time.sleep(4.5)
+        time.sleep(8)
         with engine.connect() as conn:
             lease_left_s = conn.execute(text(
                 "SELECT EXTRACT(EPOCH FROM lease_until - now()) FROM generation_tasks "
                 "WHERE id=:t"), {"t": target}).scalar()
         second = _deliver(worker, target)
         answer = first.result()
-    assert lease_left_s > 0  # renewed: 4.5 s after a 3 s claim the lease still runs
+    assert lease_left_s > 0  # renewed: 8 s after a 6 s claim the lease still runs
     assert second[:2] == (503, "busy") and answer[:2] == (200, "succeeded")
     with engine.connect() as conn:
         row = conn.execute(text("SELECT attempts, crashes FROM generation_tasks WHERE id=:t"),
