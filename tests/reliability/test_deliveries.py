@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import Engine, text
 
 from tests.conftest import WorkerProcess
