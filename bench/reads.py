@@ -213,9 +213,10 @@ EXPLAINED: dict[str, tuple[str, dict[str, Any]]] = {
                                        "error_code": None}),
     "task counts": ("task_counts_by_status", {"job_id": "BIG"}),
     "dispatch claim": ("dispatch_claim_due", {"limit": 10, "visibility_s": 30,
-                                          "queue_name": "image-generation",
-                                          "owner": "bench:1",
-                                          "boot": "00000000-0000-0000-0000-0000000000b0"}),
+                                              "starvation_s": 30,
+                                              "queue_name": "image-generation",
+                                              "owner": "bench:1",
+                                              "boot": "00000000-0000-0000-0000-0000000000b0"}),
 }
 
 

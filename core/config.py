@@ -143,6 +143,11 @@ class Settings(BaseSettings):
     # max_concurrent_dispatches (the guide's: 100) keeps the queue and the provider busy;
     # much more lets a late job's tasks queue behind the window of earlier ones.
     CLOUD_TASKS_WINDOW: int = Field(default=100, ge=1, le=100_000)
+    # issue 13: priority is strict (a high job takes every slot that frees) except that a
+    # job with nothing in flight and no delivery finished for this long gets its next
+    # delivery first, whatever its priority: lower priority is slowed, never starved
+    # (core.dispatch.fair).
+    PRIORITY_STARVATION_S: float = Field(default=30.0, ge=0.0, le=86_400.0)
     # issue 13: spend limits (core.spend). A day's spend (UTC) over all jobs, and per named
     # API key ("name=usd,name2=usd"; the key's name is the job's submitted_by). At the limit
     # dispatch of the affected tasks stops (they wait, never fail); raising it resumes them.

@@ -265,6 +265,7 @@ def _hand_over(dispatcher: Dispatcher, refs: list[TaskRef], job_id: UUID,
             # issue 13: the queue gets the window's room; the rest waits pending, handed
             # over as deliveries finish (core.dispatch.window).
             result = window_refill(dispatcher, window=settings.CLOUD_TASKS_WINDOW,
+                                   starvation_s=settings.PRIORITY_STARVATION_S,
                                    engine=engine)
         else:
             result = dispatcher.enqueue(refs)

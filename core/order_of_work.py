@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from core.db import transaction
+from core.dispatch.fair import priority_rank
 from core.queries import q
 
 SHARE_WINDOW_S = 300  # "its share of deliveries in the last minutes"
@@ -32,8 +33,18 @@ def cap_reason(job: Any) -> str:
             f"{usd(job.max_cost_usd)} (max_cost_usd); its tasks wait until the cap is raised")
 
 
-def waits_for(job: Any, *, paused: bool, holds: list[Any], at_cap: bool) -> str:
-    """One line: what keeps ``job`` from more deliveries."""
+def ahead_of(job: Any, others: list[Any]) -> str | None:
+    """The highest priority above ``job``'s among the other jobs with work left, if any."""
+    above = sorted((priority_rank(o.priority), o.priority) for o in others
+                   if o.id != job.id and (o.waiting or o.in_flight)
+                   and priority_rank(o.priority) < priority_rank(job.priority))
+    return above[0][1] if above else None
+
+
+def waits_for(job: Any, *, paused: bool, holds: list[Any], at_cap: bool,
+              higher: str | None = None, starvation_s: float = 30.0) -> str:
+    """One line: what keeps ``job`` from more deliveries (``higher``: the priority of a
+    job served before it, see ahead_of)."""
     if paused:
         return "queue paused"
     for hold in holds:
@@ -43,6 +54,9 @@ def waits_for(job: Any, *, paused: bool, holds: list[Any], at_cap: bool) -> str:
         return f"spend cap reached: {usd(job.spent_usd)} of {usd(job.max_cost_usd)}"
     if job.waiting == 0:
         return "nothing waiting (last deliveries in flight)"
+    if higher is not None:
+        return (f"{higher}-priority jobs first; at least one delivery every "
+                f"{starvation_s:g} s (PRIORITY_STARVATION_S)")
     return f"its turn ({job.priority} priority, fair share)"
 
 
@@ -62,8 +76,8 @@ class JobOrder:
     waits_for: str
 
 
-def order_of_work(*, paused: bool, engine: Engine | None = None, limit: int = 50
-                  ) -> list[JobOrder]:
+def order_of_work(*, paused: bool, engine: Engine | None = None, limit: int = 50,
+                  starvation_s: float = 30.0) -> list[JobOrder]:
     with transaction(engine) as conn:
         rows = conn.execute(q("order_of_work"), {"window_s": SHARE_WINDOW_S,
                                                  "limit": limit}).all()
@@ -75,5 +89,6 @@ def order_of_work(*, paused: bool, engine: Engine | None = None, limit: int = 50
         total=int(r.total_tasks), share=r.recent_share,
         spent_usd=None if r.spent_usd is None else float(r.spent_usd),
         max_cost_usd=None if r.max_cost_usd is None else float(r.max_cost_usd),
-        waits_for=waits_for(r, paused=paused, holds=list(holds), at_cap=r.id in capped))
+        waits_for=waits_for(r, paused=paused, holds=list(holds), at_cap=r.id in capped,
+                            higher=ahead_of(r, list(rows)), starvation_s=starvation_s))
         for r in rows]

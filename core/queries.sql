@@ -306,10 +306,11 @@ SELECT status, count(*) AS n
 -- share (issue 13, rule: core.dispatch.fair.order_key, checked against this by
 -- tests/integration/test_fair_share.py). Per running job its deliveries in flight (held or
 -- leased, generation_tasks_in_flight_idx) and its first due tasks are read; each candidate
--- is the job's nth delivery in flight; the order is (1) every job's first delivery (a job of
--- any priority keeps one in flight: lower priority is slowed, never starved), (2) priority
--- high, normal, low, (3) the smallest nth (round-robin: equal shares between jobs of one
--- priority), (4) the older job. A job whose spend cap (max_cost_usd, projected with
+-- is the job's nth delivery in flight; the order is (1) a starved job's first delivery
+-- (nothing in flight and no delivery finished for :starvation_s, or since it was
+-- submitted: lower priority is slowed, never starved), (2) priority high, normal, low,
+-- (3) the smallest nth (round-robin: equal shares between jobs of one priority), (4) fewer
+-- tasks left, then the older job. A job whose spend cap (max_cost_usd, projected with
 -- spend_unit_usd for what is in flight and what this claim starts) or whose budget
 -- (spend_holds, core.spend) is reached starts nothing: its tasks wait queued, they do not
 -- fail. The hold is a short lease on the queued row (lease_until, owner, boot) that hides it
@@ -322,14 +323,23 @@ SELECT status, count(*) AS n
 WITH jobs AS MATERIALIZED (
     SELECT j.id, j.created_at, j.max_cost_usd,
            CASE j.priority WHEN 'high' THEN 0 WHEN 'low' THEN 2 ELSE 1 END AS priority_rank,
-           (SELECT count(*) FROM generation_tasks a
-             WHERE a.job_id = j.id AND a.lease_until IS NOT NULL
-               AND a.status IN ('queued', 'running')) AS in_flight,
+           f.in_flight,
+           -- read only for a job with nothing in flight (generation_tasks_finished_idx)
+           CASE WHEN f.in_flight > 0 THEN false
+                ELSE COALESCE((SELECT max(d.finished_at) FROM generation_tasks d
+                                WHERE d.job_id = j.id AND d.finished_at IS NOT NULL),
+                              j.created_at)
+                     <= now() - make_interval(secs => :starvation_s) END AS starved,
+           j.total_tasks - j.completed_tasks - j.failed_tasks - j.cancelled_tasks
+               AS tasks_left,
            COALESCE(j.spent_usd, 0)
                + GREATEST(j.completed_tasks - j.spent_tasks, 0) * COALESCE(j.spend_unit_usd, 0)
                AS spent_usd,
            COALESCE(j.spend_unit_usd, 0) AS unit_usd
       FROM generation_jobs j
+     CROSS JOIN LATERAL (SELECT count(*) AS in_flight FROM generation_tasks a
+                          WHERE a.job_id = j.id AND a.lease_until IS NOT NULL
+                            AND a.status IN ('queued', 'running')) f
      WHERE j.status IN ('pending', 'running')
        AND NOT EXISTS (SELECT 1 FROM queue_state
                         WHERE queue_name = :queue_name AND paused)
@@ -338,7 +348,7 @@ WITH jobs AS MATERIALIZED (
                                           OR h.scope = 'key:' || j.submitted_by))
 ), due AS (
     SELECT c.id, c.next_attempt_at, jobs.created_at, jobs.priority_rank, jobs.max_cost_usd,
-           jobs.spent_usd, jobs.unit_usd,
+           jobs.spent_usd, jobs.unit_usd, jobs.starved, jobs.tasks_left,
            jobs.in_flight + row_number() OVER (PARTITION BY jobs.id
                                                ORDER BY c.next_attempt_at, c.id) AS nth
       FROM jobs CROSS JOIN LATERAL (
@@ -350,8 +360,8 @@ WITH jobs AS MATERIALIZED (
 ), chosen AS (
     SELECT id FROM due
      WHERE max_cost_usd IS NULL OR spent_usd + nth * unit_usd <= max_cost_usd
-     ORDER BY CASE WHEN nth = 1 THEN -1 ELSE priority_rank END, nth, created_at,
-              next_attempt_at
+     ORDER BY CASE WHEN nth = 1 AND starved THEN -1 ELSE priority_rank END, nth,
+              tasks_left, created_at, next_attempt_at
      LIMIT :limit
 ), locked AS (
     -- Only the chosen rows are locked (not every job's candidates); a row another

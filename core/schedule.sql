@@ -4,8 +4,9 @@
 -- name: window_pick
 -- Cloud Tasks mode: PostgreSQL decides what runs next and the queue holds a bounded window
 -- (:window tasks over all jobs; core.dispatch.window). Picks pending rows, as many as the
--- window has room for, in the order of dispatch_claim_due (every job's first, priority,
--- round-robin, older job; spend caps and budgets), and holds them for :hold_s (lease_until
+-- window has room for, in the order of dispatch_claim_due (a starved job's first, priority,
+-- round-robin, fewer tasks left, older job; spend caps and budgets), and holds them for
+-- :hold_s (lease_until
 -- on the pending row) while their Cloud Tasks are created; refills take turns (window_lock),
 -- so two never pick the same row; mark_tasks_queued_named ends the hold. A refill that died leaves the hold to run
 -- out: the row is picked again (the outbox). In the window: queued rows (in the queue, or
@@ -13,12 +14,14 @@
 WITH jobs AS MATERIALIZED (
     SELECT j.id, j.created_at, j.max_cost_usd,
            CASE j.priority WHEN 'high' THEN 0 WHEN 'low' THEN 2 ELSE 1 END AS priority_rank,
-           (SELECT count(*) FROM generation_tasks a
-             WHERE a.job_id = j.id AND a.status = 'queued')
-           + (SELECT count(*) FROM generation_tasks a
-               WHERE a.job_id = j.id AND a.lease_until IS NOT NULL
-                 AND (a.status = 'running'
-                      OR (a.status = 'pending' AND a.lease_until > now()))) AS in_flight,
+           f.in_flight,
+           CASE WHEN f.in_flight > 0 THEN false
+                ELSE COALESCE((SELECT max(d.finished_at) FROM generation_tasks d
+                                WHERE d.job_id = j.id AND d.finished_at IS NOT NULL),
+                              j.created_at)
+                     <= now() - make_interval(secs => :starvation_s) END AS starved,
+           j.total_tasks - j.completed_tasks - j.failed_tasks - j.cancelled_tasks
+               AS tasks_left,
            COALESCE(j.spent_usd, 0)
                + GREATEST(j.completed_tasks - j.spent_tasks, 0) * COALESCE(j.spend_unit_usd, 0)
                AS spent_usd,
@@ -29,6 +32,14 @@ WITH jobs AS MATERIALIZED (
            OR EXISTS (SELECT 1 FROM spend_holds h WHERE h.held AND h.scope = 'daily')
                AS budget_held
       FROM generation_jobs j
+     CROSS JOIN LATERAL (
+           SELECT (SELECT count(*) FROM generation_tasks a
+                    WHERE a.job_id = j.id AND a.status = 'queued')
+                  + (SELECT count(*) FROM generation_tasks a
+                      WHERE a.job_id = j.id AND a.lease_until IS NOT NULL
+                        AND (a.status = 'running'
+                             OR (a.status = 'pending' AND a.lease_until > now())))
+                  AS in_flight) f
      WHERE j.status IN ('pending', 'running')
        -- batch mode: tasks waiting in an OpenAI batch are running without a lease (not in
        -- the window); its realtime fallback's pending rows are handed over like any other
@@ -37,6 +48,7 @@ WITH jobs AS MATERIALIZED (
 ), due AS (
     SELECT c.id, c.dispatch_generation, c.next_attempt_at, jobs.created_at,
            jobs.priority_rank, jobs.max_cost_usd, jobs.spent_usd, jobs.unit_usd,
+           jobs.starved, jobs.tasks_left,
            jobs.in_flight + row_number() OVER (PARTITION BY jobs.id
                                                ORDER BY c.next_attempt_at, c.id) AS nth
       FROM jobs CROSS JOIN LATERAL (
@@ -48,8 +60,10 @@ WITH jobs AS MATERIALIZED (
      WHERE NOT jobs.budget_held
 ), ranked AS (
     SELECT id, dispatch_generation,
-           row_number() OVER (ORDER BY CASE WHEN nth = 1 THEN -1 ELSE priority_rank END,
-                                       nth, created_at, next_attempt_at) AS place
+           row_number() OVER (ORDER BY CASE WHEN nth = 1 AND starved THEN -1
+                                            ELSE priority_rank END,
+                                       nth, tasks_left, created_at, next_attempt_at)
+               AS place
       FROM due
      WHERE max_cost_usd IS NULL OR spent_usd + nth * unit_usd <= max_cost_usd
 )

@@ -41,7 +41,8 @@ def sweep_pending(
     if getattr(dispatcher, "name", "") == "cloud_tasks" and settings is not None:
         from core.dispatch.window import refill
 
-        return refill(dispatcher, window=settings.CLOUD_TASKS_WINDOW, engine=engine)
+        return refill(dispatcher, window=settings.CLOUD_TASKS_WINDOW,
+                      starvation_s=settings.PRIORITY_STARVATION_S, engine=engine)
     total = EnqueueResult()
     while total.enqueued + total.already_enqueued + total.failed < max_tasks:
         with transaction(engine) as conn:

@@ -256,7 +256,8 @@ def order_of_work() -> list[JobOrder]:
     from core import queue_state
 
     paused = queue_state.is_paused(settings().QUEUE_NAME, engine=engine())
-    return core_order_of_work(paused=paused, engine=engine())
+    return core_order_of_work(paused=paused, engine=engine(),
+                              starvation_s=settings().PRIORITY_STARVATION_S)
 
 
 def set_schedule(job_id: object, *, priority: str, max_cost_usd: Decimal | None,
@@ -266,7 +267,8 @@ def set_schedule(job_id: object, *, priority: str, max_cost_usd: Decimal | None,
     if settings().USE_CLOUD_TASKS:  # the window follows the new order now
         from core.dispatch import window
 
-        window.refill(dispatcher(), window=settings().CLOUD_TASKS_WINDOW, engine=engine())
+        window.refill(dispatcher(), window=settings().CLOUD_TASKS_WINDOW,
+                      starvation_s=settings().PRIORITY_STARVATION_S, engine=engine())
 
 
 def pause_queue() -> None:

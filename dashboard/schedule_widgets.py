@@ -21,8 +21,9 @@ def submit_fields() -> tuple[Schedule, str | None]:
     c1, c2 = st.columns(2)
     priority = c1.selectbox("Priority", PRIORITIES, index=PRIORITIES.index(DEFAULT_PRIORITY),
                             key="priority",
-                            help="Higher first; jobs of one priority share the deliveries "
-                                 "equally; a lower one keeps one delivery going")
+                            help="Higher first (it takes every slot that frees); jobs of one "
+                                 "priority share the deliveries equally; a lower one still "
+                                 "gets a delivery at least every PRIORITY_STARVATION_S")
     cap = c2.number_input("Spend cap (USD, 0 = none)", min_value=0.0, value=0.0, step=1.0,
                           key="max_cost_usd",
                           help="At the cap the job's tasks wait (they do not fail) until "
@@ -43,9 +44,10 @@ def order_table() -> None:
         return
     for reason in sorted({r.waits_for for r in rows if "budget" in r.waits_for}):
         st.warning(reason)  # a budget holds every job it covers
-    st.caption(f"Higher priority first; jobs of one priority share equally; every running "
-               f"job keeps one delivery going. Share: of the tasks finished in the last "
-               f"{SHARE_WINDOW_S // 60} minutes.")
+    st.caption(f"Higher priority first; jobs of one priority share equally; a lower-priority "
+               f"job still gets a delivery at least every "
+               f"{data.settings().PRIORITY_STARVATION_S:g} s. Share: of the tasks finished in "
+               f"the last {SHARE_WINDOW_S // 60} minutes.")
     st.dataframe(pd.DataFrame([{
         "job": r.name or ui.short_id(r.id), "priority": r.priority,
         "share": "-" if r.share is None else f"{r.share:.0%}",

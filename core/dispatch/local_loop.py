@@ -175,6 +175,7 @@ class LocalDispatchLoop:
         # on psycopg directly (core.hotsql), prepared.
         rows = await (await hotsql.get(self.engine)).all("dispatch_claim_due", {
             "limit": free, "visibility_s": visibility_s,
+            "starvation_s": self.settings.PRIORITY_STARVATION_S,
             "queue_name": self.settings.QUEUE_NAME,
             "owner": self.holder.owner, "boot": self.holder.boot,
         })

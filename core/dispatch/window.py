@@ -37,14 +37,15 @@ WINDOW_HOLD_S = 30.0
 MAX_ROUNDS = 20
 
 
-def refill(dispatcher: Dispatcher, *, window: int, engine: Engine | None = None
-           ) -> EnqueueResult:
+def refill(dispatcher: Dispatcher, *, window: int, starvation_s: float,
+           engine: Engine | None = None) -> EnqueueResult:
     """Fill the window from the table: returns what was handed over."""
     total = EnqueueResult()
     for _ in range(MAX_ROUNDS):
         with transaction(engine) as conn:
             conn.execute(q("window_lock"))
             rows = conn.execute(q("window_pick"), {"window": window,
+                                                   "starvation_s": starvation_s,
                                                    "hold_s": WINDOW_HOLD_S}).all()
         if not rows:
             break
@@ -69,10 +70,11 @@ class Refiller:
     """Coalesces refill requests: one refill runs at a time, and a request that arrives
     while one runs makes it run once more (so a completion is never missed)."""
 
-    def __init__(self, dispatcher: Dispatcher, *, window: int,
+    def __init__(self, dispatcher: Dispatcher, *, window: int, starvation_s: float,
                  engine: Engine | None = None) -> None:
         self.dispatcher = dispatcher
         self.window = window
+        self.starvation_s = starvation_s
         self.engine = engine
         self._lock = threading.Lock()
         self._running = False
@@ -88,7 +90,8 @@ class Refiller:
         while True:
             self._again = False
             try:
-                refill(self.dispatcher, window=self.window, engine=self.engine)
+                refill(self.dispatcher, window=self.window, starvation_s=self.starvation_s,
+                       engine=self.engine)
             except Exception as exc:  # the periodic check refills later
                 log.warning("window refill failed: %s", type(exc).__name__,
                             extra={"action": "window_refill_error"})
@@ -108,6 +111,7 @@ def get_refiller(settings: Settings, engine: Engine | None = None) -> Refiller:
         from core.dispatch import get_dispatcher
 
         _refillers[key] = Refiller(get_dispatcher(settings), window=settings.CLOUD_TASKS_WINDOW,
+                                   starvation_s=settings.PRIORITY_STARVATION_S,
                                    engine=engine)
     return _refillers[key]
 

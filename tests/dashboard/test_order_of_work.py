@@ -62,3 +62,16 @@ def test_job_page_changes_priority_and_cap(settings: Settings, engine: Engine) -
     at.number_input(key="sched_cap").set_value(0.0).run()
     at.button(key="sched_apply").click().run()
     assert _job(engine, job.id).max_cost_usd is None  # 0 removes the cap
+
+
+def test_a_lower_priority_job_is_told_who_goes_first(settings: Settings, engine: Engine) -> None:
+    low = submit(settings, engine, ["low 1", "low 2"])
+    submit(settings, engine, ["urgent 1", "urgent 2"])
+    set_schedule(low.id, priority="low", engine=engine)
+    table = open_page("app_pages/queue.py").dataframe[0].value
+    low_row = table[table["priority"] == "low"].iloc[0]
+    normal_row = table[table["priority"] == "normal"].iloc[0]
+    assert low_row["waits for"] == ("normal-priority jobs first; at least one delivery every "
+                                    f"{settings.PRIORITY_STARVATION_S:g} s "
+                                    "(PRIORITY_STARVATION_S)")
+    assert "its turn (normal priority" in normal_row["waits for"]

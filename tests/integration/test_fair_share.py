@@ -14,7 +14,7 @@ from sqlalchemy import Engine, text
 
 from core import jobs
 from core.config import Settings
-from core.dispatch.fair import JobQueue, pick
+from core.dispatch.fair import JobQueue, pick, starved
 from core.job_schedule import Schedule, set_schedule
 from core.queries import q
 from core.validation import BatchSpec
@@ -36,11 +36,21 @@ def _hold(engine: Engine, job_id: uuid.UUID, n: int) -> None:
             "WHERE job_id = :j ORDER BY prompt_index LIMIT :n)"), {"j": job_id, "n": n})
 
 
+STARVATION_S = 30.0
+
+
 def _claim(engine: Engine, settings: Settings, limit: int) -> list[Any]:
     with engine.begin() as conn:
         return conn.execute(q("dispatch_claim_due"), {
             "limit": limit, "visibility_s": 30, "queue_name": settings.QUEUE_NAME,
-            "owner": "me", "boot": uuid.uuid4()}).all()
+            "starvation_s": STARVATION_S, "owner": "me", "boot": uuid.uuid4()}).all()
+
+
+def _age(engine: Engine, job_id: uuid.UUID, seconds: float) -> None:
+    """The job was submitted ``seconds`` ago."""
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE generation_jobs SET created_at = now() - "
+                          "make_interval(secs => :s) WHERE id = :j"), {"s": seconds, "j": job_id})
 
 
 def _job_of(engine: Engine, rows: list[Any]) -> Counter[str]:
@@ -53,14 +63,23 @@ def _job_of(engine: Engine, rows: list[Any]) -> Counter[str]:
 def _queues(engine: Engine) -> list[JobQueue]:
     with engine.connect() as conn:
         rows = conn.execute(text("""
-            SELECT j.id, j.priority, j.created_at,
+            SELECT j.id, j.priority, j.created_at, now() AS now,
+                   j.total_tasks - j.completed_tasks - j.failed_tasks - j.cancelled_tasks
+                       AS tasks_left,
+                   (SELECT max(f.finished_at) FROM generation_tasks f
+                     WHERE f.job_id = j.id) AS last_finished,
                    count(*) FILTER (WHERE t.lease_until IS NOT NULL) AS in_flight,
                    array_agg(t.next_attempt_at ORDER BY t.next_attempt_at)
                        FILTER (WHERE t.lease_until IS NULL) AS waiting
               FROM generation_jobs j JOIN generation_tasks t ON t.job_id = j.id
              WHERE t.status = 'queued' GROUP BY j.id""")).all()
     return [JobQueue(key=str(r.id), priority=r.priority, created=r.created_at,
-                     in_flight=int(r.in_flight), waiting=r.waiting or []) for r in rows]
+                     in_flight=int(r.in_flight), waiting=r.waiting or [],
+                     tasks_left=int(r.tasks_left),
+                     starved=starved(in_flight=int(r.in_flight),
+                                     waiting_since=r.last_finished or r.created_at,
+                                     now=r.now, starvation_s=STARVATION_S))
+            for r in rows]
 
 
 @pytest.mark.parametrize("slots", [1, 3, 7, 12, 40])
@@ -69,6 +88,8 @@ def test_claim_shares_as_the_rule_says(settings: Settings, engine: Engine, slots
     _submit(settings, engine, 10)  # a second normal job, none in flight
     _submit(settings, engine, 10, "high")
     low = _submit(settings, engine, 5, "low")
+    starving = _submit(settings, engine, 5, "low")
+    _age(engine, starving, 2 * STARVATION_S)
     _hold(engine, big, 8)
     _hold(engine, low, 1)
     expected = Counter(pick(_queues(engine), slots))
@@ -90,13 +111,26 @@ def test_equal_priority_jobs_share_equally_and_high_goes_first(settings: Setting
     assert got == {str(small): 4}
 
 
-def test_low_priority_keeps_one_delivery_in_flight(settings: Settings, engine: Engine) -> None:
+def test_high_priority_takes_every_slot_and_low_priority_is_not_starved(
+        settings: Settings, engine: Engine) -> None:
     low = _submit(settings, engine, 10, "low")
     high = _submit(settings, engine, 50, "high")
-    got = _job_of(engine, _claim(engine, settings, 8))
-    assert got == {str(low): 1, str(high): 7}
-    got = _job_of(engine, _claim(engine, settings, 8))
-    assert got == {str(high): 8}  # the low job still has its one in flight
+    assert _job_of(engine, _claim(engine, settings, 8)) == {str(high): 8}
+    # nothing of the low job ran for the starvation period: its next delivery goes first
+    _age(engine, low, STARVATION_S + 1)
+    assert _job_of(engine, _claim(engine, settings, 8)) == {str(low): 1, str(high): 7}
+    # one of it in flight: slowed, not starved, so the slots go to the high job again
+    assert _job_of(engine, _claim(engine, settings, 8)) == {str(high): 8}
+    with engine.begin() as conn:  # its delivery finishes: the period starts again
+        conn.execute(text("UPDATE generation_tasks SET status = 'succeeded', "
+                          "lease_until = NULL, finished_at = now() "
+                          "WHERE job_id = :j AND lease_until IS NOT NULL"), {"j": low})
+    assert _job_of(engine, _claim(engine, settings, 8)) == {str(high): 8}
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE generation_tasks SET finished_at = now() - "
+                          "make_interval(secs => :s) WHERE job_id = :j "
+                          "AND finished_at IS NOT NULL"), {"s": STARVATION_S + 1, "j": low})
+    assert _job_of(engine, _claim(engine, settings, 8)) == {str(low): 1, str(high): 7}
 
 
 def test_spend_cap_stops_the_claim_and_raising_it_resumes(settings: Settings,
@@ -146,7 +180,8 @@ def test_window_refill_fills_only_the_room_in_fair_order(settings: Settings,
     def refill() -> list[Any]:
         with engine.begin() as conn:
             conn.execute(q("window_lock"))
-            return conn.execute(q("window_pick"), {"window": 8, "hold_s": 30}).all()
+            return conn.execute(q("window_pick"), {"window": 8, "hold_s": 30,
+                                                   "starvation_s": STARVATION_S}).all()
 
     first = refill()
     assert _job_of(engine, first) == {str(small): 3}  # the room, to the job with fewest

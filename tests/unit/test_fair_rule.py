@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from core.config import key_budgets
-from core.dispatch.fair import JobQueue, order_key, pick, within_cap
+from core.dispatch.fair import JobQueue, order_key, pick, starved, within_cap
 from core.errors import ConfigError, InvalidInput
 from core.job_schedule import clean_max_cost, clean_priority
 
@@ -17,9 +17,11 @@ T0 = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 def _job(key: str, priority: str = "normal", in_flight: int = 0, waiting: int = 50,
-         age_s: int = 0, **cap: Decimal) -> JobQueue:
+         age_s: int = 0, is_starved: bool = False, left: int | None = None,
+         **cap: Decimal) -> JobQueue:
     return JobQueue(key=key, priority=priority, created=T0 - timedelta(seconds=age_s),
-                    in_flight=in_flight, waiting=[T0] * waiting, **cap)
+                    in_flight=in_flight, waiting=[T0] * waiting, starved=is_starved,
+                    tasks_left=in_flight + waiting if left is None else left, **cap)
 
 
 @pytest.mark.parametrize(("jobs", "slots", "expected"), [
@@ -28,11 +30,15 @@ def _job(key: str, priority: str = "normal", in_flight: int = 0, waiting: int = 
     # then equal turns
     ([_job("big", in_flight=12, age_s=60), _job("small", in_flight=12)], 4,
      {"big": 2, "small": 2}),
-    # high first; the normal job keeps its one delivery
+    # high first, every slot: it only waits for slots to free
     ([_job("big", in_flight=1, age_s=60), _job("urgent", "high")], 5, {"urgent": 5}),
-    # a low job with nothing in flight gets one slot even beside a high one
-    ([_job("low", "low"), _job("urgent", "high")], 3, {"low": 1, "urgent": 2}),
-    # ties go to the older job
+    ([_job("low", "low"), _job("urgent", "high")], 3, {"urgent": 3}),
+    # a starved job gets one slot even beside a high one, and only one
+    ([_job("low", "low", is_starved=True), _job("urgent", "high")], 3,
+     {"low": 1, "urgent": 2}),
+    # level turns go to the job with fewer tasks left, then to the older job
+    ([_job("big", in_flight=12, age_s=60), _job("small", in_flight=12, waiting=10)], 1,
+     {"small": 1}),
     ([_job("new"), _job("old", age_s=10)], 1, {"old": 1}),
     # a job runs out of waiting tasks: the others take the rest
     ([_job("tiny", waiting=1), _job("big", age_s=5)], 4, {"tiny": 1, "big": 3}),
@@ -44,10 +50,25 @@ def test_pick_shares_slots(jobs: list[JobQueue], slots: int, expected: dict[str,
     assert got == expected
 
 
-def test_first_delivery_of_any_priority_comes_before_priority() -> None:
-    first_low = order_key(nth=1, priority="low", job_created=T0, due=T0)
-    second_high = order_key(nth=2, priority="high", job_created=T0, due=T0)
-    assert first_low < second_high
+def _key(nth: int, priority: str, is_starved: bool) -> tuple[object, ...]:
+    return order_key(nth=nth, priority=priority, starved=is_starved, tasks_left=5,
+                     job_created=T0, due=T0)
+
+
+def test_a_starved_jobs_first_delivery_comes_before_priority() -> None:
+    assert _key(1, "low", True) < _key(2, "high", False)
+    assert _key(1, "low", False) > _key(2, "high", False)  # not starved: priority rules
+    assert _key(2, "low", True) > _key(3, "high", False)  # only its first delivery
+
+
+@pytest.mark.parametrize(("in_flight", "waited_s", "expected"), [
+    (0, 30, True),    # the period has passed with nothing of it running
+    (0, 29.9, False),
+    (1, 600, False),  # something of it runs: slowed, not starved
+])
+def test_starved(in_flight: int, waited_s: float, expected: bool) -> None:
+    assert starved(in_flight=in_flight, waiting_since=T0 - timedelta(seconds=waited_s),
+                   now=T0, starvation_s=30) is expected
 
 
 @pytest.mark.parametrize(("spent", "unit", "nth", "cap", "ok"), [
