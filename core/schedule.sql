@@ -15,11 +15,7 @@ WITH jobs AS MATERIALIZED (
     SELECT j.id, j.created_at, j.max_cost_usd,
            CASE j.priority WHEN 'high' THEN 0 WHEN 'low' THEN 2 ELSE 1 END AS priority_rank,
            f.in_flight,
-           CASE WHEN f.in_flight > 0 THEN false
-                ELSE COALESCE((SELECT max(d.finished_at) FROM generation_tasks d
-                                WHERE d.job_id = j.id AND d.finished_at IS NOT NULL),
-                              j.created_at)
-                     <= now() - make_interval(secs => :starvation_s) END AS starved,
+           job_starved(j.id, j.created_at, f.in_flight, :starvation_s) AS starved,
            j.total_tasks - j.completed_tasks - j.failed_tasks - j.cancelled_tasks
                AS tasks_left,
            COALESCE(j.spent_usd, 0)

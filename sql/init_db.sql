@@ -289,7 +289,7 @@ INSERT INTO schema_migrations (version) VALUES (7) ON CONFLICT (version) DO NOTH
 -- version 8: fair share, priority and spend limits (issue 13, core/dispatch/fair.py)
 -- priority: high | normal | low, changeable while the job runs; the dispatcher's claim
 -- (and the Cloud Tasks window refill) serves higher priority first and shares equally
--- between jobs of one priority; every running job keeps at least one delivery in flight.
+-- between jobs of one priority; a starved job gets its next delivery first (version 9).
 ALTER TABLE generation_jobs ADD COLUMN IF NOT EXISTS priority text NOT NULL DEFAULT 'normal'
     CONSTRAINT generation_jobs_priority_check CHECK (priority IN ('high', 'normal', 'low'));
 -- max_cost_usd: the job's spend cap (NULL: none). spent_usd / spent_tasks: what its
@@ -319,3 +319,18 @@ CREATE INDEX IF NOT EXISTS generation_tasks_job_due_idx
     ON generation_tasks (job_id, status, next_attempt_at)
     WHERE status IN ('pending', 'queued');
 INSERT INTO schema_migrations (version) VALUES (8) ON CONFLICT (version) DO NOTHING;
+
+-- version 9: the claims' anti-starvation test (core.dispatch.fair.starved), one spelling
+-- for dispatch_claim_due and window_pick: a job with nothing in flight whose last delivery
+-- finished (or which was submitted, if none has) starvation_s ago or more. The last
+-- finish is read (generation_tasks_finished_idx) only when nothing is in flight.
+CREATE OR REPLACE FUNCTION job_starved(job uuid, submitted timestamptz, in_flight bigint,
+                                       starvation_s double precision) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN in_flight > 0 THEN false
+                ELSE COALESCE((SELECT max(d.finished_at) FROM generation_tasks d
+                                WHERE d.job_id = job AND d.finished_at IS NOT NULL),
+                              submitted)
+                     <= now() - make_interval(secs => starvation_s) END
+$$;
+INSERT INTO schema_migrations (version) VALUES (9) ON CONFLICT (version) DO NOTHING;
