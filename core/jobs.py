@@ -445,16 +445,27 @@ def cancel_job(job_id: UUID, *, engine: Engine | None = None) -> JobView:
     """Cancel: tasks not yet running become cancelled; running ones finish and keep their
     result. Cancelling a cancelled job is a no-op; a finished job cannot be cancelled."""
     with transaction(engine) as conn:
-        job = conn.execute(q("lock_job"), {"job_id": job_id}).first()
+        job = conn.execute(q("job_by_id"), {"job_id": job_id}).first()
         if job is None:
             raise NotFound(f"job {job_id} not found")
         if job.status in JOB_TERMINAL and job.status != "cancelled":
             raise Conflict(f"job {job_id} already finished ({job.status})")
         if job.status != "cancelled":
+            # The task rows first, then the job row: the order every delivery takes (its
+            # task, then the job's counters). With the job row locked first, a delivery
+            # claimed after this statement's snapshot (still "queued" in it) deadlocked
+            # with the cancel as it completed. Window refills (Cloud Tasks mode) lock
+            # pending rows too: they and the cancel take turns.
+            conn.execute(q("window_lock"))
             n = conn.execute(q("cancel_job_tasks"), {"job_id": job_id}).rowcount
             # Batch mode: tasks waiting in a batch are cancelled too, and the poller
             # cancels the open batches at OpenAI (core/batch).
             n += conn.execute(q("batch_cancel_job_tasks"), {"job_id": job_id}).rowcount
+            job = conn.execute(q("lock_job"), {"job_id": job_id}).one()
+            if job.status in JOB_TERMINAL and job.status != "cancelled":
+                # Its last tasks finished meanwhile (nothing was left to cancel).
+                raise Conflict(f"job {job_id} already finished ({job.status})")
+        if job.status != "cancelled":
             conn.execute(q("batch_request_cancel"), {"job_id": job_id})
             conn.execute(q("cancel_job"), {"job_id": job_id, "n": n})
             log.info("job cancelled", extra={"action": "cancel_job", "job_id": str(job_id),

@@ -268,8 +268,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(status_code=409, content={"detail": exc.message})
 
     async def _db_down(_: Request, exc: Exception) -> JSONResponse:
-        log.warning("database unavailable: %s", type(exc).__name__,
-                    extra={"action": "db_unavailable"})
+        # The SQLSTATE tells a deadlock or a timeout from a server that is down; the
+        # message itself may carry parameters, so it is not logged.
+        sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+        log.warning("database unavailable: %s%s", type(exc).__name__,
+                    f" (SQLSTATE {sqlstate})" if sqlstate else "",
+                    extra={"action": "db_unavailable", "sqlstate": sqlstate})
         return JSONResponse(status_code=503, content={"detail": "database unavailable"},
                             headers={"Retry-After": "5"})
 
