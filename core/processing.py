@@ -159,6 +159,7 @@ class TaskProcessor:
         if self.stopping:
             return DeliveryOutcome(503, "stopping", str(task_id),
                                    retry_after_s=STOPPING_RETRY_AFTER_S)
+        claim_sent = asyncio.get_running_loop().time()
         claimed = await delivery.claim(
             self.engine, task_id, lease_s=self.settings.lease_s, holder=self.holder,
             max_attempts=self.settings.MAX_ATTEMPTS, attempt_floor=attempt_floor,
@@ -170,7 +171,7 @@ class TaskProcessor:
         self._work.add(work)
         work.add_done_callback(self._work.discard)
         try:
-            return await self._supervise(claimed, work, extra)
+            return await self._supervise(claimed, work, claim_sent, extra)
         except asyncio.CancelledError:
             # The handler itself was cancelled (the server's own shutdown timeout): stop
             # the work and give the task back, whatever happens to this coroutine.
@@ -179,21 +180,40 @@ class TaskProcessor:
             raise
 
     async def _supervise(self, claimed: delivery.ClaimedTask,
-                         work: asyncio.Task[DeliveryOutcome],
+                         work: asyncio.Task[DeliveryOutcome], claim_sent: float,
                          extra: dict[str, Any]) -> DeliveryOutcome:
-        """Await the work, renewing the lease every interval it is still running."""
-        renew_s = self.settings.renew_every_s
+        """Await the work, renewing the lease every interval it is still running. A
+        renewal that fails or hangs is retried soon (core.leases.renewal_retry_s), not an
+        interval later, so a passing fault costs the lease a few seconds, not its end."""
+        loop = asyncio.get_running_loop()
+        lease_s, renew_s = self.settings.lease_s, self.settings.renew_every_s
+        # Until when the lease surely runs, by this clock: the database set it from its
+        # own clock after the claim (or the last renewal that succeeded) was sent.
+        held_until = claim_sent + lease_s
+        next_try = claim_sent + renew_s
+        failures, lapsed = 0, False
         while True:
-            done, _ = await asyncio.wait({work}, timeout=renew_s)
+            done, _ = await asyncio.wait({work}, timeout=max(next_try - loop.time(), 0.0))
             if done:
                 break
+            sent = loop.time()
             try:
-                owned = await delivery.renew(self.engine, claimed, lease_s=self.settings.lease_s)
-            except (DBAPIError, OSError) as exc:
-                # Try again next interval; if the lease runs out meanwhile, the token guard
-                # keeps this delivery from writing over the next one.
-                log.warning("lease renewal failed: %s", type(exc).__name__,
-                            extra={"action": "lease_renew_error", **extra})
+                owned = await asyncio.wait_for(
+                    delivery.renew(self.engine, claimed, lease_s=lease_s),
+                    timeout=leases.renewal_timeout_s(renew_s))
+            except (DBAPIError, OSError, TimeoutError) as exc:
+                failures += 1
+                next_try = loop.time() + leases.renewal_retry_s(renew_s)
+                left_s = max(held_until - loop.time(), 0.0)
+                # The first failure, and the one that finds the lease run out (a
+                # redelivery may take the task now; the token guard keeps this delivery
+                # from writing over it): a database that is down fails every try.
+                if failures == 1 or (left_s == 0.0 and not lapsed):
+                    lapsed = left_s == 0.0
+                    log.warning("lease renewal failed (%s), trying again; %.1f s of the lease "
+                                "left", type(exc).__name__, left_s,
+                                extra={"action": "lease_renew_error", **extra,
+                                       "failures": failures, "lease_left_s": round(left_s, 1)})
                 continue
             if not owned:
                 work.cancel(msg="lost lease")
@@ -202,6 +222,13 @@ class TaskProcessor:
                             extra={"action": "lease_lost", **extra})
                 return DeliveryOutcome(200, "lost_lease", str(claimed.id),
                                        attempt=claimed.attempt)
+            if failures:
+                log.info("lease renewed after %d failed tries", failures,
+                         extra={"action": "lease_renewed_after_errors", **extra,
+                                "failures": failures})
+            failures, lapsed = 0, False
+            held_until = sent + lease_s
+            next_try = sent + renew_s
         try:
             return work.result()
         except asyncio.CancelledError:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, wait_for
 from tests.reliability import (
     TASK,
     assert_counters_match_rows,
@@ -184,6 +184,76 @@ def test_a_live_handler_renews_its_lease_so_work_longer_than_the_lease_is_not_ta
                            {"t": target}).one()
     assert (row.attempts, row.crashes) == (1, 0)
     assert_exactly_once(engine, tmp_path / "images", job_id)
+
+
+def _fail_the_next_renewals(engine: Engine, times: int) -> None:
+    """The next ``times`` lease renewals fail in PostgreSQL itself (a serialization
+    failure, as a busy database may answer); the sequence counts every renewal tried, and
+    is not rolled back with the failed statement."""
+    with engine.begin() as conn:
+        conn.execute(text("CREATE SEQUENCE renewals_tried"))
+        conn.execute(text(f"""
+            CREATE FUNCTION fail_renewal() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF nextval('renewals_tried') <= {int(times)} THEN
+                    RAISE EXCEPTION 'injected renewal failure' USING ERRCODE = '40001';
+                END IF;
+                RETURN NEW;
+            END $$"""))
+        conn.execute(text(
+            "CREATE TRIGGER fail_renewal BEFORE UPDATE ON generation_tasks FOR EACH ROW "
+            "WHEN (OLD.status = 'running' AND NEW.status = 'running' "
+            "      AND OLD.claim_token = NEW.claim_token "
+            "      AND NEW.lease_until IS DISTINCT FROM OLD.lease_until) "
+            "EXECUTE FUNCTION fail_renewal()"))
+
+
+def test_two_failed_renewals_in_a_row_are_retried_at_once_and_the_lease_keeps_its_margin(
+    start_worker: Callable[..., WorkerProcess], engine: Engine, tmp_path: Path
+) -> None:
+    # A 6 s lease renewed every 2 s; its first two renewals (2 s in, and the next try)
+    # fail. Tried again only at the next interval, the third try would come 6 s in, as
+    # the lease ends (a redelivery then may take the live task: paid twice); retried at
+    # once, the lease runs well past 6 s, and a delivery 5 s in finds it live.
+    worker = start_worker(RUN_DISPATCHER="false", DEMO_LATENCY_MS="9000", TASK_LEASE_S="6")
+    _fail_the_next_renewals(engine, 2)
+    job_id = submit(worker, ["a long picture"])["id"]
+    (target,) = task_ids(engine, job_id)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(_deliver, worker, target)
+        started = wait_for(lambda: _running_since(engine, target), timeout_s=30,
+                           interval_s=0.05, message="the claim")
+        time.sleep(max(started + 5.0 - time.monotonic(), 0.0))
+        with engine.connect() as conn:
+            row = conn.execute(text(
+                "SELECT EXTRACT(EPOCH FROM lease_until - now()) AS left_s, "
+                "       (SELECT last_value FROM renewals_tried) AS tried "
+                "  FROM generation_tasks WHERE id = :t"), {"t": target}).one()
+        second = _deliver(worker, target)
+        answer = first.result()
+    assert row.tried >= 3, row  # both failures, then a renewal that went through
+    # 5 s in, the lease has more than another interval to run (on the interval schedule
+    # it would have had 1 s at most, and none on a machine that delayed the third try).
+    assert row.left_s > 2.0, row
+    assert second[:2] == (503, "busy") and answer[:2] == (200, "succeeded")
+    with engine.connect() as conn:
+        attempts, crashes = conn.execute(text(
+            "SELECT attempts, crashes FROM generation_tasks WHERE id=:t"), {"t": target}).one()
+    assert (attempts, crashes) == (1, 0)
+    assert_exactly_once(engine, tmp_path / "images", job_id)
+    warnings = [line for line in worker.logs().splitlines() if '"lease_renew_error"' in line]
+    assert len(warnings) == 1, warnings  # the first failure of a streak, not every try
+    assert '"lease_renewed_after_errors"' in worker.logs()
+
+
+def _running_since(engine: Engine, task_id: str) -> float | None:
+    """time.monotonic() of the claim, estimated from the row: its lease minus TASK_LEASE_S
+    (6 s here), so the test's clock lines up with the database's."""
+    with engine.connect() as conn:
+        left = conn.execute(text(
+            "SELECT EXTRACT(EPOCH FROM lease_until - now()) FROM generation_tasks "
+            "WHERE id = :t AND status = 'running'"), {"t": task_id}).scalar()
+    return None if left is None else time.monotonic() + float(left) - 6.0
 
 
 def test_a_delivery_before_next_attempt_at_is_answered_not_due_with_the_seconds_left(
