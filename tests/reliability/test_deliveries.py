@@ -187,9 +187,9 @@ def test_a_live_handler_renews_its_lease_so_work_longer_than_the_lease_is_not_ta
 
 
 def _fail_the_next_renewals(engine: Engine, times: int) -> None:
-    """The next ``times`` lease renewals fail in PostgreSQL itself (a serialization
-    failure, as a busy database may answer); the sequence counts every renewal tried, and
-    is not rolled back with the failed statement."""
+    """The next ``times`` lease renewals of a task's first attempt fail in PostgreSQL
+    itself (a serialization failure, as a busy database may answer); the sequence counts
+    every such renewal tried, and is not rolled back with the failed statement."""
     with engine.begin() as conn:
         conn.execute(text("CREATE SEQUENCE renewals_tried"))
         conn.execute(text(f"""
@@ -202,7 +202,7 @@ def _fail_the_next_renewals(engine: Engine, times: int) -> None:
             END $$"""))
         conn.execute(text(
             "CREATE TRIGGER fail_renewal BEFORE UPDATE ON generation_tasks FOR EACH ROW "
-            "WHEN (OLD.status = 'running' AND NEW.status = 'running' "
+            "WHEN (OLD.status = 'running' AND NEW.status = 'running' AND OLD.attempts = 1 "
             "      AND OLD.claim_token = NEW.claim_token "
             "      AND NEW.lease_until IS DISTINCT FROM OLD.lease_until) "
             "EXECUTE FUNCTION fail_renewal()"))
@@ -246,14 +246,46 @@ def test_two_failed_renewals_in_a_row_are_retried_at_once_and_the_lease_keeps_it
     assert '"lease_renewed_after_errors"' in worker.logs()
 
 
-def _running_since(engine: Engine, task_id: str) -> float | None:
-    """time.monotonic() of the claim, estimated from the row: its lease minus TASK_LEASE_S
-    (6 s here), so the test's clock lines up with the database's."""
+def test_a_holder_whose_renewals_failed_until_a_redelivery_took_over_stores_nothing(
+    start_worker: Callable[..., WorkerProcess], engine: Engine, tmp_path: Path
+) -> None:
+    # Every renewal of attempt 1 fails (a 3 s lease, renewed each second); 3.5 s in, the
+    # lease has run out and a second delivery takes the task over (attempt 2). The first
+    # finds that out (its next renewal, or the check before it stores) and must store
+    # nothing (its image has the new holder's keys) nor finish the task.
+    worker = start_worker(RUN_DISPATCHER="false", DEMO_LATENCY_MS="5000", TASK_LEASE_S="3")
+    _fail_the_next_renewals(engine, 1000)
+    job_id = submit(worker, ["a long picture"])["id"]
+    (target,) = task_ids(engine, job_id)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(_deliver, worker, target)
+        started = wait_for(lambda: _running_since(engine, target, lease_s=3.0),
+                           timeout_s=30, interval_s=0.05, message="the claim")
+        time.sleep(max(started + 3.5 - time.monotonic(), 0.0))
+        second = pool.submit(_deliver, worker, target)
+        answer = first.result()
+        stored_meanwhile = sorted(p.name for p in (tmp_path / "images").rglob("*")
+                                  if p.is_file())
+        assert second.result()[:2] == (200, "succeeded")
+    assert answer[:2] == (200, "lost_lease"), answer
+    assert stored_meanwhile == []  # the first delivery stored nothing
+    with engine.connect() as conn:
+        attempts, crashes = conn.execute(text(
+            "SELECT attempts, crashes FROM generation_tasks WHERE id=:t"), {"t": target}).one()
+    assert (attempts, crashes) == (2, 1)  # the takeover counted
+    assert assert_counters_match_rows(engine, job_id) == {"succeeded": 1}
+    assert_exactly_once(engine, tmp_path / "images", job_id)
+    assert '"action": "lease_lost"' in worker.logs()
+
+
+def _running_since(engine: Engine, task_id: str, lease_s: float = 6.0) -> float | None:
+    """time.monotonic() of the claim, estimated from the row: its lease minus ``lease_s``
+    (TASK_LEASE_S), so the test's clock lines up with the database's."""
     with engine.connect() as conn:
         left = conn.execute(text(
             "SELECT EXTRACT(EPOCH FROM lease_until - now()) FROM generation_tasks "
             "WHERE id = :t AND status = 'running'"), {"t": task_id}).scalar()
-    return None if left is None else time.monotonic() + float(left) - 6.0
+    return None if left is None else time.monotonic() + float(left) - lease_s
 
 
 def test_a_delivery_before_next_attempt_at_is_answered_not_due_with_the_seconds_left(
