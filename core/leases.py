@@ -21,8 +21,11 @@ from typing import Literal
 # local recovery bound of 45 s after a restart is one lease plus a poll plus the work), long
 # enough that two missed renewals (a stalled event loop, a slow database) do not lose it.
 LEASE_S = 30.0
-# Three renewals per lease: a lease survives two lost renewals in a row.
+# Three renewals per lease. A failed renewal is retried within RENEW_RETRY_S, not at the
+# next interval: two failures on the interval schedule put the third try at the very end
+# of the lease, where any delay (a loaded machine) lets a redelivery take a live task.
 RENEW_EVERY_S = 10.0
+RENEW_RETRY_S = 1.0
 WORKER_CRASHED = "worker_crashed"
 
 
@@ -59,6 +62,20 @@ def renewal_interval_s(lease_s: float, renew_every_s: float | None = None) -> fl
     if renew_every_s is None:
         return third
     return min(renew_every_s, third)
+
+
+def renewal_retry_s(renew_every_s: float) -> float:
+    """How soon to try again after a failed renewal: a quarter of the interval, at most
+    RENEW_RETRY_S (a database that is down is asked about once a second per task)."""
+    return min(RENEW_RETRY_S, renew_every_s / 4.0)
+
+
+def renewal_timeout_s(renew_every_s: float) -> float:
+    """How long one renewal may take before it is given up and tried again: half an
+    interval. A statement stuck longer (waiting for a pooled connection, a lock, a commit)
+    would hold the next try back until the lease is gone; so cut, two stuck tries in a row
+    still leave a third before the lease (three intervals) ends."""
+    return renew_every_s / 2.0
 
 
 def worker_owner(

@@ -101,6 +101,19 @@ class _Stopped(Exception):
     """The work was cancelled by a stop, not by a lost lease."""
 
 
+@dataclass
+class _Lease:
+    """Until when a delivery's lease surely runs, by the event loop's clock: the database
+    set it from its own clock after the claim (or the last renewal that succeeded) was
+    sent. The supervisor moves it; the work reads it before it stores anything."""
+
+    held_until: float
+
+
+class _LeaseGone(Exception):
+    """The lease is no longer this delivery's: nothing may be stored."""
+
+
 class TaskProcessor:
     def __init__(
         self,
@@ -159,6 +172,7 @@ class TaskProcessor:
         if self.stopping:
             return DeliveryOutcome(503, "stopping", str(task_id),
                                    retry_after_s=STOPPING_RETRY_AFTER_S)
+        lease = _Lease(asyncio.get_running_loop().time() + self.settings.lease_s)
         claimed = await delivery.claim(
             self.engine, task_id, lease_s=self.settings.lease_s, holder=self.holder,
             max_attempts=self.settings.MAX_ATTEMPTS, attempt_floor=attempt_floor,
@@ -166,11 +180,11 @@ class TaskProcessor:
         if claimed is None:
             return await self._not_claimed(task_id, extra)
         extra.update(job_id=str(claimed.job_id), attempt=claimed.attempt)
-        work = asyncio.create_task(self._attempt(claimed, extra))
+        work = asyncio.create_task(self._attempt(claimed, lease, extra))
         self._work.add(work)
         work.add_done_callback(self._work.discard)
         try:
-            return await self._supervise(claimed, work, extra)
+            return await self._supervise(claimed, work, lease, extra)
         except asyncio.CancelledError:
             # The handler itself was cancelled (the server's own shutdown timeout): stop
             # the work and give the task back, whatever happens to this coroutine.
@@ -179,21 +193,37 @@ class TaskProcessor:
             raise
 
     async def _supervise(self, claimed: delivery.ClaimedTask,
-                         work: asyncio.Task[DeliveryOutcome],
+                         work: asyncio.Task[DeliveryOutcome], lease: _Lease,
                          extra: dict[str, Any]) -> DeliveryOutcome:
-        """Await the work, renewing the lease every interval it is still running."""
-        renew_s = self.settings.renew_every_s
+        """Await the work, renewing the lease every interval it is still running. A
+        renewal that fails or hangs is retried soon (core.leases.renewal_retry_s), not an
+        interval later, so a passing fault costs the lease a few seconds, not its end."""
+        loop = asyncio.get_running_loop()
+        lease_s, renew_s = self.settings.lease_s, self.settings.renew_every_s
+        next_try = lease.held_until - lease_s + renew_s
+        failures, lapsed = 0, False
         while True:
-            done, _ = await asyncio.wait({work}, timeout=renew_s)
+            done, _ = await asyncio.wait({work}, timeout=max(next_try - loop.time(), 0.0))
             if done:
                 break
+            sent = loop.time()
             try:
-                owned = await delivery.renew(self.engine, claimed, lease_s=self.settings.lease_s)
-            except (DBAPIError, OSError) as exc:
-                # Try again next interval; if the lease runs out meanwhile, the token guard
-                # keeps this delivery from writing over the next one.
-                log.warning("lease renewal failed: %s", type(exc).__name__,
-                            extra={"action": "lease_renew_error", **extra})
+                owned = await asyncio.wait_for(
+                    delivery.renew(self.engine, claimed, lease_s=lease_s),
+                    timeout=leases.renewal_timeout_s(renew_s))
+            except (DBAPIError, OSError, TimeoutError) as exc:
+                failures += 1
+                next_try = loop.time() + leases.renewal_retry_s(renew_s)
+                left_s = max(lease.held_until - loop.time(), 0.0)
+                # The first failure, and the one that finds the lease run out (a
+                # redelivery may take the task now; the token guard keeps this delivery
+                # from writing over it): a database that is down fails every try.
+                if failures == 1 or (left_s == 0.0 and not lapsed):
+                    lapsed = left_s == 0.0
+                    log.warning("lease renewal failed (%s), trying again; %.1f s of the lease "
+                                "left", type(exc).__name__, left_s,
+                                extra={"action": "lease_renew_error", **extra,
+                                       "failures": failures, "lease_left_s": round(left_s, 1)})
                 continue
             if not owned:
                 work.cancel(msg="lost lease")
@@ -202,6 +232,13 @@ class TaskProcessor:
                             extra={"action": "lease_lost", **extra})
                 return DeliveryOutcome(200, "lost_lease", str(claimed.id),
                                        attempt=claimed.attempt)
+            if failures:
+                log.info("lease renewed after %d failed tries", failures,
+                         extra={"action": "lease_renewed_after_errors", **extra,
+                                "failures": failures})
+            failures, lapsed = 0, False
+            lease.held_until = sent + lease_s
+            next_try = sent + renew_s
         try:
             return work.result()
         except asyncio.CancelledError:
@@ -247,7 +284,20 @@ class TaskProcessor:
                  extra={"action": "process_task_skip", **extra, "outcome": outcome.outcome})
         return outcome
 
-    async def _attempt(self, claimed: delivery.ClaimedTask,
+    async def _confirm_lease(self, claimed: delivery.ClaimedTask, lease: _Lease) -> None:
+        """Before the work stores its image: if renewals have been failing (less than an
+        interval of the lease surely left), ask the database whether the task is still
+        ours; a redelivery may have taken it over, and its image goes to the same keys.
+        Raises _LeaseGone if it is not; a database error goes up as any other."""
+        loop = asyncio.get_running_loop()
+        if lease.held_until - loop.time() > self.settings.renew_every_s:
+            return  # the usual case: no statement
+        sent = loop.time()
+        if not await delivery.renew(self.engine, claimed, lease_s=self.settings.lease_s):
+            raise _LeaseGone
+        lease.held_until = sent + self.settings.lease_s
+
+    async def _attempt(self, claimed: delivery.ClaimedTask, lease: _Lease,
                        extra: dict[str, Any]) -> DeliveryOutcome:
         started = time.monotonic()
         provider_latency_s: float | None = None
@@ -271,6 +321,7 @@ class TaskProcessor:
                 ))
                 paid = True
                 provider_latency_s = time.monotonic() - started
+            await self._confirm_lease(claimed, lease)
             keys = object_keys(claimed.job_id, claimed.id)
             image = png_text.tagged(image, claimed)  # prompt, model and job id in the PNG
             if self.storage.name == "local" and len(image.data) <= INLINE_STORE_MAX_BYTES:
@@ -293,6 +344,15 @@ class TaskProcessor:
             if paid and image is not None:
                 await asyncio.shield(asyncio.to_thread(self.staging.keep, claimed.id, image))
             raise
+        except _LeaseGone:
+            if paid and image is not None:
+                await asyncio.to_thread(self.staging.keep, claimed.id, image)
+            log.warning("lease lost before the image was stored: nothing stored",
+                        extra={"action": "lease_lost", **extra})
+            outcome = DeliveryOutcome(200, "lost_lease", str(claimed.id),
+                                      attempt=claimed.attempt)
+            self._notify(claimed.provider, outcome, provider_latency_s)
+            return outcome
         except Exception as exc:
             if paid and image is not None:
                 await asyncio.to_thread(self.staging.keep, claimed.id, image)

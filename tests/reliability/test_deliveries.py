@@ -11,10 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import Engine, text
 
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, wait_for
 from tests.reliability import (
     TASK,
     assert_counters_match_rows,
@@ -155,35 +154,144 @@ def _prompt(engine: Engine, task_id: str) -> str:
                                 {"t": task_id}).scalar())
 
 
-# Runs alone (make test's second pytest call): beside three other test processes on 2
-# cores it lost its lease in 2 of 3 CI runs even with a 6 s lease renewed every 2 s, which
-# is more than scheduling noise; see the closing note of issue 9 (to be investigated).
-@pytest.mark.serial
+def _lease_lines(worker: WorkerProcess) -> str:
+    """The worker's renewal warnings and lease outcomes: what a failure here needs."""
+    return "\n".join(line for line in worker.logs().splitlines() if "lease" in line)
+
+
 def test_a_live_handler_renews_its_lease_so_work_longer_than_the_lease_is_not_taken(
     start_worker: Callable[..., WorkerProcess], engine: Engine, tmp_path: Path
 ) -> None:
     # A 6 s lease (renewed every 2 s) and a 14 s model call: a second delivery 8 s in
     # finds the lease live, and the first finishes as the only attempt. (Shorter leases lost
-    # a renewal to scheduling on a 2-core CI machine running four test processes.)
+    # a renewal to scheduling on a 2-core CI machine running four test processes; a failed
+    # renewal is now retried within half a second.) 8 s are counted from the claim as the
+    # row shows it: a loaded worker may take a while to claim.
     worker = start_worker(RUN_DISPATCHER="false", DEMO_LATENCY_MS="14000", TASK_LEASE_S="6")
     job_id = submit(worker, ["a long picture"])["id"]
     (target,) = task_ids(engine, job_id)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(_deliver, worker, target)
-        time.sleep(8)
+        started = wait_for(lambda: _running_since(engine, target), timeout_s=30,
+                           interval_s=0.05, message="the claim")
+        time.sleep(max(started + 8.0 - time.monotonic(), 0.0))
         with engine.connect() as conn:
             lease_left_s = conn.execute(text(
                 "SELECT EXTRACT(EPOCH FROM lease_until - now()) FROM generation_tasks "
                 "WHERE id=:t"), {"t": target}).scalar()
         second = _deliver(worker, target)
         answer = first.result()
-    assert lease_left_s > 0  # renewed: 8 s after a 6 s claim the lease still runs
-    assert second[:2] == (503, "busy") and answer[:2] == (200, "succeeded")
+    # renewed: 8 s after a 6 s claim the lease still runs
+    assert lease_left_s > 0, _lease_lines(worker)
+    assert second[:2] == (503, "busy") and answer[:2] == (200, "succeeded"), (
+        second, answer, _lease_lines(worker))
     with engine.connect() as conn:
         row = conn.execute(text("SELECT attempts, crashes FROM generation_tasks WHERE id=:t"),
                            {"t": target}).one()
     assert (row.attempts, row.crashes) == (1, 0)
     assert_exactly_once(engine, tmp_path / "images", job_id)
+
+
+def _fail_the_next_renewals(engine: Engine, times: int) -> None:
+    """The next ``times`` lease renewals of a task's first attempt fail in PostgreSQL
+    itself (a serialization failure, as a busy database may answer); the sequence counts
+    every such renewal tried, and is not rolled back with the failed statement."""
+    with engine.begin() as conn:
+        conn.execute(text("CREATE SEQUENCE renewals_tried"))
+        conn.execute(text(f"""
+            CREATE FUNCTION fail_renewal() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF nextval('renewals_tried') <= {int(times)} THEN
+                    RAISE EXCEPTION 'injected renewal failure' USING ERRCODE = '40001';
+                END IF;
+                RETURN NEW;
+            END $$"""))
+        conn.execute(text(
+            "CREATE TRIGGER fail_renewal BEFORE UPDATE ON generation_tasks FOR EACH ROW "
+            "WHEN (OLD.status = 'running' AND NEW.status = 'running' AND OLD.attempts = 1 "
+            "      AND OLD.claim_token = NEW.claim_token "
+            "      AND NEW.lease_until IS DISTINCT FROM OLD.lease_until) "
+            "EXECUTE FUNCTION fail_renewal()"))
+
+
+def test_two_failed_renewals_in_a_row_are_retried_at_once_and_the_lease_keeps_its_margin(
+    start_worker: Callable[..., WorkerProcess], engine: Engine, tmp_path: Path
+) -> None:
+    # A 6 s lease renewed every 2 s; its first two renewals (2 s in, and the next try)
+    # fail. Tried again only at the next interval, the third try would come 6 s in, as
+    # the lease ends (a redelivery then may take the live task: paid twice); retried at
+    # once, the lease runs well past 6 s, and a delivery 5 s in finds it live.
+    worker = start_worker(RUN_DISPATCHER="false", DEMO_LATENCY_MS="9000", TASK_LEASE_S="6")
+    _fail_the_next_renewals(engine, 2)
+    job_id = submit(worker, ["a long picture"])["id"]
+    (target,) = task_ids(engine, job_id)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(_deliver, worker, target)
+        started = wait_for(lambda: _running_since(engine, target), timeout_s=30,
+                           interval_s=0.05, message="the claim")
+        time.sleep(max(started + 5.0 - time.monotonic(), 0.0))
+        with engine.connect() as conn:
+            row = conn.execute(text(
+                "SELECT EXTRACT(EPOCH FROM lease_until - now()) AS left_s, "
+                "       (SELECT last_value FROM renewals_tried) AS tried "
+                "  FROM generation_tasks WHERE id = :t"), {"t": target}).one()
+        second = _deliver(worker, target)
+        answer = first.result()
+    assert row.tried >= 3, row  # both failures, then a renewal that went through
+    # 5 s in, the lease has more than another interval to run (on the interval schedule
+    # it would have had 1 s at most, and none on a machine that delayed the third try).
+    assert row.left_s > 2.0, row
+    assert second[:2] == (503, "busy") and answer[:2] == (200, "succeeded")
+    with engine.connect() as conn:
+        attempts, crashes = conn.execute(text(
+            "SELECT attempts, crashes FROM generation_tasks WHERE id=:t"), {"t": target}).one()
+    assert (attempts, crashes) == (1, 0)
+    assert_exactly_once(engine, tmp_path / "images", job_id)
+    warnings = [line for line in worker.logs().splitlines() if '"lease_renew_error"' in line]
+    assert len(warnings) == 1, warnings  # the first failure of a streak, not every try
+    assert '"lease_renewed_after_errors"' in worker.logs()
+
+
+def test_a_holder_whose_renewals_failed_until_a_redelivery_took_over_stores_nothing(
+    start_worker: Callable[..., WorkerProcess], engine: Engine, tmp_path: Path
+) -> None:
+    # Every renewal of attempt 1 fails (a 3 s lease, renewed each second); 3.5 s in, the
+    # lease has run out and a second delivery takes the task over (attempt 2). The first
+    # finds that out (its next renewal, or the check before it stores) and must store
+    # nothing (its image has the new holder's keys) nor finish the task.
+    worker = start_worker(RUN_DISPATCHER="false", DEMO_LATENCY_MS="5000", TASK_LEASE_S="3")
+    _fail_the_next_renewals(engine, 1000)
+    job_id = submit(worker, ["a long picture"])["id"]
+    (target,) = task_ids(engine, job_id)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(_deliver, worker, target)
+        started = wait_for(lambda: _running_since(engine, target, lease_s=3.0),
+                           timeout_s=30, interval_s=0.05, message="the claim")
+        time.sleep(max(started + 3.5 - time.monotonic(), 0.0))
+        second = pool.submit(_deliver, worker, target)
+        answer = first.result()
+        stored_meanwhile = sorted(p.name for p in (tmp_path / "images").rglob("*")
+                                  if p.is_file())
+        assert second.result()[:2] == (200, "succeeded")
+    assert answer[:2] == (200, "lost_lease"), answer
+    assert stored_meanwhile == []  # the first delivery stored nothing
+    with engine.connect() as conn:
+        attempts, crashes = conn.execute(text(
+            "SELECT attempts, crashes FROM generation_tasks WHERE id=:t"), {"t": target}).one()
+    assert (attempts, crashes) == (2, 1)  # the takeover counted
+    assert assert_counters_match_rows(engine, job_id) == {"succeeded": 1}
+    assert_exactly_once(engine, tmp_path / "images", job_id)
+    assert '"action": "lease_lost"' in worker.logs()
+
+
+def _running_since(engine: Engine, task_id: str, lease_s: float = 6.0) -> float | None:
+    """time.monotonic() of the claim, estimated from the row: its lease minus ``lease_s``
+    (TASK_LEASE_S), so the test's clock lines up with the database's."""
+    with engine.connect() as conn:
+        left = conn.execute(text(
+            "SELECT EXTRACT(EPOCH FROM lease_until - now()) FROM generation_tasks "
+            "WHERE id = :t AND status = 'running'"), {"t": task_id}).scalar()
+    return None if left is None else time.monotonic() + float(left) - lease_s
 
 
 def test_a_delivery_before_next_attempt_at_is_answered_not_due_with_the_seconds_left(

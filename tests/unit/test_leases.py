@@ -10,6 +10,8 @@ from core.leases import (
     crash_message,
     crash_verdict,
     renewal_interval_s,
+    renewal_retry_s,
+    renewal_timeout_s,
     worker_owner,
 )
 
@@ -52,6 +54,22 @@ def test_crash_message_names_the_count() -> None:
 )
 def test_renewal_interval(lease_s: float, renew_s: float | None, expected_s: float) -> None:
     assert renewal_interval_s(lease_s, renew_s) == expected_s
+
+
+@pytest.mark.parametrize(
+    ("renew_s", "retry_s"),
+    [
+        (RENEW_EVERY_S, 1.0),  # the defaults: once a second, nine tries before the lease ends
+        (2.0, 0.5),  # a short lease (tests): a quarter of the interval
+    ],
+)
+def test_a_failed_renewal_is_retried_well_before_the_next_interval(renew_s: float,
+                                                                   retry_s: float) -> None:
+    assert renewal_retry_s(renew_s) == retry_s
+    # Two failures in a row, each given up after at most the timeout: the third try still
+    # comes before the lease (three intervals) ends, with a retry pause to spare.
+    two_failures_s = renew_s + 2 * (renewal_timeout_s(renew_s) + retry_s)
+    assert two_failures_s + retry_s <= 3 * renew_s, two_failures_s
 
 
 @pytest.mark.parametrize(
