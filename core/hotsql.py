@@ -120,6 +120,11 @@ class HotPool:
     async def close(self) -> None:
         for group in list(self._groups.values()):
             await group.close()
+        if self._groups:
+            log.info("hot pool closed", extra={
+                "action": "hot_pool_close",
+                "group_statements": {n: {"statements": b, "rows": r}
+                                     for n, (b, r) in self.group_stats().items()}})
         await self.pool.close()
 
     async def one(self, name: str, binds: dict[str, Any]) -> Row | None:
