@@ -188,6 +188,46 @@ class Worker:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def postgres_cpu_s() -> float | None:
+    """User + system CPU seconds of the embedded PostgreSQL so far: its backends and other
+    children alive now, plus what its exited children used (from /proc). None when
+    DATABASE_URL names another server (its processes may not be on this machine)."""
+    if os.environ.get("DATABASE_URL"):
+        return None
+    try:
+        postmaster = int((embedded_pg.DEFAULT_PGDATA / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def fields(pid: int | str) -> list[str] | None:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+
+    own = fields(postmaster)
+    if own is None:
+        return None
+    total = sum(int(v) for v in own[11:15])  # utime, stime, cutime, cstime
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            child = fields(entry.name)
+            if child is not None and int(child[1]) == postmaster:
+                total += int(child[11]) + int(child[12])
+    return total / ticks
+
+
+def transactions(url: str) -> int:
+    """Transactions committed or rolled back in ``url``'s database so far (each autocommit
+    statement is one). The statistics collector lags by up to a second (PGSTAT_MIN_INTERVAL);
+    read after a pause."""
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        row = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                           "WHERE datname = current_database()").fetchone()
+    return int(row[0]) if row else 0
+
+
 @contextlib.contextmanager
 def workdir(tag: str) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix=f"aiwi-bench-{tag}-") as d:

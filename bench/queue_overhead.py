@@ -32,9 +32,11 @@ from bench.common import (
     figure,
     libpq,
     load_note,
+    postgres_cpu_s,
     running_worker,
     submit,
     sync_engine,
+    transactions,
     wait_finished,
     workdir,
 )
@@ -70,7 +72,8 @@ def _named(sql_name: str) -> str:
 
 def end_to_end(processes: int = 1) -> tuple[float | None, float | None]:
     """tasks/s and worker CPU-seconds per task with ``processes`` worker processes, each
-    dispatching to itself (as instances would), all on one database."""
+    dispatching to itself (as instances would), all on one database. Also records the
+    database's side per task (MEASURED): transactions, and the embedded server's CPU."""
     with bench_database("overhead") as url, workdir("overhead") as tmp:
         env = {**base_env(url, tmp), "LOCAL_MAX_CONCURRENCY": str(CONCURRENCY // processes),
                "DB_POOL_SIZE": str(CONCURRENCY // processes + 2)}
@@ -79,10 +82,19 @@ def end_to_end(processes: int = 1) -> tuple[float | None, float | None]:
             with contextlib.ExitStack() as stack:
                 workers = [stack.enter_context(running_worker(env, tmp / f"worker{i}.log"))
                            for i in range(processes)]
+                time.sleep(1.0)  # the statistics collector's lag (transactions())
+                xacts0, pg0 = transactions(url), postgres_cpu_s()
                 cpu0 = sum(w.cpu_s() for w in workers)
                 job_id = submit(workers[0].url, [f"overhead {i}" for i in range(N_TASKS)])
                 row = wait_finished(engine, job_id, timeout_s=240, interval_s=0.05)
                 cpu_s = sum(w.cpu_s() for w in workers) - cpu0
+                pg1 = postgres_cpu_s()
+                time.sleep(1.0)
+                # The submit's and the polls' own transactions are in it (a few dozen).
+                MEASURED[f"pg_xacts_per_task_{processes}"] = (
+                    transactions(url) - xacts0) / N_TASKS
+                if pg0 is not None and pg1 is not None:
+                    MEASURED[f"pg_cpu_s_per_task_{processes}"] = (pg1 - pg0) / N_TASKS
             with engine.connect() as conn:
                 span_s = conn.execute(text(
                     "SELECT EXTRACT(EPOCH FROM max(finished_at) - min(started_at))::float "
@@ -92,6 +104,10 @@ def end_to_end(processes: int = 1) -> tuple[float | None, float | None]:
     if row.completed_tasks != N_TASKS or not span_s:
         return None, None
     return N_TASKS / span_s, cpu_s / N_TASKS
+
+
+def _ms(seconds: float | None) -> float | None:
+    return seconds * 1000 if seconds is not None else None
 
 
 def _pgbench_binary() -> str | None:
@@ -209,6 +225,14 @@ def run() -> list[Figure]:
                "ms", goal=f"<= {GOAL_CPU_MS_PER_TASK:g}",
                check=lambda v: v <= GOAL_CPU_MS_PER_TASK,
                note="user+system CPU of the worker process / tasks, 1 worker process"),
+        figure("PostgreSQL transactions per task (end to end)",
+               MEASURED.get("pg_xacts_per_task_1"), "",
+               note=f"1 worker process; {MEASURED.get('pg_xacts_per_task_2', 0):.2f} with 2; "
+                    "each autocommit statement is one, group statements carry many tasks"),
+        figure("PostgreSQL backend CPU per task (end to end)",
+               _ms(MEASURED.get("pg_cpu_s_per_task_1")), "ms",
+               note=f"embedded server, 1 worker process; "
+                    f"{_ms(MEASURED.get('pg_cpu_s_per_task_2')) or 0:.2f} ms with 2"),
     ]
     return figs
 

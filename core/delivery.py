@@ -6,7 +6,10 @@ cannot move a counter twice, nor change a later attempt (after retry-failed too)
 runs in autocommit: one statement is atomic, and a row lock (the job's counters) is then
 held for the statement and its commit only. They run on psycopg directly (core.hotsql:
 one round trip per step, prepared), not SQLAlchemy; the sync takeover (the sweeper's
-thread) stays on SQLAlchemy. The job's
+thread) stays on SQLAlchemy. Claims, completions and failures that arrive together on
+one event loop share one statement over arrays (claim_tasks, complete_tasks, fail_tasks;
+core.group_commit): row by row the same guards, each caller answered after the commit,
+each job's counter moved once per statement by its number of rows. The job's
 status follows its counters in the same statement (complete_task / fail_task spell the
 rule of core.status in SQL); the pure rule then checks the result and repairs it if the
 two ever disagreed.
@@ -91,14 +94,14 @@ async def claim(
     engine: AsyncEngine, task_id: UUID, *, lease_s: float, holder: Holder, max_attempts: int,
     attempt_floor: int = 0,
 ) -> ClaimedTask | None:
-    # The claim is one statement, atomic on its own: autocommit spares BEGIN and COMMIT.
+    # The claim is one statement, atomic on its own: autocommit spares BEGIN and COMMIT;
+    # claims that arrive together share it (claim_tasks, core.group_commit).
     token = uuid4()
-    m = await (await hotsql.get(engine)).one("claim_task", {
-        "task_id": task_id, "lease_s": lease_s, "attempt_floor": attempt_floor,
-        "owner": holder.owner, "boot": holder.boot, "token": token,
+    m = await (await hotsql.get(engine)).grouped("claim_tasks", {
+        "lease_s": lease_s, "owner": holder.owner, "boot": holder.boot,
         "max_attempts": max_attempts,
-    })
-    if m is None:
+    }, {"task_id": task_id, "token": token, "attempt_floor": attempt_floor})
+    if m is None or m["claim_token"] != token:
         return None
     return ClaimedTask(
         id=m["id"], job_id=m["job_id"], prompt=m["prompt"], style=m["style"],
@@ -201,7 +204,8 @@ async def complete(
 ) -> bool:
     """Mark the task succeeded; False if this delivery no longer owns it."""
     hot = await hotsql.get(engine)
-    job = await hot.one("complete_task", {
+    # Completions that arrive together share one statement (complete_tasks).
+    job = await hot.grouped("complete_tasks", {}, {
         "task_id": task.id, "token": task.token, "image_path": image_path,
         "thumbnail_path": thumbnail_path, "latency_ms": latency_ms,
         "input_tokens": input_tokens, "output_tokens": output_tokens,
@@ -217,7 +221,7 @@ async def fail(
 ) -> bool:
     """Mark the task failed for good; False if this delivery no longer owns it."""
     hot = await hotsql.get(engine)
-    job = await hot.one("fail_task", {
+    job = await hot.grouped("fail_tasks", {}, {
         "task_id": task.id, "token": task.token, "error_code": code,
         "error_message": message, "latency_ms": latency_ms,
     })

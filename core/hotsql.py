@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_only
 
 from core.config import get_settings
+from core.group_commit import Coalescer
 from core.queries import sql
 
 # The same rule as SQLAlchemy's text(): ':name', not '::type' casts.
@@ -51,6 +52,10 @@ PING_AFTER_IDLE_S = 1.0
 # answered 503 at once instead of waiting for a connection that is not coming.
 WAIT_FOR_CONNECTION_S = 30.0
 WAIT_WHILE_DOWN_S = 0.5
+# SQLSTATE classes of a statement the server refused and rolled back (data, integrity,
+# deadlock or serialization, syntax or access, a limit): a group statement refused with one
+# of them is run again row by row (core.group_commit).
+_REFUSED_CLASSES = ("22", "23", "40", "42", "54")
 Row = dict[str, Any]
 log = logging.getLogger(__name__)
 _last_used: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
@@ -75,6 +80,8 @@ class HotPool:
     def __init__(self, conninfo: str, *, prepare: bool, max_size: int) -> None:
         self.prepare = prepare
         self.down = False  # the pool's last connection attempt failed
+        self._groups: dict[tuple[str, tuple[tuple[str, Any], ...]],
+                           Coalescer[dict[str, Any], Row | None]] = {}
         kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row}
         if not prepare:
             kwargs["prepare_threshold"] = None
@@ -111,6 +118,13 @@ class HotPool:
         await self.pool.open(wait=False)
 
     async def close(self) -> None:
+        for group in list(self._groups.values()):
+            await group.close()
+        if self._groups:
+            log.info("hot pool closed", extra={
+                "action": "hot_pool_close",
+                "group_statements": {n: {"statements": b, "rows": r}
+                                     for n, (b, r) in self.group_stats().items()}})
         await self.pool.close()
 
     async def one(self, name: str, binds: dict[str, Any]) -> Row | None:
@@ -136,6 +150,42 @@ class HotPool:
         except psycopg.Error as exc:
             raise _translated(name, exc) from exc
 
+    async def grouped(self, name: str, shared: dict[str, Any], row: dict[str, Any],
+                      ) -> Row | None:
+        """One row of a group statement (core.group_commit): ``row``'s values go into the
+        statement's arrays beside the rows of other callers that arrive meanwhile with the
+        same ``shared`` binds. Returns the result row whose ``task_id`` or ``id`` is this
+        row's ``task_id`` (None: the statement did not touch it)."""
+        key = (name, tuple(sorted(shared.items())))
+        group = self._groups.get(key)
+        if group is None:
+            group = Coalescer(lambda rows: self._run_group(name, shared, rows),
+                              retry_alone=_refused)
+            self._groups[key] = group
+        try:
+            return await group.submit(row, row["task_id"])
+        except psycopg.Error as exc:
+            raise _translated(name, exc) from exc
+
+    async def _run_group(self, name: str, shared: dict[str, Any],
+                         rows: list[dict[str, Any]]) -> list[Row | None]:
+        # Sorted by task id: statements that share rows lock them in the same order.
+        ordered = sorted(rows, key=lambda r: r["task_id"])
+        binds = {**shared, **{column: [r[column] for r in ordered] for column in rows[0]}}
+        async with self.pool.connection(self._wait_s()) as conn:
+            cur = await conn.execute(psycopg_sql(name), binds, prepare=self.prepare or None)
+            found = await cur.fetchall() if cur.description else []
+        by_task = {r.get("task_id", r.get("id")): r for r in found}
+        return [by_task.get(r["task_id"]) for r in rows]
+
+    def group_stats(self) -> dict[str, tuple[int, int]]:
+        """Statements and rows per group statement so far (name: (statements, rows))."""
+        stats: dict[str, tuple[int, int]] = {}
+        for (name, _), group in self._groups.items():
+            statements, rows = stats.get(name, (0, 0))
+            stats[name] = (statements + group.batches, rows + group.rows)
+        return stats
+
     async def pipeline(self, steps: Sequence[tuple[str, dict[str, Any]]]) -> list[list[Row]]:
         """Independent statements sent together on one connection, in order: one round
         trip for all. Each is still its own autocommit statement."""
@@ -151,6 +201,17 @@ class HotPool:
                 return [await cur.fetchall() if cur.description else [] for cur in cursors]
         except psycopg.Error as exc:
             raise _translated(names, exc) from exc
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether nothing of a failed statement was written, so its rows may run again
+    alone: the server refused it (SQLSTATE), or psycopg refused a value before sending.
+    A broken connection's outcome is unknown: not retried."""
+    if not isinstance(exc, psycopg.Error):
+        return False
+    if exc.sqlstate is not None:
+        return exc.sqlstate[:2] in _REFUSED_CLASSES
+    return isinstance(exc, psycopg.DataError | psycopg.ProgrammingError)
 
 
 async def _check_if_idle(conn: psycopg.AsyncConnection[Any]) -> None:

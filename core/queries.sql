@@ -145,6 +145,150 @@ UPDATE generation_jobs j
  WHERE j.id = done.job_id
 RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks, j.cancelled_tasks;
 
+-- name: claim_tasks
+-- claim_task for many deliveries at once (core.group_commit: the claims that arrive while
+-- the previous one is on its way go as one statement). Row by row the same UPDATE, the
+-- same guards and the same result as claim_task; each input row carries its own task id,
+-- token and attempt floor. The caller gives each task id once per statement and sorts
+-- them, so two statements lock shared rows in the same order.
+WITH input AS (
+    SELECT * FROM unnest(CAST(:task_id AS uuid[]), CAST(:token AS uuid[]),
+                         CAST(:attempt_floor AS int[]))
+                  AS i(task_id, token, attempt_floor)
+), claimed AS (
+    UPDATE generation_tasks t
+       SET status = 'running',
+           attempts = GREATEST(t.attempts + 1, i.attempt_floor),
+           crashes = t.crashes + CASE WHEN t.status = 'running' THEN 1 ELSE 0 END,
+           lease_until = now() + make_interval(secs => :lease_s),
+           lease_owner = :owner, lease_boot = :boot, claim_token = i.token,
+           started_at = COALESCE(t.started_at, now()),
+           updated_at = now()
+      FROM input i
+     WHERE t.id = i.task_id
+       AND t.next_attempt_at <= now()
+       AND (t.status IN ('pending', 'queued')
+            OR (t.status = 'running' AND t.lease_until < now()
+                AND t.attempts - t.free_attempts < :max_attempts))
+ RETURNING t.id, t.job_id, t.prompt, t.style, t.attempts, t.free_attempts, t.prompt_index,
+           t.image_index, t.claim_token,
+           EXTRACT(EPOCH FROM (now() - t.rate_limited_since))::float AS rate_limited_for_s
+), started AS (
+    UPDATE generation_jobs j
+       SET status = 'running', started_at = COALESCE(j.started_at, now()), updated_at = now()
+      FROM (SELECT DISTINCT job_id FROM claimed) c
+     WHERE j.id = c.job_id AND j.status = 'pending'
+)
+SELECT c.id, c.job_id, c.prompt, c.style, c.attempts, c.free_attempts, c.prompt_index,
+       c.image_index, c.claim_token, c.rate_limited_for_s, j.provider, j.model, j.size,
+       j.quality, j.output_format, j.output_compression, j.background, j.moderation
+  FROM claimed c JOIN generation_jobs j ON j.id = c.job_id;
+
+-- name: complete_tasks
+-- complete_task for many deliveries at once (core.group_commit). Each task row is guarded
+-- by its own claim token as in complete_task; each job's counter moves once per statement
+-- by the number of its tasks that succeeded here, and its status follows as there (with
+-- + n for + 1). The job rows are locked in id order first (locked), so two statements
+-- over the same jobs cannot deadlock. One result row per task that this statement
+-- completed, with its job's counters after the statement; a task not returned was not
+-- this delivery's any more.
+WITH input AS (
+    SELECT * FROM unnest(CAST(:task_id AS uuid[]), CAST(:token AS uuid[]),
+                         CAST(:image_path AS text[]), CAST(:thumbnail_path AS text[]),
+                         CAST(:latency_ms AS int[]), CAST(:input_tokens AS int[]),
+                         CAST(:output_tokens AS int[]))
+                  AS i(task_id, token, image_path, thumbnail_path, latency_ms, input_tokens,
+                       output_tokens)
+), done AS (
+    UPDATE generation_tasks t
+       SET status = 'succeeded', image_path = i.image_path,
+           thumbnail_path = i.thumbnail_path, latency_ms = i.latency_ms,
+           input_tokens = i.input_tokens, output_tokens = i.output_tokens,
+           lease_until = NULL, finished_at = now(), updated_at = now()
+      FROM input i
+     WHERE t.id = i.task_id AND t.status = 'running' AND t.claim_token = i.token
+ RETURNING t.id, t.job_id
+), counted AS (
+    SELECT job_id, count(*)::int AS n FROM done GROUP BY job_id
+), locked AS MATERIALIZED (
+    SELECT j.id FROM generation_jobs j
+     WHERE j.id IN (SELECT job_id FROM counted)
+     ORDER BY j.id
+       FOR UPDATE
+), jobs AS (
+    UPDATE generation_jobs j
+       SET completed_tasks = j.completed_tasks + c.n, updated_at = now(),
+           status = CASE
+               WHEN j.status = 'cancelled' THEN 'cancelled'
+               WHEN j.completed_tasks + c.n + j.failed_tasks + j.cancelled_tasks
+                    < j.total_tasks THEN 'running'
+               WHEN j.failed_tasks = 0 AND j.cancelled_tasks = 0 THEN 'completed'
+               ELSE 'completed_with_errors' END,
+           finished_at = CASE
+               WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed',
+                                     'cancelled')
+                    AND j.completed_tasks + c.n + j.failed_tasks + j.cancelled_tasks
+                        >= j.total_tasks
+                   THEN now()
+               ELSE j.finished_at END
+      FROM counted c JOIN locked l ON l.id = c.job_id
+     WHERE j.id = c.job_id
+ RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks,
+           j.cancelled_tasks
+)
+SELECT d.id AS task_id, jobs.id, jobs.status, jobs.total_tasks, jobs.completed_tasks,
+       jobs.failed_tasks, jobs.cancelled_tasks
+  FROM done d JOIN jobs ON jobs.id = d.job_id;
+
+-- name: fail_tasks
+-- fail_task for many deliveries at once (core.group_commit), as complete_tasks is
+-- complete_task's: token-guarded rows, each job's counter once by n, job rows locked in
+-- id order.
+WITH input AS (
+    SELECT * FROM unnest(CAST(:task_id AS uuid[]), CAST(:token AS uuid[]),
+                         CAST(:error_code AS text[]), CAST(:error_message AS text[]),
+                         CAST(:latency_ms AS int[]))
+                  AS i(task_id, token, error_code, error_message, latency_ms)
+), done AS (
+    UPDATE generation_tasks t
+       SET status = 'failed', last_error_code = i.error_code,
+           last_error = i.error_message, latency_ms = i.latency_ms, lease_until = NULL,
+           finished_at = now(), updated_at = now()
+      FROM input i
+     WHERE t.id = i.task_id AND t.status = 'running' AND t.claim_token = i.token
+ RETURNING t.id, t.job_id
+), counted AS (
+    SELECT job_id, count(*)::int AS n FROM done GROUP BY job_id
+), locked AS MATERIALIZED (
+    SELECT j.id FROM generation_jobs j
+     WHERE j.id IN (SELECT job_id FROM counted)
+     ORDER BY j.id
+       FOR UPDATE
+), jobs AS (
+    UPDATE generation_jobs j
+       SET failed_tasks = j.failed_tasks + c.n, updated_at = now(),
+           status = CASE
+               WHEN j.status = 'cancelled' THEN 'cancelled'
+               WHEN j.completed_tasks + j.failed_tasks + c.n + j.cancelled_tasks
+                    < j.total_tasks THEN 'running'
+               WHEN j.completed_tasks = 0 THEN 'failed'
+               ELSE 'completed_with_errors' END,
+           finished_at = CASE
+               WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed',
+                                     'cancelled')
+                    AND j.completed_tasks + j.failed_tasks + c.n + j.cancelled_tasks
+                        >= j.total_tasks
+                   THEN now()
+               ELSE j.finished_at END
+      FROM counted c JOIN locked l ON l.id = c.job_id
+     WHERE j.id = c.job_id
+ RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks,
+           j.cancelled_tasks
+)
+SELECT d.id AS task_id, jobs.id, jobs.status, jobs.total_tasks, jobs.completed_tasks,
+       jobs.failed_tasks, jobs.cancelled_tasks
+  FROM done d JOIN jobs ON jobs.id = d.job_id;
+
 -- name: release_task
 -- A retryable failure with attempts left, or a graceful stop: back to queued, due after
 -- :delay_s (the backoff or Retry-After the table decided: a claim before then is refused).

@@ -59,6 +59,8 @@ class LoopStats:
     retried_http: int = 0
     unreachable: int = 0
     in_flight: int = 0
+    claim_rounds: int = 0  # dispatch claims sent
+    claimed: int = 0  # rows they claimed
 
 
 class LocalDispatchLoop:
@@ -113,6 +115,9 @@ class LocalDispatchLoop:
                     await self._wait(stop)
             # Stopped claiming first; the handlers finish or release within the grace.
             await self._drain(self.settings.SHUTDOWN_GRACE_S + 2.0)
+            log.info("local dispatcher stopped", extra={
+                "action": "dispatcher_stop", "delivered": self.stats.delivered,
+                "claim_rounds": self.stats.claim_rounds, "claimed": self.stats.claimed})
 
     async def _open_clients(self, stack: contextlib.AsyncExitStack) -> None:
         """A plain-http task URL gets the lean keep-alive client (core.dispatch.http1);
@@ -179,6 +184,8 @@ class LocalDispatchLoop:
             "queue_name": self.settings.QUEUE_NAME,
             "owner": self.holder.owner, "boot": self.holder.boot,
         })
+        self.stats.claim_rounds += 1
+        self.stats.claimed += len(rows)
         for row in rows:
             claimed = Claimed(id=row["id"], attempts=row["attempts"],
                               marker=row["lease_until"])

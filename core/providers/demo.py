@@ -187,14 +187,14 @@ def draw_picture(prompt: str, seed_key: str, px: int) -> bytes:
     hue = digest[0] / 255.0
     top = _rgb(hue, 0.55, 0.95)
     bottom = _rgb((hue + 0.18) % 1.0, 0.75, 0.45)
-    image = Image.new("RGB", (px, px))
-    draw = ImageDraw.Draw(image)
+    # The vertical gradient as raw rows (one bytes object per row, not a line drawn per
+    # row through ImageDraw: the same pixels at a fraction of the calls).
+    rows = []
     for y in range(px):
         t = y / max(px - 1, 1)
-        draw.line(
-            [(0, y), (px, y)],
-            fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)),
-        )
+        rows.append(bytes(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)) * px)
+    image = Image.frombytes("RGB", (px, px), b"".join(rows))
+    draw = ImageDraw.Draw(image)
     for _ in range(3 + digest[1] % 5):
         x0, y0 = rng.randrange(px), rng.randrange(px)
         r = rng.randrange(max(px // 16, 1), max(px // 4, 2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
@@ -20,8 +21,9 @@ class LocalStorage:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
+        self._inside = str(self.root).rstrip(os.sep) + os.sep  # what every path starts with
         # Folders this process made or found: one mkdir per job folder, not per write.
-        self._dirs: set[Path] = set()
+        self._dirs: set[str] = set()
         # Temporary names: pid (for remove_orphaned_temp_files), a per-instance random
         # part and a counter. tempfile.mkstemp drew six random letters and resolved the
         # folder on every write (a quarter of a tiny image's storage CPU, py-spy).
@@ -30,47 +32,57 @@ class LocalStorage:
 
     def path_for(self, key: str) -> Path:
         """The file for ``key``, refusing anything that would leave the root."""
+        return Path(self._resolved(key))
+
+    def _resolved(self, key: str) -> str:
+        # Symlinks resolved (one pointing out of the root is refused), as Path.resolve
+        # does; on strings, without pathlib's parsing and its parents walk, which were
+        # half of a tiny image's write (py-spy, issue 14).
         if not key or key.startswith("/") or "\\" in key or "\x00" in key:
             raise StorageError(f"invalid object key {key!r}")
-        path = (self.root / key).resolve()
-        if self.root not in path.parents:
+        path = os.path.realpath(os.path.join(self._inside, key))
+        if not path.startswith(self._inside):
             raise StorageError(f"invalid object key {key!r}")
         return path
 
     def save(self, key: str, data: bytes, content_type: str) -> None:
-        path = self.path_for(key)
+        path = self._resolved(key)
+        folder = os.path.dirname(path)
         try:
-            if path.parent not in self._dirs:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._dirs.add(path.parent)
+            if folder not in self._dirs:
+                os.makedirs(folder, exist_ok=True)
+                self._dirs.add(folder)
             # Write beside the target, then rename: a reader never sees half an image.
             # The writer's pid is in the name so a crashed writer's leftovers can be told
             # from a live writer's (remove_orphaned_temp_files).
-            fd, tmp = self._temp_file(path)
+            fd, tmp = self._temp_file(folder, os.path.splitext(path)[1])
             try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
+                try:
+                    _write_all(fd, data)
+                finally:
+                    os.close(fd)
                 os.replace(tmp, path)
             except BaseException:
-                Path(tmp).unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
                 raise
         except OSError as exc:
             raise StorageError(f"could not write {key}: {exc.strerror or exc}") from exc
 
-    def _temp_file(self, path: Path) -> tuple[int, str]:
-        """An exclusive new temporary file beside ``path`` (O_EXCL: never someone else's)."""
-        prefix = f"{path.parent}/{TMP_PREFIX}{os.getpid()}-{self._tmp_tag}"
+    def _temp_file(self, folder: str, suffix: str) -> tuple[int, str]:
+        """An exclusive new temporary file in ``folder`` (O_EXCL: never someone else's)."""
+        prefix = f"{folder}/{TMP_PREFIX}{os.getpid()}-{self._tmp_tag}"
         while True:
             # next() on a count is atomic under the GIL: threads never share a name.
-            tmp = f"{prefix}-{next(self._tmp_seq)}{path.suffix}"
+            tmp = f"{prefix}-{next(self._tmp_seq)}{suffix}"
             try:
                 return os.open(tmp, _TMP_FLAGS, 0o600), tmp
             except FileExistsError:  # a leftover of an earlier process with this pid
                 continue
             except FileNotFoundError:  # the folder was removed meanwhile (retention)
-                self._dirs.discard(path.parent)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._dirs.add(path.parent)
+                self._dirs.discard(folder)
+                os.makedirs(folder, exist_ok=True)
+                self._dirs.add(folder)
 
     def delete(self, keys: Sequence[str]) -> None:
         try:
@@ -101,6 +113,14 @@ class LocalStorage:
     def url(self, key: str) -> str:
         self.path_for(key)
         return LOCAL_URL_PREFIX + key
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """The whole of ``data`` to ``fd`` (a write may stop short: a full disk, a file-size
+    limit, then the next one raises)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _writer_pid(name: str) -> int | None:

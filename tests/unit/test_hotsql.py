@@ -11,7 +11,7 @@ from core.queries import q
 
 HOT = ["claim_task", "task_state", "renew_lease", "complete_task", "fail_task",
        "release_task", "take_over_abandoned", "free_dispatch_holds", "set_job_status",
-       "dispatch_claim_due", "dispatch_defer"]
+       "dispatch_claim_due", "dispatch_defer", "claim_tasks", "complete_tasks", "fail_tasks"]
 
 
 @pytest.mark.parametrize("name", HOT)
