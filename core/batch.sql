@@ -110,17 +110,11 @@ WITH done AS (
 )
 UPDATE generation_jobs j
    SET completed_tasks = j.completed_tasks + 1, updated_at = now(),
-       status = CASE
-           WHEN j.status = 'cancelled' THEN 'cancelled'
-           WHEN j.completed_tasks + 1 + j.failed_tasks + j.cancelled_tasks < j.total_tasks
-               THEN 'running'
-           WHEN j.failed_tasks = 0 AND j.cancelled_tasks = 0 THEN 'completed'
-           ELSE 'completed_with_errors' END,
-       finished_at = CASE
-           WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed', 'cancelled')
-                AND j.completed_tasks + 1 + j.failed_tasks + j.cancelled_tasks >= j.total_tasks
-               THEN now()
-           ELSE j.finished_at END
+       -- the counters after this statement (job_status_after, sql/init_db.sql)
+       status = job_status_after(j.status, j.total_tasks,
+                                 j.completed_tasks + 1, j.failed_tasks, j.cancelled_tasks),
+       finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
+                                           j.completed_tasks + 1, j.failed_tasks, j.cancelled_tasks)
   FROM done
  WHERE j.id = done.job_id
 RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks, j.cancelled_tasks;
@@ -137,17 +131,11 @@ WITH done AS (
 )
 UPDATE generation_jobs j
    SET failed_tasks = j.failed_tasks + 1, updated_at = now(),
-       status = CASE
-           WHEN j.status = 'cancelled' THEN 'cancelled'
-           WHEN j.completed_tasks + j.failed_tasks + 1 + j.cancelled_tasks < j.total_tasks
-               THEN 'running'
-           WHEN j.completed_tasks = 0 THEN 'failed'
-           ELSE 'completed_with_errors' END,
-       finished_at = CASE
-           WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed', 'cancelled')
-                AND j.completed_tasks + j.failed_tasks + 1 + j.cancelled_tasks >= j.total_tasks
-               THEN now()
-           ELSE j.finished_at END
+       -- the counters after this statement (job_status_after, sql/init_db.sql)
+       status = job_status_after(j.status, j.total_tasks,
+                                 j.completed_tasks, j.failed_tasks + 1, j.cancelled_tasks),
+       finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
+                                           j.completed_tasks, j.failed_tasks + 1, j.cancelled_tasks)
   FROM done
  WHERE j.id = done.job_id
 RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks, j.cancelled_tasks;

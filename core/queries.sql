@@ -102,17 +102,11 @@ WITH done AS (
 )
 UPDATE generation_jobs j
    SET completed_tasks = j.completed_tasks + 1, updated_at = now(),
-       status = CASE
-           WHEN j.status = 'cancelled' THEN 'cancelled'
-           WHEN j.completed_tasks + 1 + j.failed_tasks + j.cancelled_tasks < j.total_tasks
-               THEN 'running'
-           WHEN j.failed_tasks = 0 AND j.cancelled_tasks = 0 THEN 'completed'
-           ELSE 'completed_with_errors' END,
-       finished_at = CASE
-           WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed', 'cancelled')
-                AND j.completed_tasks + 1 + j.failed_tasks + j.cancelled_tasks >= j.total_tasks
-               THEN now()
-           ELSE j.finished_at END
+       -- the counters after this statement (job_status_after, sql/init_db.sql)
+       status = job_status_after(j.status, j.total_tasks,
+                                 j.completed_tasks + 1, j.failed_tasks, j.cancelled_tasks),
+       finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
+                                           j.completed_tasks + 1, j.failed_tasks, j.cancelled_tasks)
   FROM done
  WHERE j.id = done.job_id
 RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks, j.cancelled_tasks;
@@ -130,17 +124,11 @@ WITH done AS (
 )
 UPDATE generation_jobs j
    SET failed_tasks = j.failed_tasks + 1, updated_at = now(),
-       status = CASE
-           WHEN j.status = 'cancelled' THEN 'cancelled'
-           WHEN j.completed_tasks + j.failed_tasks + 1 + j.cancelled_tasks < j.total_tasks
-               THEN 'running'
-           WHEN j.completed_tasks = 0 THEN 'failed'
-           ELSE 'completed_with_errors' END,
-       finished_at = CASE
-           WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed', 'cancelled')
-                AND j.completed_tasks + j.failed_tasks + 1 + j.cancelled_tasks >= j.total_tasks
-               THEN now()
-           ELSE j.finished_at END
+       -- the counters after this statement (job_status_after, sql/init_db.sql)
+       status = job_status_after(j.status, j.total_tasks,
+                                 j.completed_tasks, j.failed_tasks + 1, j.cancelled_tasks),
+       finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
+                                           j.completed_tasks, j.failed_tasks + 1, j.cancelled_tasks)
   FROM done
  WHERE j.id = done.job_id
 RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks, j.cancelled_tasks;
@@ -218,19 +206,11 @@ WITH input AS (
 ), jobs AS (
     UPDATE generation_jobs j
        SET completed_tasks = j.completed_tasks + c.n, updated_at = now(),
-           status = CASE
-               WHEN j.status = 'cancelled' THEN 'cancelled'
-               WHEN j.completed_tasks + c.n + j.failed_tasks + j.cancelled_tasks
-                    < j.total_tasks THEN 'running'
-               WHEN j.failed_tasks = 0 AND j.cancelled_tasks = 0 THEN 'completed'
-               ELSE 'completed_with_errors' END,
-           finished_at = CASE
-               WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed',
-                                     'cancelled')
-                    AND j.completed_tasks + c.n + j.failed_tasks + j.cancelled_tasks
-                        >= j.total_tasks
-                   THEN now()
-               ELSE j.finished_at END
+           -- the counters after this statement (job_status_after, sql/init_db.sql)
+           status = job_status_after(j.status, j.total_tasks,
+                                     j.completed_tasks + c.n, j.failed_tasks, j.cancelled_tasks),
+           finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
+                                               j.completed_tasks + c.n, j.failed_tasks, j.cancelled_tasks)
       FROM counted c JOIN locked l ON l.id = c.job_id
      WHERE j.id = c.job_id
  RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks,
@@ -267,19 +247,11 @@ WITH input AS (
 ), jobs AS (
     UPDATE generation_jobs j
        SET failed_tasks = j.failed_tasks + c.n, updated_at = now(),
-           status = CASE
-               WHEN j.status = 'cancelled' THEN 'cancelled'
-               WHEN j.completed_tasks + j.failed_tasks + c.n + j.cancelled_tasks
-                    < j.total_tasks THEN 'running'
-               WHEN j.completed_tasks = 0 THEN 'failed'
-               ELSE 'completed_with_errors' END,
-           finished_at = CASE
-               WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed',
-                                     'cancelled')
-                    AND j.completed_tasks + j.failed_tasks + c.n + j.cancelled_tasks
-                        >= j.total_tasks
-                   THEN now()
-               ELSE j.finished_at END
+           -- the counters after this statement (job_status_after, sql/init_db.sql)
+           status = job_status_after(j.status, j.total_tasks,
+                                     j.completed_tasks, j.failed_tasks + c.n, j.cancelled_tasks),
+           finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
+                                               j.completed_tasks, j.failed_tasks + c.n, j.cancelled_tasks)
       FROM counted c JOIN locked l ON l.id = c.job_id
      WHERE j.id = c.job_id
  RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks,
@@ -343,19 +315,11 @@ WITH gone AS (
 ), counted AS (
     UPDATE generation_jobs j
        SET failed_tasks = j.failed_tasks + f.n, updated_at = now(),
-           status = CASE
-               WHEN j.status = 'cancelled' THEN 'cancelled'
-               WHEN j.completed_tasks + j.failed_tasks + f.n + j.cancelled_tasks < j.total_tasks
-                   THEN 'running'
-               WHEN j.completed_tasks = 0 THEN 'failed'
-               ELSE 'completed_with_errors' END,
-           finished_at = CASE
-               WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed',
-                                     'cancelled')
-                    AND j.completed_tasks + j.failed_tasks + f.n + j.cancelled_tasks
-                        >= j.total_tasks
-                   THEN now()
-               ELSE j.finished_at END
+           -- the counters after this statement (job_status_after, sql/init_db.sql)
+           status = job_status_after(j.status, j.total_tasks,
+                                     j.completed_tasks, j.failed_tasks + f.n, j.cancelled_tasks),
+           finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
+                                               j.completed_tasks, j.failed_tasks + f.n, j.cancelled_tasks)
       FROM failed f
      WHERE j.id = f.job_id
 )

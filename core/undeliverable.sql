@@ -43,17 +43,11 @@ WITH problem AS (
 ), job AS (
     UPDATE generation_jobs j
        SET failed_tasks = j.failed_tasks + 1, updated_at = now(),
-           status = CASE
-               WHEN j.status = 'cancelled' THEN 'cancelled'
-               WHEN j.completed_tasks + j.failed_tasks + 1 + j.cancelled_tasks < j.total_tasks
-                   THEN 'running'
-               WHEN j.completed_tasks = 0 THEN 'failed'
-               ELSE 'completed_with_errors' END,
-           finished_at = CASE
-               WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed', 'cancelled')
-                    AND j.completed_tasks + j.failed_tasks + 1 + j.cancelled_tasks >= j.total_tasks
-                   THEN now()
-               ELSE j.finished_at END
+           -- the counters after this statement (job_status_after, sql/init_db.sql)
+           status = job_status_after(j.status, j.total_tasks,
+                                     j.completed_tasks, j.failed_tasks + 1, j.cancelled_tasks),
+           finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
+                                               j.completed_tasks, j.failed_tasks + 1, j.cancelled_tasks)
       FROM task
      WHERE j.id = task.job_id AND task.status = 'failed'
     RETURNING j.id
@@ -98,18 +92,11 @@ WITH task AS (
 ), job AS (
     UPDATE generation_jobs j
        SET failed_tasks = j.failed_tasks + f.n, updated_at = now(),
-           status = CASE
-               WHEN j.status = 'cancelled' THEN 'cancelled'
-               WHEN j.completed_tasks + j.failed_tasks + f.n + j.cancelled_tasks < j.total_tasks
-                   THEN 'running'
-               WHEN j.completed_tasks = 0 THEN 'failed'
-               ELSE 'completed_with_errors' END,
-           finished_at = CASE
-               WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed', 'cancelled')
-                    AND j.completed_tasks + j.failed_tasks + f.n + j.cancelled_tasks
-                        >= j.total_tasks
-                   THEN now()
-               ELSE j.finished_at END
+           -- the counters after this statement (job_status_after, sql/init_db.sql)
+           status = job_status_after(j.status, j.total_tasks,
+                                     j.completed_tasks, j.failed_tasks + f.n, j.cancelled_tasks),
+           finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
+                                               j.completed_tasks, j.failed_tasks + f.n, j.cancelled_tasks)
       FROM failed f
      WHERE j.id = f.job_id
     RETURNING j.id
@@ -197,17 +184,11 @@ WITH before AS (
 ), job AS (
     UPDATE generation_jobs j
        SET failed_tasks = j.failed_tasks + 1, updated_at = now(),
-           status = CASE
-               WHEN j.status = 'cancelled' THEN 'cancelled'
-               WHEN j.completed_tasks + j.failed_tasks + 1 + j.cancelled_tasks < j.total_tasks
-                   THEN 'running'
-               WHEN j.completed_tasks = 0 THEN 'failed'
-               ELSE 'completed_with_errors' END,
-           finished_at = CASE
-               WHEN j.status NOT IN ('completed', 'completed_with_errors', 'failed', 'cancelled')
-                    AND j.completed_tasks + j.failed_tasks + 1 + j.cancelled_tasks >= j.total_tasks
-                   THEN now()
-               ELSE j.finished_at END
+           -- the counters after this statement (job_status_after, sql/init_db.sql)
+           status = job_status_after(j.status, j.total_tasks,
+                                     j.completed_tasks, j.failed_tasks + 1, j.cancelled_tasks),
+           finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
+                                               j.completed_tasks, j.failed_tasks + 1, j.cancelled_tasks)
       FROM task
      WHERE j.id = task.job_id AND task.status = 'failed'
     RETURNING j.id

@@ -320,7 +320,7 @@ CREATE INDEX IF NOT EXISTS generation_tasks_job_due_idx
     WHERE status IN ('pending', 'queued');
 INSERT INTO schema_migrations (version) VALUES (8) ON CONFLICT (version) DO NOTHING;
 
--- version 9: the claims' anti-starvation test (core.dispatch.fair.starved), one spelling
+-- version 9: SQL functions. The claims' anti-starvation test (core.dispatch.fair.starved), one spelling
 -- for dispatch_claim_due and window_pick: a job with nothing in flight whose last delivery
 -- finished (or which was submitted, if none has) starvation_s ago or more. The last
 -- finish is read (generation_tasks_finished_idx) only when nothing is in flight.
@@ -332,5 +332,33 @@ LANGUAGE sql STABLE AS $$
                                 WHERE d.job_id = job AND d.finished_at IS NOT NULL),
                               submitted)
                      <= now() - make_interval(secs => starvation_s) END
+$$;
+-- A job's status and finished_at given its counters after a statement moved them:
+-- core.status.job_status_after spelled once in SQL, for every statement that moves a
+-- counter (tests/integration/test_status_sql.py checks the two agree). Cancelled is
+-- sticky; finished_at is set once, when the counters reach the total.
+-- Counters are bigint here so that any integer expression fits (int + a bigint parameter).
+CREATE OR REPLACE FUNCTION job_status_after(current_status text, total bigint,
+                                            completed bigint, failed bigint,
+                                            cancelled bigint) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN current_status = 'cancelled' THEN 'cancelled'
+        WHEN completed + failed + cancelled < total THEN
+            CASE WHEN current_status = 'pending' AND completed + failed + cancelled = 0
+                 THEN 'pending' ELSE 'running' END
+        WHEN failed = 0 AND cancelled = 0 THEN 'completed'
+        WHEN completed = 0 THEN 'failed'
+        ELSE 'completed_with_errors' END
+$$;
+CREATE OR REPLACE FUNCTION job_finished_at_after(current_status text, finished_at timestamptz,
+                                                 total bigint, completed bigint,
+                                                 failed bigint, cancelled bigint)
+    RETURNS timestamptz
+LANGUAGE sql STABLE AS $$
+    SELECT CASE
+        WHEN current_status NOT IN ('completed', 'completed_with_errors', 'failed', 'cancelled')
+             AND completed + failed + cancelled >= total THEN now()
+        ELSE finished_at END
 $$;
 INSERT INTO schema_migrations (version) VALUES (9) ON CONFLICT (version) DO NOTHING;
