@@ -2,13 +2,12 @@
 CloudTasks gRPC service from the google-cloud-tasks protos, the real client over a real
 insecure channel): AlreadyExists on a repeated task name, OIDC-signed deliveries to a
 worker in production mode, bounded concurrent CreateTask, failed CreateTask calls left
-to the sweeper, and queue administration through the CLI."""
+to the sweeper, and queue administration through the CLI. The fake, the production env
+and worker are tests/support/cloud_tasks.py's fixtures."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,51 +24,8 @@ from core.dispatch.cloud_tasks import (
     CloudTasksDispatcher,
 )
 from core.validation import BatchSpec
-from tests.conftest import WorkerProcess, free_port, wait_for
-from tests.peers.cloudtasks_fake import CloudTasksFake, TestIdentity, production_worker_env
-
-ADMIN = {"X-API-Key": "test-admin-key-0123456789"}
-
-
-@pytest.fixture
-def identity() -> Iterator[TestIdentity]:
-    key = TestIdentity()
-    yield key
-    key.stop()
-
-
-@pytest.fixture
-def fake(identity: TestIdentity) -> Iterator[CloudTasksFake]:
-    with CloudTasksFake(identity) as server:
-        yield server
-
-
-@pytest.fixture
-def prod_env(env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity
-             ) -> dict[str, str]:
-    certs_url = identity.serve()  # first: free_port() must not hand out its port
-    port = free_port()
-    env.update(production_worker_env(port=port, tasks_host=fake.host, certs_url=certs_url))
-    env["PORT"] = str(port)
-    return env
-
-
-@pytest.fixture
-def prod_settings(prod_env: dict[str, str], settings: Settings) -> Settings:
-    """This process's settings (the CLI's and the dispatcher's): the same production env;
-    the queue exists, created by the CLI."""
-    assert cli(["queue", "create"]) == 0
-    return settings
-
-
-@pytest.fixture
-def prod_worker(prod_env: dict[str, str], prod_settings: Settings, tmp_path: Path
-                ) -> Iterator[WorkerProcess]:
-    worker = WorkerProcess(env=prod_env, port=int(prod_env["PORT"]),
-                           log_path=tmp_path / "worker.log")
-    worker.start()
-    yield worker
-    worker.stop()
+from tests.conftest import WorkerProcess, wait_for
+from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake
 
 
 def _rows(engine: Engine, job_id: Any) -> list[Any]:

@@ -7,20 +7,12 @@ import httpx
 from sqlalchemy import Engine, text
 
 from tests.conftest import WorkerProcess
-from tests.integration.test_cloud_tasks_fake import (  # noqa: F401  (fixtures)
-    ADMIN,
-    _wait_finished,
-    fake,
-    identity,
-    prod_env,
-    prod_settings,
-    prod_worker,
-)
-from tests.peers.cloudtasks_fake import CloudTasksFake
+from tests.integration.test_cloud_tasks_fake import _wait_finished
+from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake
 
 
 def test_resubmitted_and_cloned_tasks_go_through_the_queue(
-    prod_worker: WorkerProcess, fake: CloudTasksFake, engine: Engine,  # noqa: F811
+    prod_worker: WorkerProcess, fake: CloudTasksFake, engine: Engine,
 ) -> None:
     url = prod_worker.url
     job_id = httpx.post(url + "/api/admin/generate/batch", headers=ADMIN, timeout=30, json={
