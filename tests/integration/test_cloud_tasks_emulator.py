@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import Engine, text
 
@@ -27,6 +26,7 @@ from core.validation import BatchSpec
 from tests.conftest import WorkerProcess, wait_for
 from tests.peers.openai_stub import OpenAIStub, Reply
 from tests.support.cloud_tasks import worker_on_port
+from tests.support.worker_api import submit
 
 
 @pytest.fixture
@@ -69,10 +69,7 @@ def test_batch_is_delivered_by_the_emulator_and_completes(
     cloud_worker: Callable[..., WorkerProcess], engine: Engine, settings: Settings,
 ) -> None:
     worker = cloud_worker()
-    response = httpx.post(worker.url + "/api/admin/generate/batch", timeout=30, json={
-        "prompts": ["a teapot", "a kite", "a fern"], "style": "none", "count_per_prompt": 2})
-    assert response.status_code == 200, response.text
-    job_id = response.json()["id"]
+    job_id = submit(worker, ["a teapot", "a kite", "a fern"], count_per_prompt=2)["id"]
     assert _wait_job(engine, job_id) == "completed"
     rows = _tasks(engine, job_id)
     assert [r.status for r in rows] == ["succeeded"] * 6

@@ -24,8 +24,9 @@ from core.dispatch.cloud_tasks import (
     CloudTasksDispatcher,
 )
 from core.validation import BatchSpec
-from tests.conftest import WorkerProcess, wait_for
+from tests.conftest import WorkerProcess
 from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake
+from tests.support.worker_api import submit, wait_done
 
 
 def _rows(engine: Engine, job_id: Any) -> list[Any]:
@@ -37,23 +38,14 @@ def _rows(engine: Engine, job_id: Any) -> list[Any]:
 
 
 def _wait_finished(worker: WorkerProcess, job_id: str) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        body = httpx.get(f"{worker.url}/api/admin/jobs/{job_id}/status", headers=ADMIN,
-                         timeout=10).json()
-        return body if body["progress_percentage"] == 100.0 else None
-
-    result: dict[str, Any] = wait_for(done, timeout_s=60, interval_s=0.2, message="the job")
-    return result
+    return wait_done(worker, job_id, timeout_s=60, headers=ADMIN)
 
 
 def test_production_batch_is_delivered_with_oidc_tokens_and_completes(
     prod_worker: WorkerProcess, fake: CloudTasksFake, engine: Engine,
 ) -> None:
-    response = httpx.post(prod_worker.url + "/api/admin/generate/batch", headers=ADMIN,
-                          timeout=30, json={"prompts": ["a harbour", "a lantern"],
-                                            "style": "none", "count_per_prompt": 2})
-    assert response.status_code == 200, response.text
-    job_id = response.json()["id"]
+    job_id = submit(prod_worker, ["a harbour", "a lantern"], headers=ADMIN,
+                    count_per_prompt=2)["id"]
     assert _wait_finished(prod_worker, job_id)["status"] == "completed"
     rows = _rows(engine, job_id)
     assert {r.status for r in rows} == {"succeeded"}
@@ -83,10 +75,7 @@ def test_repeated_enqueue_is_already_exists_and_a_retry_gets_a_fresh_name(
     prod_worker: WorkerProcess, fake: CloudTasksFake, engine: Engine,
     prod_settings: Settings,
 ) -> None:
-    response = httpx.post(prod_worker.url + "/api/admin/generate/batch", headers=ADMIN,
-                          timeout=30, json={"prompts": ["[[demo:moderation_blocked]] a cat"],
-                                            "style": "none", "count_per_prompt": 1})
-    job_id = response.json()["id"]
+    job_id = submit(prod_worker, ["[[demo:moderation_blocked]] a cat"], headers=ADMIN)["id"]
     assert _wait_finished(prod_worker, job_id)["status"] == "failed"
     (row,) = _rows(engine, job_id)
     dispatcher = CloudTasksDispatcher.from_settings(prod_settings)

@@ -26,6 +26,7 @@ from tests.conftest import WorkerProcess, wait_for
 from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake, TestIdentity
 from tests.peers.openai_stub import OpenAIStub, Reply
 from tests.support.cloud_tasks import worker_on_port
+from tests.support.worker_api import submit
 
 TASK_PATH = "/api/admin/worker/process-task"
 QUEUE_PATH = "projects/test-project/locations/us-central1/queues/images"
@@ -52,10 +53,7 @@ def worker(prod_worker: WorkerProcess) -> WorkerProcess:
 
 
 def _submit(worker: WorkerProcess, prompt: str) -> str:
-    response = httpx.post(worker.url + "/api/admin/generate/batch", headers=ADMIN, timeout=30,
-                          json={"prompts": [prompt], "style": "none", "count_per_prompt": 1})
-    assert response.status_code == 200, response.text
-    return str(response.json()["id"])
+    return str(submit(worker, [prompt], headers=ADMIN)["id"])
 
 
 def _row(engine: Engine, job_id: str) -> Any:
@@ -211,9 +209,7 @@ def test_expired_leases_are_taken_over_by_the_worker_check_not_the_stranded_swee
     assert cli(["queue", "pause"]) == 0
     process = worker_on_port(prod_env, tmp_path).start()
     try:
-        job_id = httpx.post(process.url + "/api/admin/generate/batch", headers=ADMIN,
-                            timeout=30, json={"prompts": ["a mill", "a weir"], "style": "none",
-                                              "count_per_prompt": 1}).json()["id"]
+        job_id = submit(process, ["a mill", "a weir"], headers=ADMIN)["id"]
         with engine.begin() as conn:
             rows = list(conn.execute(text(
                 "SELECT id, cloud_task_name FROM generation_tasks WHERE job_id = :j "

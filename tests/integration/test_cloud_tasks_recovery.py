@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import Engine, text
 
@@ -33,6 +32,7 @@ from tests.conftest import WorkerProcess, wait_for
 from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake, TestIdentity, gcloud_queue
 from tests.peers.openai_stub import OpenAIStub, Reply
 from tests.support.cloud_tasks import create_queue, production_env, worker_on_port
+from tests.support.worker_api import submit
 
 pytestmark = pytest.mark.defaults
 
@@ -86,10 +86,7 @@ def _create_queue(worker_env: dict[str, str], how: str) -> None:
 
 
 def _submit(worker: WorkerProcess, prompts: list[str]) -> str:
-    response = httpx.post(worker.url + "/api/admin/generate/batch", headers=ADMIN, timeout=30,
-                          json={"prompts": prompts, "style": "none", "count_per_prompt": 1})
-    assert response.status_code == 200, response.text
-    return str(response.json()["id"])
+    return str(submit(worker, prompts, headers=ADMIN)["id"])
 
 
 def _rows(engine: Engine, job_id: str) -> list[Any]:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 from google.cloud import tasks_v2
 from google.protobuf import field_mask_pb2
@@ -31,6 +30,7 @@ from core.validation import BatchSpec
 from tests.conftest import free_port, wait_for
 from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake
 from tests.support.cloud_tasks import emulator_values, worker_on_port
+from tests.support.worker_api import wait_done
 
 STALE_S = 1800.0
 
@@ -331,12 +331,7 @@ def test_worker_sweep_recovers_tasks_the_queue_lost_and_the_job_completes(
 
     worker = worker_on_port({**prod_env, "SWEEP_INTERVAL_S": "0.5"}, tmp_path).start()
     try:
-        def finished() -> dict[str, Any] | None:
-            body = httpx.get(f"{worker.url}/api/admin/jobs/{job.id}/status", headers=ADMIN,
-                             timeout=10).json()
-            return body if body["progress_percentage"] == 100.0 else None
-
-        status = wait_for(finished, timeout_s=60, interval_s=0.2, message="the job")
+        status = wait_done(worker, str(job.id), timeout_s=60, headers=ADMIN)
         logs = worker.logs()
     finally:
         worker.stop()

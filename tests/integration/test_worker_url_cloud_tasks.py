@@ -25,6 +25,7 @@ from core.dispatch.cloud_tasks import CloudTasksDispatcher
 from tests.conftest import WorkerProcess, free_port, wait_for
 from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake, TestIdentity, gcloud_queue
 from tests.support.cloud_tasks import create_queue, production_env, worker_on_port
+from tests.support.worker_api import submit
 
 TASK_PATH = "/api/admin/worker/process-task"
 # The settings' defaults (the test env shortens them): what the CLI queue retries at.
@@ -54,11 +55,7 @@ def _running(env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity,
 
 
 def _submit(worker: WorkerProcess, n: int) -> str:
-    response = httpx.post(worker.url + "/api/admin/generate/batch", headers=ADMIN,
-                          timeout=30, json={"prompts": [f"a kite {i}" for i in range(n)],
-                                            "style": "none", "count_per_prompt": 1})
-    assert response.status_code == 200, response.text
-    return str(response.json()["id"])
+    return str(submit(worker, [f"a kite {i}" for i in range(n)], headers=ADMIN)["id"])
 
 
 def _job(engine: Engine, job_id: str) -> Any:
