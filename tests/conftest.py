@@ -23,6 +23,9 @@ from sqlalchemy.engine import make_url
 from core import db, embedded_pg
 from core.config import Settings, get_settings
 
+# Fixtures several files share; loaded after this module, whose helpers they import.
+pytest_plugins = ("tests.support.cloud_tasks",)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IN_CI = bool(os.environ.get("CI"))
 _counter = itertools.count()

@@ -11,13 +11,10 @@ from core.config import Settings
 from core.dispatch import get_dispatcher
 from core.dispatch.cloud_tasks import CloudTasksDispatcher
 from tests.dashboard.conftest import open_page
-from tests.integration.test_cloud_tasks_emulator import (  # noqa: F401 - fixtures
-    cloud_env,
-    emulator,
-)
 
 
-# The emulator's fixtures set USE_CLOUD_TASKS and friends in `env` before `settings`.
+# The emulator's fixtures (tests/support/cloud_tasks.py) set USE_CLOUD_TASKS and friends
+# in `env` before `settings`.
 @pytest.mark.usefixtures("cloud_env")
 def test_queue_page_pauses_and_resumes_the_cloud_tasks_queue(settings: Settings,
                                                              engine: Engine) -> None:

@@ -13,20 +13,16 @@ import httpx
 from sqlalchemy import Engine
 
 from tests.conftest import REPO_ROOT, WorkerProcess, wait_for
-from tests.integration.test_end_to_end import (
-    _status,
-    _submit,
-    _wait_done,
-    assert_counters_match_rows,
-)
+from tests.integration.test_end_to_end import assert_counters_match_rows
+from tests.support.worker_api import job_status, submit, wait_done
 
 
 def test_job_list_tasks_cancel_and_retry_endpoints(
     start_worker: Callable[..., WorkerProcess], engine: Engine
 ) -> None:
     worker = start_worker(MAX_ATTEMPTS="1")
-    job = _submit(worker, ["ok one", "bad [[demo:invalid_request]]"], count_per_prompt=2)
-    _wait_done(worker, job["id"])
+    job = submit(worker, ["ok one", "bad [[demo:invalid_request]]"], count_per_prompt=2)
+    wait_done(worker, job["id"])
     listed = httpx.get(worker.url + "/api/admin/jobs").json()["jobs"]
     assert [j["id"] for j in listed] == [job["id"]]
     assert listed[0]["status"] == "completed_with_errors"
@@ -38,8 +34,8 @@ def test_job_list_tasks_cancel_and_retry_endpoints(
                          json={"task_ids": [failed["tasks"][0]["id"]],
                                "include_refusals": True}).json()
     assert (retried["requeued"], retried["status"]) == (1, "running")
-    wait_for(lambda: _status(worker, job["id"])["progress_percentage"] == 100.0, timeout_s=30)
-    assert _status(worker, job["id"])["failed_tasks"] == 2  # the same refusal again
+    wait_for(lambda: job_status(worker, job["id"])["progress_percentage"] == 100.0, timeout_s=30)
+    assert job_status(worker, job["id"])["failed_tasks"] == 2  # the same refusal again
     done_cancel = httpx.post(f"{worker.url}/api/admin/jobs/{job['id']}/cancel")
     assert done_cancel.status_code == 409
     missing = httpx.get(f"{worker.url}/api/admin/jobs/{uuid.uuid4()}/status")
@@ -63,17 +59,17 @@ def test_standalone_dispatcher_can_be_killed_and_restarted(
             return subprocess.Popen([sys.executable, "-m", "worker.dispatcher"], cwd=REPO_ROOT,
                                     env=dispatcher_env, stdout=log, stderr=subprocess.STDOUT)
 
-    job = _submit(worker, [f"p{i}" for i in range(40)])
+    job = submit(worker, [f"p{i}" for i in range(40)])
     first = start_dispatcher()
     try:
-        wait_for(lambda: _status(worker, job["id"])["completed_tasks"] >= 5, timeout_s=30)
+        wait_for(lambda: job_status(worker, job["id"])["completed_tasks"] >= 5, timeout_s=30)
         first.kill()
         first.wait()
-        stalled = _status(worker, job["id"])["completed_tasks"]
+        stalled = job_status(worker, job["id"])["completed_tasks"]
         assert stalled < 40
         second = start_dispatcher()
         try:
-            done = _wait_done(worker, job["id"], timeout_s=60)
+            done = wait_done(worker, job["id"], timeout_s=60)
         finally:
             second.terminate()
             assert second.wait(timeout=15) == 0  # SIGTERM is a clean stop

@@ -13,26 +13,11 @@ import pytest
 from sqlalchemy import Engine, text
 
 from core.batch.poller import POLL_PATH
-from core.cli import main as cli
 from core.config import Settings
-from tests.conftest import WorkerProcess, free_port, wait_for
-from tests.peers.cloudtasks_fake import CloudTasksFake, TestIdentity, production_worker_env
+from tests.conftest import wait_for
+from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake
 from tests.peers.openai_stub import OpenAIStub
-
-ADMIN = {"X-API-Key": "test-admin-key-0123456789"}
-
-
-@pytest.fixture
-def identity() -> Iterator[TestIdentity]:
-    key = TestIdentity()
-    yield key
-    key.stop()
-
-
-@pytest.fixture
-def fake(identity: TestIdentity) -> Iterator[CloudTasksFake]:
-    with CloudTasksFake(identity) as server:
-        yield server
+from tests.support.cloud_tasks import worker_on_port
 
 
 @pytest.fixture
@@ -42,23 +27,17 @@ def stub() -> Iterator[OpenAIStub]:
 
 
 @pytest.fixture
-def prod_env(env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity,
-             stub: OpenAIStub) -> dict[str, str]:
-    port = free_port()
-    env.update(production_worker_env(port=port, tasks_host=fake.host,
-                                     certs_url=identity.serve()))
-    env.update(PORT=str(port), IMAGE_PROVIDER="openai", OPENAI_API_KEY=stub.api_key,
-               OPENAI_BASE_URL=stub.base_url, BATCH_CHUNK_SIZE="2", BATCH_POLL_S="0.2")
-    return env
+def prod_env(prod_env: dict[str, str], stub: OpenAIStub) -> dict[str, str]:
+    prod_env.update(IMAGE_PROVIDER="openai", OPENAI_API_KEY=stub.api_key,
+                    OPENAI_BASE_URL=stub.base_url, BATCH_CHUNK_SIZE="2", BATCH_POLL_S="0.2")
+    return prod_env
 
 
 def test_batch_mode_runs_on_scheduled_poll_tasks(
-    prod_env: dict[str, str], settings: Settings, fake: CloudTasksFake, stub: OpenAIStub,
-    engine: Engine, tmp_path: Path,
+    prod_env: dict[str, str], prod_settings: Settings, fake: CloudTasksFake,
+    stub: OpenAIStub, engine: Engine, tmp_path: Path,
 ) -> None:
-    assert cli(["queue", "create"]) == 0
-    worker = WorkerProcess(env=prod_env, port=int(prod_env["PORT"]),
-                           log_path=tmp_path / "worker.log").start()
+    worker = worker_on_port(prod_env, tmp_path).start()
     try:
         response = httpx.post(worker.url + "/api/admin/generate/batch", headers=ADMIN,
                               timeout=30, json={"prompts": ["a harbour", "a lantern", "a kite"],

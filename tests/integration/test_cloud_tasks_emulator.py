@@ -3,19 +3,17 @@ scripts/test-deps.d/20-cloud-tasks-emulator.sh) with the real google-cloud-tasks
 over an insecure gRPC channel, delivering to a real worker process on loopback.
 
 The emulator neither deduplicates task names nor sends OIDC tokens: those two are tested
-against tests/peers/cloudtasks_fake.py (test_cloud_tasks_fake.py).
+against tests/peers/cloudtasks_fake.py (test_cloud_tasks_fake.py). The emulator and
+``cloud_env`` are tests/support/cloud_tasks.py's fixtures.
 """
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import Engine, text
 
@@ -25,48 +23,10 @@ from core.config import Settings
 from core.dispatch import EnqueueResult, TaskRef
 from core.dispatch.cloud_tasks import CloudTasksDispatcher
 from core.validation import BatchSpec
-from tests.conftest import REPO_ROOT, WorkerProcess, free_port, need, stop_process, wait_for
+from tests.conftest import WorkerProcess, wait_for
 from tests.peers.openai_stub import OpenAIStub, Reply
-
-EMULATOR_PYTHON = REPO_ROOT / ".venv-emulator" / "bin" / "python"
-# Binds the emulator to loopback only (its CLI would bind every interface).
-_RUN = ("import sys; from gcloud_tasks_emulator.__main__ import run_server; "
-        "run_server('127.0.0.1', int(sys.argv[1]), 'localhost', 80, [], -1)")
-
-
-@pytest.fixture
-def emulator(tmp_path: Path) -> Iterator[str]:
-    need(EMULATOR_PYTHON.exists(),
-         "gcloud-tasks-emulator not installed (scripts/test-deps.d/20-cloud-tasks-emulator.sh)")
-    port = free_port()
-    log = (tmp_path / "emulator.log").open("wb")
-    proc = subprocess.Popen([str(EMULATOR_PYTHON), "-W", "ignore", "-c", _RUN, str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("emulator did not start: "
-                                       + (tmp_path / "emulator.log").read_text()) from None
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        stop_process(proc, timeout_s=10)
-        log.close()
-
-
-@pytest.fixture
-def cloud_env(env: dict[str, str], emulator: str) -> dict[str, str]:
-    """USE_CLOUD_TASKS against the emulator; WORKER_URL is the worker started below."""
-    port = free_port()
-    env.update(USE_CLOUD_TASKS="true", GCP_PROJECT="test-project", GCP_LOCATION="us-central1",
-               QUEUE_NAME=f"images-{port}", CLOUD_TASKS_EMULATOR_HOST=emulator,
-               WORKER_URL=f"http://127.0.0.1:{port}", PORT=str(port), MAX_ATTEMPTS="6")
-    return env
+from tests.support.cloud_tasks import worker_on_port
+from tests.support.worker_api import submit
 
 
 @pytest.fixture
@@ -78,8 +38,8 @@ def cloud_worker(cloud_env: dict[str, str], settings: Settings, tmp_path: Path
     started: list[WorkerProcess] = []
 
     def _start(**overrides: str) -> WorkerProcess:
-        worker = WorkerProcess(env={**cloud_env, **overrides}, port=int(cloud_env["PORT"]),
-                               log_path=tmp_path / f"worker-{len(started)}.log")
+        worker = worker_on_port({**cloud_env, **overrides}, tmp_path,
+                                   log_name=f"worker-{len(started)}.log")
         started.append(worker)
         return worker.start()
 
@@ -109,10 +69,7 @@ def test_batch_is_delivered_by_the_emulator_and_completes(
     cloud_worker: Callable[..., WorkerProcess], engine: Engine, settings: Settings,
 ) -> None:
     worker = cloud_worker()
-    response = httpx.post(worker.url + "/api/admin/generate/batch", timeout=30, json={
-        "prompts": ["a teapot", "a kite", "a fern"], "style": "none", "count_per_prompt": 2})
-    assert response.status_code == 200, response.text
-    job_id = response.json()["id"]
+    job_id = submit(worker, ["a teapot", "a kite", "a fern"], count_per_prompt=2)["id"]
     assert _wait_job(engine, job_id) == "completed"
     rows = _tasks(engine, job_id)
     assert [r.status for r in rows] == ["succeeded"] * 6

@@ -2,13 +2,12 @@
 CloudTasks gRPC service from the google-cloud-tasks protos, the real client over a real
 insecure channel): AlreadyExists on a repeated task name, OIDC-signed deliveries to a
 worker in production mode, bounded concurrent CreateTask, failed CreateTask calls left
-to the sweeper, and queue administration through the CLI."""
+to the sweeper, and queue administration through the CLI. The fake, the production env
+and worker are tests/support/cloud_tasks.py's fixtures."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,51 +24,9 @@ from core.dispatch.cloud_tasks import (
     CloudTasksDispatcher,
 )
 from core.validation import BatchSpec
-from tests.conftest import WorkerProcess, free_port, wait_for
-from tests.peers.cloudtasks_fake import CloudTasksFake, TestIdentity, production_worker_env
-
-ADMIN = {"X-API-Key": "test-admin-key-0123456789"}
-
-
-@pytest.fixture
-def identity() -> Iterator[TestIdentity]:
-    key = TestIdentity()
-    yield key
-    key.stop()
-
-
-@pytest.fixture
-def fake(identity: TestIdentity) -> Iterator[CloudTasksFake]:
-    with CloudTasksFake(identity) as server:
-        yield server
-
-
-@pytest.fixture
-def prod_env(env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity
-             ) -> dict[str, str]:
-    certs_url = identity.serve()  # first: free_port() must not hand out its port
-    port = free_port()
-    env.update(production_worker_env(port=port, tasks_host=fake.host, certs_url=certs_url))
-    env["PORT"] = str(port)
-    return env
-
-
-@pytest.fixture
-def prod_settings(prod_env: dict[str, str], settings: Settings) -> Settings:
-    """This process's settings (the CLI's and the dispatcher's): the same production env;
-    the queue exists, created by the CLI."""
-    assert cli(["queue", "create"]) == 0
-    return settings
-
-
-@pytest.fixture
-def prod_worker(prod_env: dict[str, str], prod_settings: Settings, tmp_path: Path
-                ) -> Iterator[WorkerProcess]:
-    worker = WorkerProcess(env=prod_env, port=int(prod_env["PORT"]),
-                           log_path=tmp_path / "worker.log")
-    worker.start()
-    yield worker
-    worker.stop()
+from tests.conftest import WorkerProcess
+from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake
+from tests.support.worker_api import submit, wait_done
 
 
 def _rows(engine: Engine, job_id: Any) -> list[Any]:
@@ -81,23 +38,14 @@ def _rows(engine: Engine, job_id: Any) -> list[Any]:
 
 
 def _wait_finished(worker: WorkerProcess, job_id: str) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        body = httpx.get(f"{worker.url}/api/admin/jobs/{job_id}/status", headers=ADMIN,
-                         timeout=10).json()
-        return body if body["progress_percentage"] == 100.0 else None
-
-    result: dict[str, Any] = wait_for(done, timeout_s=60, interval_s=0.2, message="the job")
-    return result
+    return wait_done(worker, job_id, timeout_s=60, headers=ADMIN)
 
 
 def test_production_batch_is_delivered_with_oidc_tokens_and_completes(
     prod_worker: WorkerProcess, fake: CloudTasksFake, engine: Engine,
 ) -> None:
-    response = httpx.post(prod_worker.url + "/api/admin/generate/batch", headers=ADMIN,
-                          timeout=30, json={"prompts": ["a harbour", "a lantern"],
-                                            "style": "none", "count_per_prompt": 2})
-    assert response.status_code == 200, response.text
-    job_id = response.json()["id"]
+    job_id = submit(prod_worker, ["a harbour", "a lantern"], headers=ADMIN,
+                    count_per_prompt=2)["id"]
     assert _wait_finished(prod_worker, job_id)["status"] == "completed"
     rows = _rows(engine, job_id)
     assert {r.status for r in rows} == {"succeeded"}
@@ -127,10 +75,7 @@ def test_repeated_enqueue_is_already_exists_and_a_retry_gets_a_fresh_name(
     prod_worker: WorkerProcess, fake: CloudTasksFake, engine: Engine,
     prod_settings: Settings,
 ) -> None:
-    response = httpx.post(prod_worker.url + "/api/admin/generate/batch", headers=ADMIN,
-                          timeout=30, json={"prompts": ["[[demo:moderation_blocked]] a cat"],
-                                            "style": "none", "count_per_prompt": 1})
-    job_id = response.json()["id"]
+    job_id = submit(prod_worker, ["[[demo:moderation_blocked]] a cat"], headers=ADMIN)["id"]
     assert _wait_finished(prod_worker, job_id)["status"] == "failed"
     (row,) = _rows(engine, job_id)
     dispatcher = CloudTasksDispatcher.from_settings(prod_settings)

@@ -21,7 +21,6 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from tests.peers.cloudtasks_fake import (
     CloudTasksFake,
-    TestIdentity,
     gcloud_queue,
     retry_delay_s,
 )
@@ -62,12 +61,6 @@ class Target:
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/t"
-
-
-@pytest.fixture
-def fake() -> Iterator[CloudTasksFake]:
-    with CloudTasksFake(TestIdentity()) as server:
-        yield server
 
 
 @pytest.fixture

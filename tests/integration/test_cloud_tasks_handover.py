@@ -22,26 +22,14 @@ from sqlalchemy import Engine, text
 
 from core.cli import main as cli
 from core.config import Settings
-from tests.conftest import WorkerProcess, free_port, wait_for
-from tests.peers.cloudtasks_fake import CloudTasksFake, TestIdentity, production_worker_env
+from tests.conftest import WorkerProcess, wait_for
+from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake, TestIdentity
 from tests.peers.openai_stub import OpenAIStub, Reply
+from tests.support.cloud_tasks import worker_on_port
+from tests.support.worker_api import submit
 
-ADMIN = {"X-API-Key": "test-admin-key-0123456789"}
 TASK_PATH = "/api/admin/worker/process-task"
 QUEUE_PATH = "projects/test-project/locations/us-central1/queues/images"
-
-
-@pytest.fixture
-def identity() -> Iterator[TestIdentity]:
-    key = TestIdentity()
-    yield key
-    key.stop()
-
-
-@pytest.fixture
-def fake(identity: TestIdentity) -> Iterator[CloudTasksFake]:
-    with CloudTasksFake(identity) as server:
-        yield server
 
 
 @pytest.fixture
@@ -51,34 +39,21 @@ def stub() -> Iterator[OpenAIStub]:
 
 
 @pytest.fixture
-def prod_env(env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity,
-             stub: OpenAIStub) -> dict[str, str]:
-    certs_url = identity.serve()  # first: free_port() must not hand out its port
-    port = free_port()
-    env.update(production_worker_env(port=port, tasks_host=fake.host, certs_url=certs_url))
-    env.update(PORT=str(port), IMAGE_PROVIDER="openai", OPENAI_BASE_URL=stub.base_url,
-               OPENAI_API_KEY=stub.api_key, PROVIDER_RATE_WAIT_S="0",
-               # the table caps a Retry-After at its max backoff
-               RETRY_MAX_BACKOFF_S="10")
-    return env
+def prod_env(prod_env: dict[str, str], stub: OpenAIStub) -> dict[str, str]:
+    prod_env.update(IMAGE_PROVIDER="openai", OPENAI_BASE_URL=stub.base_url,
+                    OPENAI_API_KEY=stub.api_key, PROVIDER_RATE_WAIT_S="0",
+                    # the table caps a Retry-After at its max backoff
+                    RETRY_MAX_BACKOFF_S="10")
+    return prod_env
 
 
 @pytest.fixture
-def worker(prod_env: dict[str, str], settings: Settings, tmp_path: Path
-           ) -> Iterator[WorkerProcess]:
-    assert cli(["queue", "create"]) == 0
-    process = WorkerProcess(env=prod_env, port=int(prod_env["PORT"]),
-                            log_path=tmp_path / "worker.log")
-    process.start()
-    yield process
-    process.stop()
+def worker(prod_worker: WorkerProcess) -> WorkerProcess:
+    return prod_worker
 
 
 def _submit(worker: WorkerProcess, prompt: str) -> str:
-    response = httpx.post(worker.url + "/api/admin/generate/batch", headers=ADMIN, timeout=30,
-                          json={"prompts": [prompt], "style": "none", "count_per_prompt": 1})
-    assert response.status_code == 200, response.text
-    return str(response.json()["id"])
+    return str(submit(worker, [prompt], headers=ADMIN)["id"])
 
 
 def _row(engine: Engine, job_id: str) -> Any:
@@ -193,9 +168,7 @@ def test_an_unreadable_queue_config_is_one_warning_naming_the_role(
 ) -> None:
     assert cli(["queue", "create"]) == 0
     fake.fail_get_queue = grpc.StatusCode.PERMISSION_DENIED
-    process = WorkerProcess(env=prod_env, port=int(prod_env["PORT"]),
-                            log_path=tmp_path / "worker.log")
-    process.start()
+    process = worker_on_port(prod_env, tmp_path).start()
     try:
         lines = wait_for(lambda: [json.loads(x) for x in process.logs().splitlines()
                                   if '"queue_config_unread"' in x] or None, timeout_s=20,
@@ -234,13 +207,9 @@ def test_expired_leases_are_taken_over_by_the_worker_check_not_the_stranded_swee
                     K_SERVICE="aiwebimage-worker")
     assert cli(["queue", "create"]) == 0
     assert cli(["queue", "pause"]) == 0
-    process = WorkerProcess(env=prod_env, port=int(prod_env["PORT"]),
-                            log_path=tmp_path / "worker.log")
-    process.start()
+    process = worker_on_port(prod_env, tmp_path).start()
     try:
-        job_id = httpx.post(process.url + "/api/admin/generate/batch", headers=ADMIN,
-                            timeout=30, json={"prompts": ["a mill", "a weir"], "style": "none",
-                                              "count_per_prompt": 1}).json()["id"]
+        job_id = submit(process, ["a mill", "a weir"], headers=ADMIN)["id"]
         with engine.begin() as conn:
             rows = list(conn.execute(text(
                 "SELECT id, cloud_task_name FROM generation_tasks WHERE job_id = :j "
@@ -307,9 +276,7 @@ def test_a_handover_cut_short_by_a_crash_is_finished_by_the_worker_check(
     prod_env.update(LEASE_CHECK_INTERVAL_S="1")
     assert cli(["queue", "create"]) == 0
     assert cli(["queue", "pause"]) == 0
-    process = WorkerProcess(env=prod_env, port=int(prod_env["PORT"]),
-                            log_path=tmp_path / "worker.log")
-    process.start()
+    process = worker_on_port(prod_env, tmp_path).start()
     try:
         job_id = _submit(process, "a dune")
         first_name = _first_name(engine, job_id)

@@ -23,43 +23,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import Engine, text
 
 from core.config import Settings
 from core.dispatch.cloud_tasks import CloudTasksDispatcher, queue_config
-from tests.conftest import WorkerProcess, free_port, wait_for
-from tests.peers.cloudtasks_fake import (
-    CloudTasksFake,
-    TestIdentity,
-    gcloud_queue,
-    production_worker_env,
-)
+from tests.conftest import WorkerProcess, wait_for
+from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake, TestIdentity, gcloud_queue
 from tests.peers.openai_stub import OpenAIStub, Reply
+from tests.support.cloud_tasks import create_queue, production_env, worker_on_port
+from tests.support.worker_api import submit
 
 pytestmark = pytest.mark.defaults
 
-ADMIN = {"X-API-Key": "test-admin-key-0123456789"}
 # The conftest shortens these for speed; the product's defaults apply here.
 SHORTENED = ("RETRY_MIN_BACKOFF_S", "RETRY_MAX_BACKOFF_S", "DISPATCH_DEADLINE_S",
              "DISPATCH_POLL_S")
 KILL_BOUND_S = 90.0
 OUTAGE_S = 300.0
 RETRY_AFTER_S = 60.0
-
-
-@pytest.fixture
-def identity() -> Iterator[TestIdentity]:
-    key = TestIdentity()
-    yield key
-    key.stop()
-
-
-@pytest.fixture
-def fake(identity: TestIdentity) -> Iterator[CloudTasksFake]:
-    with CloudTasksFake(identity) as server:
-        yield server
 
 
 @pytest.fixture
@@ -78,12 +60,9 @@ def _defaults(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _worker_env(env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity,
                 stub: OpenAIStub, queue: str) -> dict[str, str]:
-    certs_url = identity.serve()  # first: free_port() must not hand out its port
-    port = free_port()
-    values = {k: v for k, v in env.items() if k not in SHORTENED}
-    values.update(production_worker_env(port=port, tasks_host=fake.host,
-                                        certs_url=certs_url, queue_name=queue))
-    values.update(PORT=str(port), IMAGE_PROVIDER="openai", OPENAI_BASE_URL=stub.base_url,
+    values = production_env({k: v for k, v in env.items() if k not in SHORTENED}, fake,
+                            identity, queue_name=queue)
+    values.update(IMAGE_PROVIDER="openai", OPENAI_BASE_URL=stub.base_url,
                   OPENAI_API_KEY=stub.api_key,
                   # As on Cloud Run: a new instance is a new lease owner, so nothing frees
                   # the dead one's rows at boot; the lease and the queue must.
@@ -96,22 +75,18 @@ def _create_queue(worker_env: dict[str, str], how: str) -> None:
                            if k in Settings.model_fields})  # type: ignore[arg-type]
     dispatcher = CloudTasksDispatcher.from_settings(settings)
     try:
-        parent = dispatcher.queue_path.rsplit("/queues/", 1)[0]
         if how == "cli":  # what `aiwebimage queue create` sends
             queue = queue_config(settings, dispatcher.queue_path)
         else:  # the guide's gcloud command: rate and concurrency flags only
             queue = gcloud_queue(dispatcher.queue_path, max_dispatches_per_second=10,
                                  max_concurrent_dispatches=100)
-        dispatcher.client.create_queue(parent=parent, queue=queue)
+        create_queue(dispatcher, queue)
     finally:
         dispatcher.close()
 
 
 def _submit(worker: WorkerProcess, prompts: list[str]) -> str:
-    response = httpx.post(worker.url + "/api/admin/generate/batch", headers=ADMIN, timeout=30,
-                          json={"prompts": prompts, "style": "none", "count_per_prompt": 1})
-    assert response.status_code == 200, response.text
-    return str(response.json()["id"])
+    return str(submit(worker, prompts, headers=ADMIN)["id"])
 
 
 def _rows(engine: Engine, job_id: str) -> list[Any]:
@@ -138,9 +113,7 @@ def test_worker_killed_one_second_into_a_delivery_recovers_within_90_s(
     worker_env = _worker_env(env, fake, identity, stub, f"kill-{how}")
     _create_queue(worker_env, how)
     stub.on_prompt("a slow lighthouse", Reply.hang(seconds=30))  # the delivery to cut
-    port = int(worker_env["PORT"])
-    first = WorkerProcess(env=worker_env, port=port, log_path=tmp_path / "first.log")
-    first.start()
+    first = worker_on_port(worker_env, tmp_path, "first.log").start()
     job_id = _submit(first, ["a slow lighthouse", "a quick gull"])
     wait_for(lambda: (rows := _rows(engine, job_id))[0].status == "running"
                          and rows, timeout_s=30, interval_s=0.05, message="the delivery")
@@ -148,8 +121,8 @@ def test_worker_killed_one_second_into_a_delivery_recovers_within_90_s(
     first.kill()
     killed_at = time.time()
     time.sleep(restart_after_s)
-    second = WorkerProcess(env=worker_env, port=port, log_path=tmp_path / "second.log")
-    second.start()  # Cloud Run starting a new instance behind the same URL
+    # Cloud Run starting a new instance behind the same URL
+    second = worker_on_port(worker_env, tmp_path, "second.log").start()
     try:
         def done() -> list[Any] | None:
             rows = _rows(engine, job_id)
@@ -190,8 +163,7 @@ def test_five_minute_provider_outage_drops_nothing_and_honours_retry_after(
         for how in ("cli", "gcloud"):
             worker_env = _worker_env(env, fake, identity, stub, f"outage-{how}")
             _create_queue(worker_env, how)
-            workers[how] = WorkerProcess(env=worker_env, port=int(worker_env["PORT"]),
-                                         log_path=tmp_path / f"{how}.log").start()
+            workers[how] = worker_on_port(worker_env, tmp_path, f"{how}.log").start()
             jobs[how] = _submit(workers[how], [f"{how} tile {i}" for i in range(5)])
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - started)))
         stub.default = Reply.ok()

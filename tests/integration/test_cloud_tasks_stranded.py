@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 from google.cloud import tasks_v2
 from google.protobuf import field_mask_pb2
@@ -28,35 +27,12 @@ from core.queries import q
 from core.stranded import Candidate, is_candidate
 from core.sweeper import sweep_stranded
 from core.validation import BatchSpec
-from tests.conftest import WorkerProcess, free_port, wait_for
-from tests.integration import test_cloud_tasks_emulator as emulator_tests
-from tests.peers.cloudtasks_fake import CloudTasksFake, TestIdentity, production_worker_env
+from tests.conftest import free_port, wait_for
+from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake
+from tests.support.cloud_tasks import emulator_values, worker_on_port
+from tests.support.worker_api import wait_done
 
-ADMIN = {"X-API-Key": "test-admin-key-0123456789"}
 STALE_S = 1800.0
-
-
-@pytest.fixture
-def identity() -> Iterator[TestIdentity]:
-    key = TestIdentity()
-    yield key
-    key.stop()
-
-
-@pytest.fixture
-def fake(identity: TestIdentity) -> Iterator[CloudTasksFake]:
-    with CloudTasksFake(identity) as server:
-        yield server
-
-
-@pytest.fixture
-def prod_env(env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity
-             ) -> dict[str, str]:
-    certs_url = identity.serve()  # first: free_port() must not hand out its port
-    port = free_port()  # nothing listens there until a test starts the worker
-    env.update(production_worker_env(port=port, tasks_host=fake.host, certs_url=certs_url))
-    env["PORT"] = str(port)
-    return env
 
 
 @pytest.fixture
@@ -229,15 +205,10 @@ def test_a_queue_deleted_during_the_sweep_proves_nothing(
 
 
 # gcloud-tasks-emulator (PyPI) has no GetTask: it answers UNIMPLEMENTED (HTTP 501).
-emulator = emulator_tests.emulator
-
-
 @pytest.fixture
 def emulator_env(env: dict[str, str], emulator: str) -> dict[str, str]:
-    port = free_port()  # the emulator's deliveries reach nobody; the rows stay queued
-    env.update(USE_CLOUD_TASKS="true", GCP_PROJECT="test-project", GCP_LOCATION="us-central1",
-               QUEUE_NAME=f"images-{port}", CLOUD_TASKS_EMULATOR_HOST=emulator,
-               WORKER_URL=f"http://127.0.0.1:{port}")
+    # the emulator's deliveries reach nobody; the rows stay queued
+    env.update(emulator_values(emulator, free_port()))
     return env
 
 
@@ -358,16 +329,9 @@ def test_worker_sweep_recovers_tasks_the_queue_lost_and_the_job_completes(
     _age(engine, [r.id for r in before])
     assert {r.status for r in _rows(engine, job.id)} == {"queued", "running"}
 
-    worker = WorkerProcess(env={**prod_env, "SWEEP_INTERVAL_S": "0.5"},
-                           port=int(prod_env["PORT"]), log_path=tmp_path / "worker.log")
-    worker.start()
+    worker = worker_on_port({**prod_env, "SWEEP_INTERVAL_S": "0.5"}, tmp_path).start()
     try:
-        def finished() -> dict[str, Any] | None:
-            body = httpx.get(f"{worker.url}/api/admin/jobs/{job.id}/status", headers=ADMIN,
-                             timeout=10).json()
-            return body if body["progress_percentage"] == 100.0 else None
-
-        status = wait_for(finished, timeout_s=60, interval_s=0.2, message="the job")
+        status = wait_done(worker, str(job.id), timeout_s=60, headers=ADMIN)
         logs = worker.logs()
     finally:
         worker.stop()

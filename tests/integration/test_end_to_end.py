@@ -7,36 +7,13 @@ import concurrent.futures
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import Engine, text
 
 from tests.conftest import WorkerProcess, wait_for
-
-BATCH = "/api/admin/generate/batch"
-
-
-def _submit(worker: WorkerProcess, prompts: list[str], **extra: Any) -> dict[str, Any]:
-    body = {"prompts": prompts, "style": "none", "count_per_prompt": 1, **extra}
-    response = httpx.post(worker.url + BATCH, json=body, timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def _status(worker: WorkerProcess, job_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{worker.url}/api/admin/jobs/{job_id}/status", timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def _wait_done(worker: WorkerProcess, job_id: str, timeout_s: float = 90) -> dict[str, Any]:
-    def finished() -> dict[str, Any] | None:
-        body = _status(worker, job_id)
-        return body if body["progress_percentage"] == 100.0 else None
-
-    return wait_for(finished, timeout_s=timeout_s, interval_s=0.2, message=f"job {job_id}")
+from tests.support.worker_api import job_status, submit, wait_done
 
 
 def assert_counters_match_rows(engine: Engine, job_id: str) -> dict[str, int]:
@@ -57,11 +34,11 @@ def assert_counters_match_rows(engine: Engine, job_id: str) -> dict[str, int]:
 def test_guide_curl_flow(start_worker: Callable[..., WorkerProcess], engine: Engine,
                          tmp_path: Path) -> None:
     worker = start_worker()
-    job = _submit(worker, ["a red leather armchair", "a brass desk lamp"],
+    job = submit(worker, ["a red leather armchair", "a brass desk lamp"],
                   style="product_photography")
     assert set(job) == {"id", "status", "total_tasks", "completed_tasks", "failed_tasks"}
     assert (job["status"], job["total_tasks"]) == ("pending", 2)
-    done = _wait_done(worker, job["id"])
+    done = wait_done(worker, job["id"])
     assert done == {"id": job["id"], "status": "completed", "total_tasks": 2,
                     "completed_tasks": 2, "failed_tasks": 0, "progress_percentage": 100.0}
     job_dir = tmp_path / "images" / job["id"]
@@ -79,8 +56,8 @@ def test_200_prompts_with_20_percent_transient_failures_all_succeed(
     # 0.2^10 per task: a task failing every one of its attempts would take ~10^7 batches.
     worker = start_worker(DEMO_TRANSIENT_FAILURE_RATE="0.2", MAX_ATTEMPTS="10",
                           LOCAL_MAX_CONCURRENCY="10", DEMO_IMAGE_PX="64")
-    job = _submit(worker, [f"prompt number {i}" for i in range(200)])
-    done = _wait_done(worker, job["id"], timeout_s=120)
+    job = submit(worker, [f"prompt number {i}" for i in range(200)])
+    done = wait_done(worker, job["id"], timeout_s=120)
     assert (done["status"], done["completed_tasks"], done["failed_tasks"]) == ("completed", 200, 0)
     assert assert_counters_match_rows(engine, job["id"]) == {"succeeded": 200}
     with engine.connect() as conn:
@@ -95,8 +72,8 @@ def test_permanent_failures_carry_code_and_message(
     worker = start_worker(MAX_ATTEMPTS="3")
     prompts = ["a fine cat", "blocked [[demo:moderation_blocked]]", "a fine dog",
                "always down [[demo:server_error]]"]
-    job = _submit(worker, prompts)
-    done = _wait_done(worker, job["id"])
+    job = submit(worker, prompts)
+    done = wait_done(worker, job["id"])
     assert (done["status"], done["completed_tasks"], done["failed_tasks"]) == (
         "completed_with_errors", 2, 2)
     failed = httpx.get(f"{worker.url}/api/admin/jobs/{job['id']}/tasks?status=failed",
@@ -114,7 +91,7 @@ def test_duplicate_concurrent_deliveries_move_counters_once(
     start_worker: Callable[..., WorkerProcess], engine: Engine
 ) -> None:
     worker = start_worker(RUN_DISPATCHER="false", DEMO_LATENCY_MS="300")
-    job = _submit(worker, ["one picture"])
+    job = submit(worker, ["one picture"])
     with engine.connect() as conn:
         task_id = str(conn.execute(text("SELECT id FROM generation_tasks WHERE job_id=:j"),
                                    {"j": job["id"]}).scalar())
@@ -130,7 +107,7 @@ def test_duplicate_concurrent_deliveries_move_counters_once(
     # the others arrived during the live lease (503, retry later) or after the end (200)
     assert all(a in {(503, "busy"), (200, "duplicate")} for a in answers if a[1] != "succeeded")
     assert deliver(0) == (200, "duplicate")
-    done = _status(worker, job["id"])
+    done = job_status(worker, job["id"])
     assert (done["status"], done["completed_tasks"]) == ("completed", 1)
     assert assert_counters_match_rows(engine, job["id"]) == {"succeeded": 1}
 
@@ -141,14 +118,14 @@ def test_killed_worker_restarts_and_finishes_without_loss_or_duplicates(
     # Short deadline and lease so deliveries cut by the kill come back within seconds.
     worker = start_worker(DEMO_LATENCY_MS="150", DISPATCH_DEADLINE_S="2", TASK_LEASE_S="3",
                           LOCAL_MAX_CONCURRENCY="5")
-    job = _submit(worker, [f"picture {i}" for i in range(60)])
+    job = submit(worker, [f"picture {i}" for i in range(60)])
     def mid_batch() -> bool:
         with engine.connect() as conn:
             running = conn.execute(text("SELECT count(*) FROM generation_tasks WHERE "
                                         "job_id=:j AND status='running'"),
                                    {"j": job["id"]}).scalar()
         return bool(running and running >= 3
-                    and _status(worker, job["id"])["completed_tasks"] >= 10)
+                    and job_status(worker, job["id"])["completed_tasks"] >= 10)
 
     # Killed with deliveries in flight (a loaded machine has moments with none running).
     wait_for(mid_batch, timeout_s=60, interval_s=0.02, message="progress, deliveries in flight")
@@ -158,7 +135,7 @@ def test_killed_worker_restarts_and_finishes_without_loss_or_duplicates(
                                       "AND status='running'"), {"j": job["id"]}).scalar()
     time.sleep(0.5)
     worker.start()
-    done = _wait_done(worker, job["id"], timeout_s=90)
+    done = wait_done(worker, job["id"], timeout_s=90)
     assert (done["status"], done["completed_tasks"]) == ("completed", 60)
     assert assert_counters_match_rows(engine, job["id"]) == {"succeeded": 60}
     images = list((tmp_path / "images" / job["id"]).glob("*.png"))

@@ -13,12 +13,8 @@ from core import retention
 from core.status import job_status_after
 from core.storage.local import LocalStorage
 from tests.conftest import WorkerProcess, wait_for
-from tests.integration.test_end_to_end import (
-    _status,
-    _submit,
-    _wait_done,
-    assert_counters_match_rows,
-)
+from tests.integration.test_end_to_end import assert_counters_match_rows
+from tests.support.worker_api import job_status, submit, wait_done
 
 
 def _files(root: Path, job_id: str) -> list[Path]:
@@ -31,7 +27,7 @@ def test_delete_refuses_running_then_removes_rows_and_images_with_audit(
 ) -> None:
     images = Path(env["LOCAL_STORAGE_DIR"])
     worker = start_worker(DEMO_LATENCY_MS="300", LOCAL_MAX_CONCURRENCY="1")
-    job = _submit(worker, [f"p{i}" for i in range(6)], name="to delete")
+    job = submit(worker, [f"p{i}" for i in range(6)], name="to delete")
     refused = httpx.delete(f"{worker.url}/api/admin/jobs/{job['id']}")
     assert refused.status_code == 409
     assert "cancel it first" in refused.json()["detail"]
@@ -41,8 +37,8 @@ def test_delete_refuses_running_then_removes_rows_and_images_with_audit(
     assert httpx.get(f"{worker.url}/api/admin/jobs/{job['id']}").status_code == 404
     assert _files(images, job["id"]) == []
 
-    done = _submit(worker, ["a", "b"])
-    _wait_done(worker, done["id"])
+    done = submit(worker, ["a", "b"])
+    wait_done(worker, done["id"])
     assert len(_files(images, done["id"])) == 4  # two images, two thumbnails
     r = httpx.delete(f"{worker.url}/api/admin/jobs/{done['id']}")
     assert r.status_code == 200 and r.json() == {
@@ -63,9 +59,9 @@ def test_retention_deletes_only_jobs_finished_long_enough_ago(
     start_worker: Callable[..., WorkerProcess], env: dict[str, str], engine: Engine,
 ) -> None:
     worker = start_worker()
-    old, new = _submit(worker, ["old"]), _submit(worker, ["new"])
-    _wait_done(worker, old["id"])
-    _wait_done(worker, new["id"])
+    old, new = submit(worker, ["old"]), submit(worker, ["new"])
+    wait_done(worker, old["id"])
+    wait_done(worker, new["id"])
     with engine.begin() as conn:
         conn.execute(text("UPDATE generation_jobs SET finished_at = now() - interval '31 days'"
                           " WHERE id = :j"), {"j": old["id"]})
@@ -88,9 +84,9 @@ def test_clone_and_resubmit_an_edited_refused_prompt(
     start_worker: Callable[..., WorkerProcess], engine: Engine,
 ) -> None:
     worker = start_worker(MAX_ATTEMPTS="1")
-    job = _submit(worker, ["a teapot", "a nude [[demo:moderation_blocked]]", "a cup"],
+    job = submit(worker, ["a teapot", "a nude [[demo:moderation_blocked]]", "a cup"],
                   name="Kitchen", tags=["kitchen"])
-    _wait_done(worker, job["id"])
+    wait_done(worker, job["id"])
     failed = httpx.get(f"{worker.url}/api/admin/jobs/{job['id']}/tasks",
                        params={"status": "failed"}).json()["tasks"]
     assert [t["last_error_code"] for t in failed] == ["moderation_blocked"]
@@ -101,7 +97,7 @@ def test_clone_and_resubmit_an_edited_refused_prompt(
     assert (r.json()["status"], r.json()["total_tasks"]) == ("running", 4)
     again = httpx.post(url, json={"prompt": "a teapot in a red glaze"})
     assert again.status_code == 409 and "already resubmitted" in again.json()["detail"]
-    final = _wait_done(worker, job["id"])
+    final = wait_done(worker, job["id"])
     assert (final["total_tasks"], final["completed_tasks"], final["failed_tasks"]) == (4, 3, 1)
     # The SQL rule that ended the job again agrees with core.status.
     assert final["status"] == job_status_after("running", total=4, completed=3, failed=1,
@@ -118,11 +114,11 @@ def test_clone_and_resubmit_an_edited_refused_prompt(
 
     clone = httpx.post(f"{worker.url}/api/admin/jobs/{job['id']}/clone")
     assert clone.status_code == 200, clone.text
-    copy = _wait_done(worker, clone.json()["id"])
+    copy = wait_done(worker, clone.json()["id"])
     assert copy["total_tasks"] == 3 and copy["failed_tasks"] == 0  # the edit, not the refusal
     detail = httpx.get(f"{worker.url}/api/admin/jobs/{copy['id']}").json()
     assert (detail["name"], detail["tags"]) == ("Kitchen (copy)", ["kitchen"])
     prompts = [t["prompt"] for t in httpx.get(
         f"{worker.url}/api/admin/jobs/{copy['id']}/tasks").json()["tasks"]]
     assert prompts == ["a teapot", "a cup", "a teapot in a blue glaze"]
-    assert _status(worker, job["id"])["total_tasks"] == 4
+    assert job_status(worker, job["id"])["total_tasks"] == 4

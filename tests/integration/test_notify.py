@@ -8,8 +8,8 @@ from collections.abc import Callable
 import httpx
 
 from tests.conftest import WorkerProcess, wait_for
-from tests.integration.test_end_to_end import _submit, _wait_done
 from tests.peers.webhook_receiver import WebhookReceiver
+from tests.support.worker_api import submit, wait_done
 
 FAST = {"WEBHOOK_POLL_S": "0.1", "WEBHOOK_RETRY_BASE_S": "0.3",
         "DASHBOARD_URL": "http://127.0.0.1:8501/"}
@@ -26,9 +26,9 @@ def test_receiver_failing_twice_gets_it_on_the_third_try_and_once_only(
 ) -> None:
     with WebhookReceiver(statuses=[500, 500]) as receiver:
         worker = start_worker(**FAST)
-        job = _submit(worker, ["a green teapot", "bad [[demo:moderation_blocked]]"],
+        job = submit(worker, ["a green teapot", "bad [[demo:moderation_blocked]]"],
                       name="Teapots <&> co", webhook_url=receiver.url)
-        _wait_done(worker, job["id"])
+        wait_done(worker, job["id"])
         wait_for(lambda: len(receiver.received) >= 1, timeout_s=30, message="first post")
         worker.stop()  # the sender restarts between two attempts
         worker.start()
@@ -59,9 +59,9 @@ def test_default_webhook_exactly_once_with_two_senders_and_a_restart(
     with WebhookReceiver() as receiver:
         first = start_worker(**FAST, JOB_WEBHOOK_URL=receiver.url)
         second = start_worker(**FAST, JOB_WEBHOOK_URL=receiver.url, RUN_DISPATCHER="false")
-        jobs = [_submit(first, [f"p{i}-{n}" for n in range(3)]) for i in range(4)]
+        jobs = [submit(first, [f"p{i}-{n}" for n in range(3)]) for i in range(4)]
         for job in jobs:
-            _wait_done(first, job["id"])
+            wait_done(first, job["id"])
         wait_for(lambda: len(receiver.received) >= 4, timeout_s=30, message="4 posts")
         second.stop()
         second.start()
@@ -75,7 +75,7 @@ def test_job_without_any_webhook_is_skipped_not_retried(
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     worker = start_worker(**FAST)
-    job = _submit(worker, ["one"])
-    _wait_done(worker, job["id"])
+    job = submit(worker, ["one"])
+    wait_done(worker, job["id"])
     wait_for(lambda: _notes(worker, job["id"]) and
              _notes(worker, job["id"])[0]["status"] == "skipped", timeout_s=10)

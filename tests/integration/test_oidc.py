@@ -22,13 +22,6 @@ UNKNOWN_TASK = {"task_id": "00000000-0000-4000-8000-000000000000"}
 
 
 @pytest.fixture
-def identity() -> Iterator[TestIdentity]:
-    key = TestIdentity()
-    yield key
-    key.stop()
-
-
-@pytest.fixture
 def certs_url(identity: TestIdentity) -> str:
     return identity.serve()
 

@@ -16,15 +16,16 @@ import grpc
 import pytest
 from sqlalchemy import Engine, text
 
-from core import db, jobs
-from core.config import Settings, get_settings
+from core import jobs
+from core.config import Settings
 from core.dispatch.cloud_tasks import CloudTasksDispatcher
 from core.dispatch.undeliverable_ct import check_undelivered
 from core.queries import q
 from core.validation import BatchSpec
 from tests.conftest import wait_for
 from tests.integration.test_leases import run
-from tests.peers.cloudtasks_fake import CloudTasksFake, TestIdentity, gcloud_queue
+from tests.peers.cloudtasks_fake import CloudTasksFake, gcloud_queue
+from tests.support.cloud_tasks import create_queue
 
 
 class _NotFound(BaseHTTPRequestHandler):
@@ -54,33 +55,25 @@ def target() -> Iterator[str]:
 
 
 @pytest.fixture
-def fake() -> Iterator[CloudTasksFake]:
-    with CloudTasksFake(TestIdentity()) as server:
-        yield server
-
-
-@pytest.fixture
-def ct_settings(env: dict[str, str], fake: CloudTasksFake, target: str,
-                monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+def ct_env(env: dict[str, str], fake: CloudTasksFake, target: str) -> dict[str, str]:
     env.update({"USE_CLOUD_TASKS": "true", "GCP_PROJECT": "test-project",
                 "GCP_LOCATION": "us-central1", "QUEUE_NAME": "images",
                 "CLOUD_TASKS_EMULATOR_HOST": fake.host, "WORKER_URL": target,
                 "UNDELIVERABLE_MAX_TRIES": "100"})
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    db.reset_engines()
-    yield get_settings()
-    get_settings.cache_clear()
-    db.reset_engines()
+    return env
+
+
+@pytest.fixture
+def ct_settings(ct_env: dict[str, str], settings: Settings) -> Settings:
+    """The conftest's settings, built from ``env`` once ``ct_env`` has added to it."""
+    return settings
 
 
 @pytest.fixture
 def dispatcher(ct_settings: Settings, fake: CloudTasksFake) -> Iterator[CloudTasksDispatcher]:
     dispatcher = CloudTasksDispatcher.from_settings(ct_settings)
-    parent = dispatcher.queue_path.rsplit("/queues/", 1)[0]
-    dispatcher.client.create_queue(parent=parent, queue=gcloud_queue(
-        dispatcher.queue_path, max_dispatches_per_second=10.0, max_concurrent_dispatches=10))
+    create_queue(dispatcher, gcloud_queue(dispatcher.queue_path, max_dispatches_per_second=10.0,
+                                          max_concurrent_dispatches=10))
     yield dispatcher
     dispatcher.close()
 

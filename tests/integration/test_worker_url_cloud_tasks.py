@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,51 +18,44 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
+from core import db
 from core.cli import main as cli
 from core.config import get_settings
 from core.dispatch.cloud_tasks import CloudTasksDispatcher
 from tests.conftest import WorkerProcess, free_port, wait_for
-from tests.peers.cloudtasks_fake import (
-    CloudTasksFake,
-    TestIdentity,
-    gcloud_queue,
-    production_worker_env,
-)
+from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake, TestIdentity, gcloud_queue
+from tests.support.cloud_tasks import create_queue, production_env, worker_on_port
+from tests.support.worker_api import submit
 
-ADMIN = {"X-API-Key": "test-admin-key-0123456789"}
 TASK_PATH = "/api/admin/worker/process-task"
 # The settings' defaults (the test env shortens them): what the CLI queue retries at.
 DEFAULT_BACKOFF = {"RETRY_MIN_BACKOFF_S": "1.0", "RETRY_MAX_BACKOFF_S": "300.0"}
 
 
-@pytest.fixture
-def identity() -> Iterator[TestIdentity]:
-    key = TestIdentity()
-    yield key
-    key.stop()
-
-
-@pytest.fixture
-def fake(identity: TestIdentity) -> Iterator[CloudTasksFake]:
-    with CloudTasksFake(identity) as server:
-        yield server
-
-
-def _start(env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity,
-           tmp_path: Path, *, path: str, **extra: str) -> WorkerProcess:
-    port = free_port()
-    env.update(production_worker_env(port=port, tasks_host=fake.host,
-                                     certs_url=identity.serve()))
-    env.update({"PORT": str(port), "WORKER_URL": f"http://127.0.0.1:{port}{path}", **extra})
-    return WorkerProcess(env=dict(env), port=port, log_path=tmp_path / "worker.log")
+@contextmanager
+def _running(env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity,
+             tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, queue: str, path: str,
+             **extra: str) -> Iterator[tuple[WorkerProcess, Engine]]:
+    """A production worker behind the fake whose WORKER_URL is its address plus ``path``,
+    this process's settings from the same env, the queue made as ``queue`` says (before
+    the worker starts); the worker stopped and the settings forgotten after."""
+    env.update(production_env(env, fake, identity))
+    env.update({"WORKER_URL": f"http://127.0.0.1:{env['PORT']}{path}", **extra})
+    worker = worker_on_port(dict(env), tmp_path)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    _create_queue(queue)
+    worker.start()
+    try:
+        yield worker, db.get_engine(env["DATABASE_URL"])
+    finally:
+        worker.stop()
+        get_settings.cache_clear()
 
 
 def _submit(worker: WorkerProcess, n: int) -> str:
-    response = httpx.post(worker.url + "/api/admin/generate/batch", headers=ADMIN,
-                          timeout=30, json={"prompts": [f"a kite {i}" for i in range(n)],
-                                            "style": "none", "count_per_prompt": 1})
-    assert response.status_code == 200, response.text
-    return str(response.json()["id"])
+    return str(submit(worker, [f"a kite {i}" for i in range(n)], headers=ADMIN)["id"])
 
 
 def _job(engine: Engine, job_id: str) -> Any:
@@ -73,17 +67,9 @@ def _job(engine: Engine, job_id: str) -> Any:
 def test_the_guides_full_task_url_completes_through_cloud_tasks(
         env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    worker = _start(env, fake, identity, tmp_path, path=TASK_PATH)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    assert cli(["queue", "create"]) == 0
-    worker.start()
-    try:
+    with _running(env, fake, identity, tmp_path, monkeypatch, queue="cli",
+                  path=TASK_PATH) as (worker, engine):
         job_id = _submit(worker, 6)
-        from core import db
-
-        engine = db.get_engine(env["DATABASE_URL"])
         wait_for(lambda: _job(engine, job_id).status == "completed", timeout_s=60,
                  message="the batch")
         with engine.connect() as conn:
@@ -94,12 +80,9 @@ def test_the_guides_full_task_url_completes_through_cloud_tasks(
             (delivery,) = fake.deliveries_for(name)
             assert delivery.status == 200  # the OIDC token verified on the worker
             assert delivery.url == worker.url + TASK_PATH  # not doubled
-    finally:
-        worker.stop()
-        get_settings.cache_clear()
 
 
-def _create_queue(how: str, fake: CloudTasksFake) -> None:
+def _create_queue(how: str) -> None:
     """The queue the CLI makes (100 attempts at our backoff, ~7 h of transport retries) or
     the one the guide's gcloud command makes (Cloud Tasks' defaults: 100 attempts from
     0.1 s doubling to an hour)."""
@@ -108,10 +91,9 @@ def _create_queue(how: str, fake: CloudTasksFake) -> None:
         return
     dispatcher = CloudTasksDispatcher.from_settings(get_settings())
     try:
-        parent = dispatcher.queue_path.rsplit("/queues/", 1)[0]
-        dispatcher.client.create_queue(parent=parent, queue=gcloud_queue(
-            dispatcher.queue_path, max_dispatches_per_second=10.0,
-            max_concurrent_dispatches=100))
+        create_queue(dispatcher, gcloud_queue(dispatcher.queue_path,
+                                              max_dispatches_per_second=10.0,
+                                              max_concurrent_dispatches=100))
     finally:
         dispatcher.close()
 
@@ -160,16 +142,8 @@ def test_a_wrong_worker_url_ends_as_undeliverable_in_cloud_tasks_mode(
         monkeypatch: pytest.MonkeyPatch, queue: str) -> None:
     # Default settings: the queue's own retries would go on for hours (CLI queue) or for
     # 100 attempts (gcloud defaults); the worker's checks see the 404s within seconds.
-    worker = _start(env, fake, identity, tmp_path, path="/v2", **DEFAULT_BACKOFF)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    _create_queue(queue, fake)
-    worker.start()
-    try:
-        from core import db
-
-        engine = db.get_engine(env["DATABASE_URL"])
+    with _running(env, fake, identity, tmp_path, monkeypatch, queue=queue, path="/v2",
+                  **DEFAULT_BACKOFF) as (worker, engine):
         job_id = _submit(worker, 2)
         shown_s, _, found = _until_undeliverable(worker, engine, job_id, 2,
                                                  "Cloud Tasks deliveries get HTTP 404",
@@ -189,9 +163,6 @@ def test_a_wrong_worker_url_ends_as_undeliverable_in_cloud_tasks_mode(
         assert health["status"] == "degraded"
         metrics = httpx.get(worker.url + "/metrics", timeout=5).text
         assert 'aiwebimage_undeliverable_recent{cause="http_404"}' in metrics
-    finally:
-        worker.stop()
-        get_settings.cache_clear()
 
 
 @pytest.mark.parametrize("queue", ["cli", "gcloud"])
@@ -201,17 +172,8 @@ def test_a_refused_connection_ends_as_undeliverable_in_cloud_tasks_mode(
     # WORKER_URL names a port nobody listens on: every dispatch is refused (UNAVAILABLE),
     # and this worker cannot connect to it either.
     dead = free_port()
-    worker = _start(env, fake, identity, tmp_path, path="", **DEFAULT_BACKOFF,
-                    WORKER_URL=f"http://127.0.0.1:{dead}")
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    _create_queue(queue, fake)
-    worker.start()
-    try:
-        from core import db
-
-        engine = db.get_engine(env["DATABASE_URL"])
+    with _running(env, fake, identity, tmp_path, monkeypatch, queue=queue, path="",
+                  **DEFAULT_BACKOFF, WORKER_URL=f"http://127.0.0.1:{dead}") as (worker, engine):
         job_id = _submit(worker, 2)
         _, _, found = _until_undeliverable(worker, engine, job_id, 2,
                                            "Cloud Tasks deliveries cannot connect",
@@ -223,9 +185,6 @@ def test_a_refused_connection_ends_as_undeliverable_in_cloud_tasks_mode(
             assert "connection refused" in row.last_error
         assert all(d.status == 0 for d in fake.deliveries)
         _queue_stopped(fake, [r.cloud_task_name for r in rows])
-    finally:
-        worker.stop()
-        get_settings.cache_clear()
 
 
 @pytest.mark.parametrize("queue", ["cli", "gcloud"])
@@ -236,17 +195,8 @@ def test_refused_cloud_tasks_deliveries_show_within_seconds_and_end(
     # delivery is answered 401, as with a mismatched OIDC setup in production.
     other = TestIdentity()
     try:
-        worker = _start(env, fake, identity, tmp_path, path="", **DEFAULT_BACKOFF,
-                        OIDC_CERTS_URL=other.serve())
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        get_settings.cache_clear()
-        _create_queue(queue, fake)
-        worker.start()
-        try:
-            from core import db
-
-            engine = db.get_engine(env["DATABASE_URL"])
+        with _running(env, fake, identity, tmp_path, monkeypatch, queue=queue, path="",
+                      **DEFAULT_BACKOFF, OIDC_CERTS_URL=other.serve()) as (worker, engine):
             started = time.monotonic()
             job_id = _submit(worker, 1)
 
@@ -273,8 +223,5 @@ def test_refused_cloud_tasks_deliveries_show_within_seconds_and_end(
             assert "Bearer" not in rows[0].last_error  # never the token
             assert all(d.status == 401 for d in fake.deliveries)
             _queue_stopped(fake, [r.cloud_task_name for r in rows])
-        finally:
-            worker.stop()
-            get_settings.cache_clear()
     finally:
         other.stop()

@@ -71,6 +71,8 @@ GOOGLE_ISSUER = "https://accounts.google.com"
 
 
 SERVICE_ACCOUNT = "image-tasks@test-project.iam.gserviceaccount.com"
+API_KEY = "test-admin-key-0123456789"
+ADMIN = {"X-API-Key": API_KEY}  # the admin headers for a worker in production_worker_env
 
 
 def production_worker_env(*, port: int, tasks_host: str, certs_url: str,
@@ -78,7 +80,7 @@ def production_worker_env(*, port: int, tasks_host: str, certs_url: str,
     """Settings for a worker in production mode behind this fake: OIDC verification on
     (ENVIRONMENT=production and USE_CLOUD_TASKS), the demo model, local storage."""
     return {
-        "ENVIRONMENT": "production", "API_KEY": "test-admin-key-0123456789",
+        "ENVIRONMENT": "production", "API_KEY": API_KEY,
         "USE_CLOUD_TASKS": "true", "GCP_PROJECT": "test-project",
         "GCP_LOCATION": "us-central1", "QUEUE_NAME": queue_name,
         "CLOUD_TASKS_SERVICE_ACCOUNT": SERVICE_ACCOUNT,

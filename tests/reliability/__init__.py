@@ -5,28 +5,13 @@ deliveries). Shared helpers live here so each test file reads like its scenario.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import httpx
 from sqlalchemy import Engine, text
 
-from tests.conftest import WorkerProcess, wait_for
+from tests.conftest import wait_for
+from tests.support.worker_api import submit  # noqa: F401  (its files import it from here)
 
-BATCH = "/api/admin/generate/batch"
 TASK = "/api/admin/worker/process-task"
-
-
-def submit(worker: WorkerProcess, prompts: list[str], **extra: Any) -> dict[str, Any]:
-    body = {"prompts": prompts, "style": "none", "count_per_prompt": 1, **extra}
-    response = httpx.post(worker.url + BATCH, json=body, timeout=60)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
-def job_status(worker: WorkerProcess, job_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{worker.url}/api/admin/jobs/{job_id}/status", timeout=10)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
 
 
 def rows_by_status(engine: Engine, job_id: str) -> dict[str, int]:

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tests.conftest import REPO_ROOT, WorkerProcess, free_port, stop_process, wait_for
+from tests.support.worker_api import submit
 
 TASK_PATH = "/api/admin/worker/process-task"
 SHOWN_WITHIN_S = 10.0
@@ -45,11 +46,7 @@ def _worker(workers: list[WorkerProcess], env: dict[str, str], tmp_path: Path,
 
 
 def _submit(worker: WorkerProcess, n: int) -> str:
-    response = httpx.post(worker.url + "/api/admin/generate/batch", timeout=30, json={
-        "prompts": [f"a lighthouse {i}" for i in range(n)], "style": "none",
-        "count_per_prompt": 1})
-    assert response.status_code == 200, response.text
-    return str(response.json()["id"])
+    return str(submit(worker, [f"a lighthouse {i}" for i in range(n)])["id"])
 
 
 def _job(engine: Engine, job_id: str) -> Any:

@@ -6,57 +6,29 @@ fake (the real google-cloud-tasks client, OIDC-signed deliveries), the demo mode
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from core.cli import main as cli
-from core.config import Settings
-from tests.conftest import WorkerProcess, free_port, wait_for
-from tests.peers.cloudtasks_fake import CloudTasksFake, TestIdentity, production_worker_env
+from tests.conftest import WorkerProcess, wait_for
+from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake
 
-ADMIN = {"X-API-Key": "test-admin-key-0123456789"}
 WINDOW = 20
 TASKS = 5000
 
 
 @pytest.fixture
-def identity() -> Iterator[TestIdentity]:
-    key = TestIdentity()
-    yield key
-    key.stop()
+def prod_env(prod_env: dict[str, str]) -> dict[str, str]:
+    prod_env.update(CLOUD_TASKS_WINDOW=str(WINDOW), DEMO_LATENCY_MS="100",
+                    DEMO_IMAGE_PX="32", MAX_TASKS_PER_BATCH=str(TASKS),
+                    MAX_PROMPTS_PER_BATCH=str(TASKS))
+    return prod_env
 
 
 @pytest.fixture
-def fake(identity: TestIdentity) -> Iterator[CloudTasksFake]:
-    with CloudTasksFake(identity) as server:
-        yield server
-
-
-@pytest.fixture
-def prod_env(env: dict[str, str], fake: CloudTasksFake, identity: TestIdentity
-             ) -> dict[str, str]:
-    certs_url = identity.serve()  # first: free_port() must not hand out its port
-    port = free_port()
-    env.update(production_worker_env(port=port, tasks_host=fake.host, certs_url=certs_url))
-    env.update(PORT=str(port), CLOUD_TASKS_WINDOW=str(WINDOW), DEMO_LATENCY_MS="100",
-               DEMO_IMAGE_PX="32", MAX_TASKS_PER_BATCH=str(TASKS),
-               MAX_PROMPTS_PER_BATCH=str(TASKS))
-    return env
-
-
-@pytest.fixture
-def worker(prod_env: dict[str, str], settings: Settings, tmp_path: Path
-           ) -> Iterator[WorkerProcess]:
-    assert cli(["queue", "create"]) == 0
-    process = WorkerProcess(env=prod_env, port=int(prod_env["PORT"]),
-                            log_path=tmp_path / "worker.log")
-    process.start()
-    yield process
-    process.stop()
+def worker(prod_worker: WorkerProcess) -> WorkerProcess:
+    return prod_worker
 
 
 def _counts(engine: Engine, job_id: str) -> dict[str, int]:
