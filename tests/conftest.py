@@ -48,6 +48,17 @@ def pytest_configure(config: pytest.Config) -> None:
         embedded_pg.start()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with the most slow tests first, the rest in their usual order. pytest-xdist's
+    --dist loadfile hands out files in this order: a file of minutes started last was the
+    run's tail, one worker busy while the other three had finished."""
+    slow: dict[str, int] = {}
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            slow[str(item.path)] = slow.get(str(item.path), 0) + 1
+    items.sort(key=lambda item: -slow.get(str(item.path), 0))  # stable: order kept within
+
+
 def need(condition: bool, reason: str) -> None:
     """Skip on a laptop that lacks a service; fail in CI, where nothing may silently pass."""
     if condition:
