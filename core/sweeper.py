@@ -51,10 +51,7 @@ def sweep_pending(
         if not rows:
             break
         result = dispatcher.enqueue([TaskRef(r.id, r.dispatch_generation) for r in rows])
-        total.enqueued += result.enqueued
-        total.already_enqueued += result.already_enqueued
-        total.failed += result.failed
-        total.errors.extend(result.errors[:5])
+        total.add(result)
         if result.enqueued == 0:
             break  # nothing moved: the queue is refusing; try again next sweep
     if total.enqueued or total.failed:

@@ -21,6 +21,14 @@ class EnqueueResult:
     failed: int = 0
     errors: list[str] = field(default_factory=list)
 
+    def add(self, other: EnqueueResult) -> None:
+        """Count ``other`` (one round of a refill or sweep) into this total; the first
+        few errors of each round are kept."""
+        self.enqueued += other.enqueued
+        self.already_enqueued += other.already_enqueued
+        self.failed += other.failed
+        self.errors.extend(other.errors[:5])
+
 
 class Dispatcher(Protocol):
     name: str

@@ -50,10 +50,7 @@ def refill(dispatcher: Dispatcher, *, window: int, starvation_s: float,
         if not rows:
             break
         result = dispatcher.enqueue([TaskRef(r.id, r.dispatch_generation) for r in rows])
-        total.enqueued += result.enqueued
-        total.already_enqueued += result.already_enqueued
-        total.failed += result.failed
-        total.errors.extend(result.errors[:5])
+        total.add(result)
         if result.failed:
             # Free what was not handed over: the next refill tries again, not after the hold.
             with transaction(engine) as conn:
