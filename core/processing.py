@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -54,6 +55,13 @@ class DeliveryOutcome:
     attempt: int | None = None
     retry_after_s: float | None = None
     error_code: str | None = None
+
+    def retry_after_header(self) -> str | None:
+        """Whole seconds, rounded up: a sender that waits this long finds the task due
+        (rounding half-way down would bring a not-due task back a moment early)."""
+        if self.retry_after_s is None:
+            return None
+        return str(max(1, math.ceil(self.retry_after_s)))
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"task_id": self.task_id, "outcome": self.outcome}

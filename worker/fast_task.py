@@ -67,8 +67,9 @@ class FastTaskPath:
                              separators=(",", ":")).encode("utf-8")
         headers = [(b"content-length", str(len(payload)).encode()),
                    (b"content-type", _JSON)]
-        if outcome.retry_after_s is not None:
-            headers.append((b"retry-after", str(max(1, round(outcome.retry_after_s))).encode()))
+        retry_after = outcome.retry_after_header()
+        if retry_after is not None:
+            headers.append((b"retry-after", retry_after.encode()))
         await send({"type": "http.response.start", "status": outcome.http_status,
                     "headers": headers})
         await send({"type": "http.response.body", "body": payload})

@@ -97,9 +97,8 @@ async def process_task(
         return await _cloud_tasks_delivery(request, processor, body.task_id,
                                            x_cloudtasks_taskname, extra)
     outcome = await processor.process(body.task_id, attempt_floor=attempt_floor, log_extra=extra)
-    headers = {}
-    if outcome.retry_after_s is not None:
-        headers["Retry-After"] = str(max(1, round(outcome.retry_after_s)))
+    retry_after = outcome.retry_after_header()
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
     return JSONResponse(outcome.body(), status_code=outcome.http_status, headers=headers)
 
 
