@@ -9,6 +9,7 @@ import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -23,7 +24,7 @@ from core.dispatch.local_loop import LocalDispatchLoop
 from core.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from core.processing import TaskProcessor, default_holder
 from core.providers import close_providers, get_provider
-from core.storage import get_storage
+from core.storage import get_storage, thumbnails
 from core.sweeper import sweep_pending, sweep_stranded
 from worker import self_check
 from worker.background import notify_forever, retention_forever, spend_forever
@@ -59,6 +60,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.oidc_verifier = _oidc_verifier(settings)
         await _free_previous_boot(settings, engine, holder)
         await hotsql.warm(engine)  # opened in the background; nothing waits for them here
+        # Through anyio, whose asyncio backend the sync routes' thread pool imports on its
+        # first use: both costs are paid here, not by the first deliveries and requests.
+        await anyio.to_thread.run_sync(thumbnails.warm)
         stop = asyncio.Event()
         background: list[asyncio.Task[None]] = []
         stopping: list[asyncio.Task[int]] = []
