@@ -9,8 +9,10 @@ one process the 25 deliveries of a wave share one event loop, so each wave waits
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from bench.common import (
     Figure,
@@ -28,16 +30,19 @@ from bench.common import (
 N_TASKS = 500
 LATENCY_S = 1.0
 CONCURRENCY = 25
+T = TypeVar("T")
 GOAL_RATIO = 1.05  # issue 14 (was 1.1)
 # The dispatcher-to-worker hand-off time is no longer read from the rows: the dispatcher's
 # hold is a lease the worker's claim replaces, not a pushed next_attempt_at.
 
 
-def measure(processes: int) -> Figure:
-    """C = 25 in all, split over ``processes`` worker processes (instances)."""
+def run_scenario(processes: int, tag: str, read: Callable[[Connection], T]) -> tuple[Any, T]:
+    """500 tasks, C = 25 in all split over ``processes`` worker processes (instances): the
+    finished job's row, and what ``read`` takes from the task rows before the database is
+    dropped."""
     shares = [CONCURRENCY // processes + (1 if i < CONCURRENCY % processes else 0)
               for i in range(processes)]
-    with bench_database("makespan") as url, workdir("makespan") as tmp:
+    with bench_database(tag) as url, workdir(tag) as tmp:
         engine = sync_engine(url)
         try:
             with contextlib.ExitStack() as stack:
@@ -49,12 +54,16 @@ def measure(processes: int) -> Figure:
                                 [f"makespan prompt {i}" for i in range(N_TASKS)])
                 row = wait_finished(engine, job_id, timeout_s=120)
             with engine.connect() as conn:
-                busy = conn.execute(text(
-                    "SELECT avg(latency_ms)::float AS latency_ms, "
-                    "sum(EXTRACT(EPOCH FROM finished_at - started_at))::float AS busy_s "
-                    "FROM generation_tasks")).one()
+                return row, read(conn)
         finally:
             engine.dispose()
+
+
+def measure(processes: int) -> Figure:
+    row, busy = run_scenario(processes, "makespan", lambda conn: conn.execute(text(
+        "SELECT avg(latency_ms)::float AS latency_ms, "
+        "sum(EXTRACT(EPOCH FROM finished_at - started_at))::float AS busy_s "
+        "FROM generation_tasks")).one())
     ideal_s = N_TASKS * LATENCY_S / CONCURRENCY
     done = row.completed_tasks == N_TASKS and row.finished_at is not None
     makespan_s = float(row.run_s) if row.run_s is not None else None

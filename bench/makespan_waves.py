@@ -9,23 +9,13 @@ a diagnosis, not a figure with a goal.
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import sys
 from datetime import datetime
 
 from sqlalchemy import text
 
-from bench.common import (
-    base_env,
-    bench_database,
-    running_worker,
-    submit,
-    sync_engine,
-    wait_finished,
-    workdir,
-)
-from bench.makespan import CONCURRENCY, LATENCY_S, N_TASKS
+from bench.makespan import CONCURRENCY, LATENCY_S, N_TASKS, run_scenario
 
 
 def _ms(later: datetime, earlier: datetime) -> float:
@@ -33,24 +23,9 @@ def _ms(later: datetime, earlier: datetime) -> float:
 
 
 def main(processes: int = 1) -> None:
-    shares = [CONCURRENCY // processes + (1 if i < CONCURRENCY % processes else 0)
-              for i in range(processes)]
-    with bench_database("makespan_waves") as url, workdir("makespan-waves") as tmp:
-        engine = sync_engine(url)
-        try:
-            with contextlib.ExitStack() as stack:
-                workers = [stack.enter_context(running_worker(
-                    {**base_env(url, tmp), "DEMO_LATENCY_MS": str(int(LATENCY_S * 1000)),
-                     "LOCAL_MAX_CONCURRENCY": str(share)}, tmp / f"worker{i}.log"))
-                    for i, share in enumerate(shares)]
-                job_id = submit(workers[0].url, [f"wave prompt {i}" for i in range(N_TASKS)])
-                job = wait_finished(engine, job_id, timeout_s=120)
-            with engine.connect() as conn:
-                rows = conn.execute(text(
-                    "SELECT started_at, finished_at, latency_ms FROM generation_tasks "
-                    "ORDER BY started_at")).all()
-        finally:
-            engine.dispose()
+    job, rows = run_scenario(processes, "makespan_waves", lambda conn: conn.execute(text(
+        "SELECT started_at, finished_at, latency_ms FROM generation_tasks "
+        "ORDER BY started_at")).all())
     ideal_s = N_TASKS * LATENCY_S / CONCURRENCY
     print(f"makespan {job.run_s:.2f} s, {float(job.run_s) / ideal_s:.3f} x ideal; first "
           f"claim {_ms(rows[0].started_at, job.created_at):.0f} ms after the submit")
