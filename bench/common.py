@@ -24,7 +24,8 @@ import psycopg
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from core import db, embedded_pg
+from core import db
+from core.db import embedded_pg
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,5 +1,5 @@
 """Benchmark 6, cost: the worker's CPU per task with a full-size image, turned into Cloud
-Run cost per 1,000 images by core.cost_model, for concurrency 1 vs 80, beside the guide's
+Run cost per 1,000 images by core.billing.cost_model, for concurrency 1 vs 80, beside the guide's
 $4.24 (80 s per image on a 2 vCPU instance per task).
 
 The provider is the OpenAI-compatible stub returning a 1024 x 1024 PNG (so decoding,
@@ -22,7 +22,7 @@ from bench.common import (
     wait_finished,
     workdir,
 )
-from core.cost_model import GUIDE_IMAGE_S, GUIDE_USD_PER_1000, comparison
+from core.billing.cost_model import GUIDE_IMAGE_S, GUIDE_USD_PER_1000, comparison
 
 N_TASKS = 300
 CONCURRENCY = 16

@@ -18,7 +18,7 @@ import uuid
 from sqlalchemy import create_engine, text
 
 from bench.common import Figure, bench_database, figure, load_note
-from core.queries import q
+from core.db.queries import q
 
 N_TASKS = 1000
 # On and off alternate, ROUNDS times each, and the median is reported: on a shared
@@ -56,7 +56,7 @@ def _hot_path_us(url: str, prepare: int | None, n: int) -> float:
         started = time.perf_counter()
         boot = uuid.uuid4()
         for task_id in ids:
-            token = uuid.uuid4()  # each claim draws one; complete presents it (core.leases)
+            token = uuid.uuid4()  # each claim draws one; complete presents it (core.delivery.leases)
             conn.execute(q("claim_task"), {
                 "task_id": task_id, "attempt_floor": 0, "lease_s": 60, "owner": "bench",
                 "boot": boot, "token": token, "max_attempts": 5}).one()

@@ -65,7 +65,7 @@ RETURNING t.id AS task_id \\gset
 
 
 def _named(sql_name: str) -> str:
-    from core.queries import sql
+    from core.db.queries import sql
 
     return sql(sql_name)
 

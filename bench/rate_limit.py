@@ -9,7 +9,7 @@ burst, not the rate). R is scaled so a 1,000-task batch runs in about a minute.
 
 Three set-ups side by side, each a fresh worker and database:
 - adaptive: AIMD dispatcher (ADAPTIVE_CONCURRENCY, up to 50) and the provider client's
-  pacer (core.ratelimit, PROVIDER_RATE_WAIT_S);
+  pacer (core.providers.ratelimit, PROVIDER_RATE_WAIT_S);
 - fixed 5 and fixed 50: constant concurrency, plain per-task backoff, no pacer.
 achieved = images the stub accepted per minute (first to last accepted image) / R.
 """

@@ -147,19 +147,19 @@ def http_reads(worker_url: str) -> tuple[list[float], list[float]]:
 
 
 def core_status(engine: Engine) -> list[float]:
-    """core.jobs.get_job, what the status route calls, without HTTP: the database's share."""
+    """core.jobs.lifecycle.get_job, what the status route calls, without HTTP: the database's share."""
     from uuid import UUID
 
-    from core import jobs
+    from core.jobs import lifecycle
 
     rng = random.Random(7)
     for _ in range(20):
-        jobs.get_job(UUID(_job_id(rng.randrange(N_JOBS))), engine=engine)
+        lifecycle.get_job(UUID(_job_id(rng.randrange(N_JOBS))), engine=engine)
     samples = []
     for _ in range(STATUS_REQUESTS):
         job_id = UUID(_job_id(rng.randrange(N_JOBS)))
         started = time.perf_counter()
-        jobs.get_job(job_id, engine=engine)
+        lifecycle.get_job(job_id, engine=engine)
         samples.append((time.perf_counter() - started) * 1000)
     return samples
 
@@ -222,7 +222,7 @@ EXPLAINED: dict[str, tuple[str, dict[str, Any]]] = {
 
 def explain(engine: Engine) -> dict[str, str]:
     """Plan summary per hot read; a Seq Scan over generation_tasks would be a finding."""
-    from core.queries import sql
+    from core.db.queries import sql
 
     plans: dict[str, str] = {}
     with engine.connect() as conn:
@@ -246,7 +246,7 @@ def explain(engine: Engine) -> dict[str, str]:
 
 async def _completions(url: str, *, jobs: int) -> tuple[float, int]:
     """100 running tasks completed concurrently; their job counter rows: one or ``jobs``."""
-    from core import delivery
+    from core.delivery import statements
 
     engine = create_async_engine(url, pool_size=COMPLETION_CONNECTIONS, max_overflow=0)
     try:
@@ -270,12 +270,12 @@ async def _completions(url: str, *, jobs: int) -> tuple[float, int]:
                 await c.execute(text("SELECT 1"))
         await asyncio.gather(*(ping() for _ in range(COMPLETION_CONNECTIONS)))
         async def one(task_id: Any) -> None:
-            # The worker's own completion step (core.delivery.complete).
-            task = delivery.ClaimedTask(id=task_id, job_id=task_id, prompt="p", style="none",
+            # The worker's own completion step (core.delivery.statements.complete).
+            task = statements.ClaimedTask(id=task_id, job_id=task_id, prompt="p", style="none",
                                         attempt=1, prompt_index=0, image_index=0,
                                         provider="demo", model="demo", size="1024x1024",
                                         quality="low", token=BENCH_TOKEN)
-            assert await delivery.complete(engine, task, image_path="a", thumbnail_path="b",
+            assert await statements.complete(engine, task, image_path="a", thumbnail_path="b",
                                            latency_ms=1)
 
         started = time.perf_counter()
@@ -317,7 +317,7 @@ def run() -> list[Figure]:
                goal="< 10 ms", check=lambda v: v < 10,
                note=f"p50 {statistics.median(status_ms):.1f} ms, {STATUS_REQUESTS} requests; "
                     f"data generated in {gen_s:.0f} s; {load_note()}"),
-        figure("job status in core (core.jobs.get_job, no HTTP), p99", _p(core_status_ms, 0.99),
+        figure("job status in core (core.jobs.lifecycle.get_job, no HTTP), p99", _p(core_status_ms, 0.99),
                "ms", note=f"p50 {statistics.median(core_status_ms):.2f} ms"),
         figure("failures page of the 10,000-task job over HTTP, p99", _p(page_ms, 0.99), "ms",
                goal="< 50 ms", check=lambda v: v < 50,

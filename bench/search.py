@@ -1,5 +1,5 @@
 """Benchmark: job search at 1,000,000 tasks (1,000 jobs of 1,000 prompts), generated in
-SQL. core.search.search_jobs (what the API's GET /api/admin/jobs?q= and the Jobs page call)
+SQL. core.jobs.search.search_jobs (what the API's GET /api/admin/jobs?q= and the Jobs page call)
 for a mix of words: a product code in one prompt, a noun in 1 of 250 prompts, an adjective
 in 1 of 40, no match, plus tag and submitter filters; p50/p99 with the pg_trgm index, the
 worst case of a word in every prompt, and a few of the same searches without the index.
@@ -15,7 +15,7 @@ from sqlalchemy import Engine, text
 
 from bench.common import Figure, bench_database, figure, load_note, sync_engine
 from bench.reads import _p, generate
-from core import search
+from core.jobs import search
 
 N_JOBS = 1000
 PROMPTS_PER_JOB = 1000

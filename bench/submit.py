@@ -84,7 +84,7 @@ def _emulator() -> Iterator[str | None]:
 
 def cloud_tasks_enqueue() -> dict[str, float] | None:
     from core.config import Settings
-    from core.dispatch.cloud_tasks import CloudTasksDispatcher, make_client
+    from core.dispatch.cloudtasks.dispatcher import CloudTasksDispatcher, make_client
 
     rates: dict[str, float] = {}
     with _emulator() as host:

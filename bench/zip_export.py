@@ -34,7 +34,7 @@ from bench.common import (
     sync_engine,
     workdir,
 )
-from core import export_links
+from core.jobs import export_links
 
 N_IMAGES = 2000
 IMAGE_PX = 580  # ~1 MB as an RGB noise PNG

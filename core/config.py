@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from core.errors import ConfigError, InvalidInput
+from core.errors import ConfigError
 
 DEFAULT_OPENAI_IMAGE_MODEL = "gpt-image-2"
 
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     DEMO_IMAGE_PX: int = Field(default=512, ge=16, le=2048)
     # Tests: a file the demo model appends "task_id attempt" to on every call.
     DEMO_CALL_LOG: str | None = None
-    # Rates and per-image estimates (core/data/prices.csv's format); None = the shipped file.
+    # Rates and per-image estimates (core/billing/prices.csv's format); None = the shipped file.
     PRICES_FILE: str | None = None
     # The dashboard asks for a confirmation above this estimate (and for `auto` options).
     COST_CONFIRM_USD: float = Field(default=50.0, ge=0.0)
@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     RETRY_MAX_DOUBLINGS: int = Field(default=5, ge=0, le=30)
     # How long Cloud Tasks (or the local dispatcher) waits for one delivery.
     DISPATCH_DEADLINE_S: float = Field(default=300.0, ge=1.0, le=1800.0)
-    # A claim's lease, renewed every LEASE_RENEW_S while the handler works (core.leases):
+    # A claim's lease, renewed every LEASE_RENEW_S while the handler works (core.delivery.leases):
     # a holder that dies frees its task within one lease, however long the dispatch
     # deadline; a live one keeps it while the model runs. 30 s / 10 s: a lease survives two
     # missed renewals, and a dead worker's tasks are free again within half a minute.
@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     TASK_LEASE_S: float = Field(default=30.0, ge=1.0)
     LEASE_RENEW_S: float = Field(default=10.0, gt=0.0)
     LOCAL_MAX_CONCURRENCY: int = Field(default=5, ge=1, le=1000)
-    # AIMD on the local dispatcher's in-flight limit (core.dispatch.limits): up to
+    # AIMD on the local dispatcher's in-flight limit (core.dispatch.local.limits): up to
     # LOCAL_MAX_CONCURRENCY, halved on 429/503 at most once per cooldown, and the queue held
     # for a 429's Retry-After. Off = a fixed LOCAL_MAX_CONCURRENCY with per-task backoff.
     ADAPTIVE_CONCURRENCY: bool = True
@@ -128,17 +128,17 @@ class Settings(BaseSettings):
     ADAPTIVE_COOLDOWN_S: float = Field(default=1.0, ge=0.0)
     # The worker's provider client waits (at most this long) when the provider's
     # Retry-After / x-ratelimit-* headers say the next call would be refused
-    # (core.ratelimit); 0 = call anyway and let the queue retry.
+    # (core.providers.ratelimit); 0 = call anyway and let the queue retry.
     PROVIDER_RATE_WAIT_S: float = Field(default=30.0, ge=0.0)
     RUN_DISPATCHER: bool = True
     DISPATCH_POLL_S: float = Field(default=0.5, gt=0)
     SWEEP_INTERVAL_S: float = Field(default=60.0, gt=0)
     # Cloud Tasks mode: a queued row untouched this long (or a running one whose lease ran
     # out this long ago) is checked against the queue; if the queue no longer holds its task
-    # it is handed over again (core.sweeper.sweep_stranded). Above the queue's max backoff.
+    # it is handed over again (core.dispatch.cloudtasks.sweeper.sweep_stranded). Above the queue's max backoff.
     STRANDED_AFTER_S: float = Field(default=1800.0, ge=0.0)
     # issue 13, Cloud Tasks mode: the queue holds at most this many tasks over all jobs
-    # (core.dispatch.window); the rest wait pending in the table, which decides what runs
+    # (core.dispatch.cloudtasks.window); the rest wait pending in the table, which decides what runs
     # next (fair share, priority, spend limits). At least the queue's
     # max_concurrent_dispatches (the guide's: 100) keeps the queue and the provider busy;
     # much more lets a late job's tasks queue behind the window of earlier ones.
@@ -148,7 +148,7 @@ class Settings(BaseSettings):
     # delivery first, whatever its priority: lower priority is slowed, never starved
     # (core.dispatch.fair).
     PRIORITY_STARVATION_S: float = Field(default=30.0, ge=0.0, le=86_400.0)
-    # issue 13: spend limits (core.spend). A day's spend (UTC) over all jobs, and per named
+    # issue 13: spend limits (core.billing.spend). A day's spend (UTC) over all jobs, and per named
     # API key ("name=usd,name2=usd"; the key's name is the job's submitted_by). At the limit
     # dispatch of the affected tasks stops (they wait, never fail); raising it resumes them.
     BUDGET_DAILY_USD: float | None = Field(default=None, ge=0.0)
@@ -165,13 +165,13 @@ class Settings(BaseSettings):
     # the rest (due at once). Under Cloud Run's 10 s between SIGTERM and SIGKILL.
     SHUTDOWN_GRACE_S: float = Field(default=8.0, ge=0.0, le=3600.0)
     # A 429 does not use up MAX_ATTEMPTS while the task's rate-limit streak is younger than
-    # this (core.retry): a provider outage of minutes fails nothing; one of hours still ends.
+    # this (core.delivery.retry): a provider outage of minutes fails nothing; one of hours still ends.
     RATE_LIMIT_BUDGET_S: float = Field(default=3600.0, ge=0.0)
     # Model answers whose storing failed wait here for the next attempt, so an image is
-    # paid for once (core.staging).
+    # paid for once (core.delivery.staging).
     STAGING_DIR: str = ".data/staging"
     # Cloud Tasks mode: how often the worker takes over running rows whose lease expired
-    # (a dead instance) and finishes interrupted hand-overs (core.cloud_checks).
+    # (a dead instance) and finishes interrupted hand-overs (core.dispatch.cloudtasks.checks).
     LEASE_CHECK_INTERVAL_S: float = Field(default=10.0, gt=0)
     # issue 10: a task whose deliveries never reach the handler (404, refused connection,
     # TLS error, 401/403) this many times fails as `undeliverable` instead of looping
@@ -200,7 +200,7 @@ class Settings(BaseSettings):
     DASHBOARD_ALLOWED_EMAILS: Annotated[list[str], NoDecode] = Field(default_factory=list)
     DASHBOARD_ALLOWED_DOMAINS: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    # notifications and retention (core.notify, core.retention)
+    # notifications and retention (core.jobs.notify, core.jobs.retention)
     # Default webhook for jobs submitted without one; may hold a secret (Slack's do).
     JOB_WEBHOOK_URL: SecretStr | None = None
     # The dashboard's public address, for "open the job" links in notifications.
@@ -231,16 +231,6 @@ class Settings(BaseSettings):
             key_budgets(value)
         return value
 
-    @field_validator("PRICES_FILE")
-    @classmethod
-    def _prices_file_readable(cls, value: str | None) -> str | None:
-        # A bad rates file stops the start naming file and line, not the first submit.
-        if value:
-            from core.cost import load_prices
-
-            load_prices(value)
-        return value
-
     @field_validator("DASHBOARD_TIMEZONE")
     @classmethod
     def _known_zone(cls, value: str | None) -> str | None:
@@ -257,28 +247,6 @@ class Settings(BaseSettings):
     @classmethod
     def _split_origins(cls, value: object) -> object:
         return parse_origins(value)
-
-    @field_validator("OPENAI_IMAGE_MODEL")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        from core.image_models import accepted_image_models, refusal_reason
-
-        accepted = accepted_image_models()
-        if value not in accepted:
-            raise ConfigError(f"OPENAI_IMAGE_MODEL={value!r} {refusal_reason(value)}; "
-                              f"accepted: {', '.join(accepted)}")
-        return value
-
-    @field_validator("OPENAI_IMAGE_SIZE", "OPENAI_IMAGE_QUALITY")
-    @classmethod
-    def _known_size_quality(cls, value: str, info: Any) -> str:
-        from core.cost import QUALITIES, SIZES
-
-        accepted = [*(SIZES if info.field_name == "OPENAI_IMAGE_SIZE" else QUALITIES), "auto"]
-        if value not in accepted:
-            raise ConfigError(f"{info.field_name}={value!r} is not accepted; accepted: "
-                              + ", ".join(accepted))
-        return value
 
     @field_validator("WORKER_URL")
     @classmethod
@@ -316,14 +284,6 @@ class Settings(BaseSettings):
                     "USE_CLOUD_TASKS=true needs " + " and ".join(missing)
                     + " (or set USE_CLOUD_TASKS=false for the local queue)")
         self.api_keys()  # a malformed API_KEYS stops the start, naming the entry
-        if self.JOB_WEBHOOK_URL is not None:
-            from core.job_meta import clean_webhook_url
-
-            try:
-                clean_webhook_url(self.JOB_WEBHOOK_URL.get_secret_value(),
-                                  require_https=self.ENVIRONMENT == "production")
-            except InvalidInput as exc:  # the message never repeats the URL
-                raise ConfigError(f"JOB_WEBHOOK_URL {exc.message.split(': ', 1)[-1]}") from None
         if self.RETRY_MAX_BACKOFF_S < self.RETRY_MIN_BACKOFF_S:
             raise ConfigError("RETRY_MAX_BACKOFF_S must be >= RETRY_MIN_BACKOFF_S")
         if self.ENVIRONMENT == "production":
@@ -388,12 +348,6 @@ class Settings(BaseSettings):
     @property
     def lease_s(self) -> float:
         return self.TASK_LEASE_S
-
-    @property
-    def renew_every_s(self) -> float:
-        from core.leases import renewal_interval_s
-
-        return renewal_interval_s(self.TASK_LEASE_S, self.LEASE_RENEW_S)
 
     @property
     def provider_name(self) -> str:

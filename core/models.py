@@ -69,7 +69,7 @@ class GenerationJob(Base):
     tags: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default="{}")
     submitted_by: Mapped[str | None] = mapped_column(Text)
     webhook_url: Mapped[str | None] = mapped_column(Text)
-    # version 8: priority and spend limits (core/dispatch/fair.py, core/spend.py)
+    # version 8: priority and spend limits (core/dispatch/fair.py, core/billing/spend.py)
     priority: Mapped[str] = mapped_column(Text, nullable=False, server_default="normal")
     max_cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(12, 4))
     spent_usd: Mapped[Decimal | None] = mapped_column(Numeric(12, 4))
@@ -124,13 +124,13 @@ class GenerationTask(Base):
     crashes: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     free_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     rate_limited_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # version 3 (Cloud Tasks hand-over outbox, core/dispatch/handover.py)
+    # version 3 (Cloud Tasks hand-over outbox, core/dispatch/cloudtasks/handover.py)
     handover_generation: Mapped[int | None] = mapped_column(Integer)
     handover_marked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # version 4: deliveries that never reached the handler (core.dispatch.undeliverable).
     undeliverable_tries: Mapped[int] = mapped_column(Integer, nullable=False,
                                                      server_default="0")
-    # version 7: the refused task an edited prompt replaces (core.job_edit)
+    # version 7: the refused task an edited prompt replaces (core.jobs.edit)
     resubmitted_from: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
 
 
@@ -174,7 +174,7 @@ class QueueState(Base):
 
 
 class SpendHold(Base):
-    """version 8: a budget reached (core/spend.py); the claim starts nothing it covers."""
+    """version 8: a budget reached (core/billing/spend.py); the claim starts nothing it covers."""
 
     __tablename__ = "spend_holds"
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from core.config import Settings, load_settings
-from core.errors import ConfigError
+from core.errors import ConfigError, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,42 @@ def exit_on_config_error(program: str) -> Iterator[None]:
 
 def settings_or_exit(program: str) -> Settings:
     with exit_on_config_error(program):
-        return load_settings()
+        return checked_settings()
+
+
+def checked_settings() -> Settings:
+    """load_settings() plus the cross-checks that need the domain (check_settings)."""
+    settings = load_settings()
+    check_settings(settings)
+    return settings
+
+
+def check_settings(settings: Settings) -> None:
+    """The settings checks that need a domain package's rules, so that core.config stays a
+    leaf everyone can import: the rates file, the image model, size and quality, the job
+    webhook URL. ConfigError naming the variable and what it accepts."""
+    from core.billing.prices import QUALITIES, SIZES, load_prices
+    from core.jobs.meta import clean_webhook_url
+    from core.providers.image_models import refusal_reason, selectable_models
+
+    if settings.PRICES_FILE:
+        load_prices(settings.PRICES_FILE)  # names the file and the line
+    accepted_models = selectable_models()
+    if settings.OPENAI_IMAGE_MODEL not in accepted_models:
+        raise ConfigError(f"OPENAI_IMAGE_MODEL={settings.OPENAI_IMAGE_MODEL!r} "
+                          f"{refusal_reason(settings.OPENAI_IMAGE_MODEL)}; "
+                          f"accepted: {', '.join(accepted_models)}")
+    for name, known in (("OPENAI_IMAGE_SIZE", SIZES), ("OPENAI_IMAGE_QUALITY", QUALITIES)):
+        value = getattr(settings, name)
+        if value not in (*known, "auto"):
+            raise ConfigError(f"{name}={value!r} is not accepted; accepted: "
+                              + ", ".join((*known, "auto")))
+    if settings.JOB_WEBHOOK_URL is not None:
+        try:
+            clean_webhook_url(settings.JOB_WEBHOOK_URL.get_secret_value(),
+                              require_https=settings.ENVIRONMENT == "production")
+        except InvalidInput as exc:  # the message never repeats the URL
+            raise ConfigError(f"JOB_WEBHOOK_URL {exc.message.split(': ', 1)[-1]}") from None
 
 
 def describe_database(url: str) -> str:

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from core import startup
-from core.config import load_settings
 from core.errors import ConfigError
 from dashboard import auth
 
@@ -22,7 +21,7 @@ APP = Path(__file__).resolve().parent / "app.py"
 
 def check() -> str:
     """The sign-in mode this dashboard will use; ConfigError when it must not start."""
-    settings = load_settings()  # one-line ConfigError naming the variable
+    settings = startup.checked_settings()  # one-line ConfigError naming the variable
     mode = auth.plan(settings, auth.secrets_auth_section()).mode
     # The same start-up checks as the worker: the database answers, Cloud Tasks has
     # credentials. (The OpenAI key is shown on the pages, core.startup.check_openai_key.)

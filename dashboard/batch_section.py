@@ -6,13 +6,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import billing, jobs
 from core.batch.views import job_batches
+from core.billing import charges
+from core.jobs import lifecycle
 from dashboard import data, ui
 
 
-def cost_line(job: jobs.JobView) -> None:
-    billed = billing.job_cost(job.id, job.model, job.provider, engine=data.engine())
+def cost_line(job: lifecycle.JobView) -> None:
+    billed = charges.job_cost(job.id, job.model, job.provider, engine=data.engine())
     if billed.actual_usd is None and billed.billed_tasks:
         actual = (f"{billed.input_tokens:,} input + {billed.output_tokens:,} output tokens "
                   "(no rate known for this model)")
@@ -22,7 +23,7 @@ def cost_line(job: jobs.JobView) -> None:
                f"billed so far {actual} for {billed.billed_tasks} image(s)")
 
 
-def batches(job: jobs.JobView) -> None:
+def batches(job: lifecycle.JobView) -> None:
     if job.mode != "batch":
         return
     st.subheader("Batches")

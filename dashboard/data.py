@@ -18,16 +18,18 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from core import db, export, export_links, job_schedule, jobs, reports
+from core import db
 from core.config import Settings, get_settings
 from core.dispatch import Dispatcher, get_dispatcher
+from core.dispatch.order_of_work import JobOrder
+from core.dispatch.order_of_work import order_of_work as core_order_of_work
 from core.errors import AppError, StorageError
-from core.job_meta import JobMeta
-from core.job_schedule import Schedule
-from core.order_of_work import JobOrder
-from core.order_of_work import order_of_work as core_order_of_work
+from core.jobs import export, export_links, lifecycle, reports
+from core.jobs import schedule as job_schedule
+from core.jobs.meta import JobMeta
+from core.jobs.schedule import Schedule
+from core.jobs.validation import BatchSpec
 from core.storage import Storage, get_storage
-from core.validation import BatchSpec
 
 CHART_TTL_S = 5
 T = TypeVar("T")
@@ -61,8 +63,8 @@ def dispatcher() -> Dispatcher:
 
 # ---- reads ---------------------------------------------------------------------------
 
-def job(job_id: UUID) -> jobs.JobView:
-    return jobs.get_job(job_id, engine=engine())
+def job(job_id: UUID) -> lifecycle.JobView:
+    return lifecycle.get_job(job_id, engine=engine())
 
 
 def recent_jobs(statuses: Sequence[str], created_after: datetime | None,
@@ -96,7 +98,7 @@ def performance(job_id: UUID) -> reports.JobPerformance:
 
 def gallery(job_id: UUID, limit: int, offset: int) -> tuple[list[reports.GalleryItem], int]:
     return (reports.gallery_page(job_id, limit=limit, offset=offset, engine=engine()),
-            jobs.count_tasks(job_id, status="succeeded", engine=engine()))
+            lifecycle.count_tasks(job_id, status="succeeded", engine=engine()))
 
 
 def failures(job_id: UUID, error_code: str | None, limit: int, offset: int
@@ -111,10 +113,10 @@ def error_codes(job_id: UUID) -> list[tuple[str, int]]:
 
 
 def tasks(job_id: UUID, status: str | None, limit: int, offset: int
-          ) -> tuple[list[jobs.TaskView], int]:
-    return (jobs.list_tasks(job_id, status=status, limit=limit, offset=offset,
+          ) -> tuple[list[lifecycle.TaskView], int]:
+    return (lifecycle.list_tasks(job_id, status=status, limit=limit, offset=offset,
                             engine=engine()),
-            jobs.count_tasks(job_id, status=status, engine=engine()))
+            lifecycle.count_tasks(job_id, status=status, engine=engine()))
 
 
 def queue_depth() -> reports.QueueDepth:
@@ -213,36 +215,36 @@ def changed() -> None:
     _changed()
 
 
-def submit(spec: BatchSpec, options: jobs.GenerationOptions,
-           meta: JobMeta | None = None, schedule: Schedule | None = None) -> jobs.JobView:
-    view = jobs.submit_batch(spec, options=options, engine=engine(), settings=settings(),
+def submit(spec: BatchSpec, options: lifecycle.GenerationOptions,
+           meta: JobMeta | None = None, schedule: Schedule | None = None) -> lifecycle.JobView:
+    view = lifecycle.submit_batch(spec, options=options, engine=engine(), settings=settings(),
                              meta=meta, schedule=schedule)
     _changed()
     return view
 
 
-def retry_preview(job_id: UUID, include_refusals: bool) -> jobs.RetryResult:
+def retry_preview(job_id: UUID, include_refusals: bool) -> lifecycle.RetryResult:
     """What "Retry all failed" would do: how many, at what estimated cost (dry run)."""
-    return jobs.retry_failed(job_id, None, include_refusals=include_refusals, dry_run=True,
+    return lifecycle.retry_failed(job_id, None, include_refusals=include_refusals, dry_run=True,
                              engine=engine(), settings=settings())
 
 
 def retry_failed(job_id: UUID, task_ids: Sequence[UUID] | None, *,
-                 include_refusals: bool = False) -> jobs.RetryResult:
-    result = jobs.retry_failed(job_id, task_ids, include_refusals=include_refusals,
+                 include_refusals: bool = False) -> lifecycle.RetryResult:
+    result = lifecycle.retry_failed(job_id, task_ids, include_refusals=include_refusals,
                                engine=engine(), settings=settings())
     _changed()
     return result
 
 
-def cancel(job_id: UUID) -> jobs.JobView:
+def cancel(job_id: UUID) -> lifecycle.JobView:
     if not settings().USE_CLOUD_TASKS:
-        view = jobs.cancel_job(job_id, engine=engine())
-    else:  # issue 13: the job's Cloud Tasks in the window go too (core.dispatch.window)
-        from core.dispatch.window import cancel_window, drop_window
+        view = lifecycle.cancel_job(job_id, engine=engine())
+    else:  # issue 13: the job's Cloud Tasks in the window go too (core.dispatch.cloudtasks.window)
+        from core.dispatch.cloudtasks.window import cancel_window, drop_window
 
         names, _ = cancel_window(dispatcher(), job_id, engine=engine())
-        view = jobs.cancel_job(job_id, engine=engine())
+        view = lifecycle.cancel_job(job_id, engine=engine())
         drop_window(dispatcher(), names)
     _changed()
     return view
@@ -250,10 +252,10 @@ def cancel(job_id: UUID) -> jobs.JobView:
 
 def order_of_work() -> list[JobOrder]:
     """issue 13: per running job its priority, share, spend and what it waits for. The
-    paused flag comes from the table's mirror of the queue (core.queue_state), not from a
+    paused flag comes from the table's mirror of the queue (core.dispatch.queue_state), not from a
     Cloud Tasks call: the Job page draws this on every refresh, and an unreachable queue
     must not hold each refresh for the client's retry deadline or break the page."""
-    from core import queue_state
+    from core.dispatch import queue_state
 
     paused = queue_state.is_paused(settings().QUEUE_NAME, engine=engine())
     return core_order_of_work(paused=paused, engine=engine(),
@@ -265,7 +267,7 @@ def set_schedule(job_id: object, *, priority: str, max_cost_usd: Decimal | None,
     job_schedule.set_schedule(UUID(str(job_id)), priority=priority, max_cost_usd=max_cost_usd,
                               clear_cap=clear_cap, engine=engine())
     if settings().USE_CLOUD_TASKS:  # the window follows the new order now
-        from core.dispatch import window
+        from core.dispatch.cloudtasks import window
 
         window.refill(dispatcher(), window=settings().CLOUD_TASKS_WINDOW,
                       starvation_s=settings().PRIORITY_STARVATION_S, engine=engine())

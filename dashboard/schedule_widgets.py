@@ -1,6 +1,6 @@
 """issue 13 on the dashboard: the order of work (Queue page), a job's priority, spend cap
 and what it waits for (Job page), priority and cap at submit. Data through core
-(core.order_of_work, core.job_schedule) via dashboard.data."""
+(core.dispatch.order_of_work, core.jobs.schedule) via dashboard.data."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pandas as pd
 import streamlit as st
 
 from core.dispatch.fair import DEFAULT_PRIORITY, PRIORITIES
+from core.dispatch.order_of_work import SHARE_WINDOW_S
 from core.errors import AppError
-from core.job_schedule import Schedule, clean_schedule
-from core.order_of_work import SHARE_WINDOW_S
+from core.jobs.schedule import Schedule, clean_schedule
 from dashboard import data, ui
 
 

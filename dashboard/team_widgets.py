@@ -12,10 +12,10 @@ from uuid import UUID
 import pandas as pd
 import streamlit as st
 
-from core import audit, job_edit, retention, search
 from core.errors import AppError, InvalidInput
-from core.job_meta import JobMeta, clean_meta
-from core.jobs import JobView
+from core.jobs import audit, edit, retention, search
+from core.jobs.lifecycle import JobView
+from core.jobs.meta import JobMeta, clean_meta
 from dashboard import auth, data, ui
 
 SEARCH_PAGE = 50
@@ -157,7 +157,7 @@ def job_actions(job: JobView) -> None:
     if b1.button("Clone job", key="clone_job", help="A new job with the same prompts and "
                                                    "options"):
         try:
-            copy = job_edit.clone_job(job.id, submitted_by=auth.operator(),
+            copy = edit.clone_job(job.id, submitted_by=auth.operator(),
                                       engine=data.engine(), settings=data.settings())
             data.changed()
             ui.flash(f"Cloned as job {ui.short_id(copy.id)} ({copy.total_tasks} task(s)).")
@@ -203,7 +203,7 @@ def resubmit_section(job: JobView) -> None:
 def _resubmit(job: JobView) -> None:
     if job.failed_tasks == 0 or job.status == "cancelled":
         return
-    tasks = job_edit.editable_tasks(job.id, engine=data.engine())
+    tasks = edit.editable_tasks(job.id, engine=data.engine())
     if not tasks:
         return
     with st.expander(f"Edit and resubmit a refused prompt ({len(tasks)} failed)"):
@@ -222,7 +222,7 @@ def _resubmit(job: JobView) -> None:
                    "failed task stays in the history, marked as replaced.")
         if st.button("Resubmit as a new task", key="resubmit", type="primary"):
             try:
-                done = job_edit.resubmit_task(job.id, task.id, edited,
+                done = edit.resubmit_task(job.id, task.id, edited,
                                               submitted_by=auth.operator(),
                                               engine=data.engine(), settings=data.settings())
                 data.changed()

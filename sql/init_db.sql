@@ -112,7 +112,7 @@ CREATE INDEX IF NOT EXISTS generation_tasks_lease_owner_idx
 INSERT INTO schema_migrations (version) VALUES (2) ON CONFLICT (version) DO NOTHING;
 
 -- version 3: Cloud Tasks hand-over outbox and the expired-lease check
--- A retry in Cloud Tasks mode is a new named Cloud Task (core/dispatch/handover.py):
+-- A retry in Cloud Tasks mode is a new named Cloud Task (core/dispatch/cloudtasks/handover.py):
 -- handover_generation is the generation being handed over (set before CreateTask, cleared
 -- once the row records it), so the sweeper finishes a hand-over a crash cut short.
 ALTER TABLE generation_tasks ADD COLUMN IF NOT EXISTS handover_generation integer;
@@ -214,9 +214,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS generation_tasks_resubmitted_from_key
 CREATE INDEX IF NOT EXISTS generation_jobs_tags_idx ON generation_jobs USING gin (tags);
 CREATE INDEX IF NOT EXISTS generation_jobs_submitted_by_idx
     ON generation_jobs (submitted_by, created_at DESC);
--- Prompt search (core.search): a trigram GIN index answers substring ILIKE searches from the index.
+-- Prompt search (core.jobs.search): a trigram GIN index answers substring ILIKE searches from the index.
 -- pg_trgm is a contrib extension; a server without it (the embedded demo server) keeps
--- working and core.search says searches scan every task there.
+-- working and core.jobs.search says searches scan every task there.
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm') THEN
@@ -235,7 +235,7 @@ END
 $$;
 
 -- Webhook outbox: one row per job end, written by the trigger below in the transaction
--- that ends the job; core.notify's sender loop posts it later, so a slow or failing
+-- that ends the job; core.jobs.notify's sender loop posts it later, so a slow or failing
 -- receiver never holds up a delivery.
 CREATE TABLE IF NOT EXISTS job_notifications (
     id               bigserial PRIMARY KEY,
@@ -294,7 +294,7 @@ ALTER TABLE generation_jobs ADD COLUMN IF NOT EXISTS priority text NOT NULL DEFA
     CONSTRAINT generation_jobs_priority_check CHECK (priority IN ('high', 'normal', 'low'));
 -- max_cost_usd: the job's spend cap (NULL: none). spent_usd / spent_tasks: what its
 -- succeeded tasks cost (billed where the usage is known, the estimate otherwise) as of the
--- last spend check (core.spend), over spent_tasks succeeded tasks; spend_unit_usd: the cost
+-- last spend check (core.billing.spend), over spent_tasks succeeded tasks; spend_unit_usd: the cost
 -- of one image (observed, or the estimate before any), with which the claim projects the
 -- spend of what it would start, so a capped job stops at its cap.
 ALTER TABLE generation_jobs ADD COLUMN IF NOT EXISTS max_cost_usd numeric(12, 4);

@@ -20,8 +20,9 @@ import pytest
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 
-from core import db, embedded_pg
+from core import db
 from core.config import Settings, get_settings
+from core.db import embedded_pg
 
 # Fixtures several files share; loaded after this module, whose helpers they import.
 pytest_plugins = ("tests.support.cloud_tasks",)

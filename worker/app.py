@@ -16,16 +16,18 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from core import db, delivery, hotsql, leases, metrics
+from core import db, metrics
 from core.batch import poller as batch_poller
 from core.config import Settings, get_settings
+from core.db import hotsql
+from core.delivery import leases, statements
+from core.delivery.processing import TaskProcessor, default_holder
 from core.dispatch import get_dispatcher
-from core.dispatch.local_loop import LocalDispatchLoop
+from core.dispatch.cloudtasks.sweeper import sweep_pending, sweep_stranded
+from core.dispatch.local.loop import LocalDispatchLoop
 from core.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
-from core.processing import TaskProcessor, default_holder
 from core.providers import close_providers, get_provider
 from core.storage import get_storage, thumbnails
-from core.sweeper import sweep_pending, sweep_stranded
 from worker import self_check
 from worker.background import notify_forever, retention_forever, spend_forever
 from worker.body_limit import BodyLimitMiddleware
@@ -87,13 +89,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             background.append(asyncio.create_task(loop.run(stop)))
         background.append(asyncio.create_task(_sweep_forever(settings, stop)))
         if settings.USE_CLOUD_TASKS:  # queue config line, expired leases, hand-overs
-            from core import cloud_checks
-            from core.dispatch.window import get_refiller
+            from core.dispatch.cloudtasks import checks
+            from core.dispatch.cloudtasks.window import get_refiller
 
-            # issue 13: the window refill (core.dispatch.window), after each finished task
+            # issue 13: the window refill (core.dispatch.cloudtasks.window), after each finished task
             app.state.refiller = get_refiller(settings, db.get_engine(url))
 
-            background.append(asyncio.create_task(cloud_checks.run(settings, engine, stop)))
+            background.append(asyncio.create_task(checks.run(settings, engine, stop)))
         # issue 10: does WORKER_URL reach this worker's task handler? (worker.self_check)
         background.append(asyncio.create_task(self_check.run(app, settings, stop)))
         if settings.provider_name == "openai":
@@ -115,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                           else "local",
                                           "worker_id": holder.owner,
                                           "lease_s": settings.lease_s,
-                                          "renew_every_s": settings.renew_every_s,
+                                          "renew_every_s": leases.renew_every_s(settings),
                                           "shutdown_grace_s": settings.SHUTDOWN_GRACE_S,
                                           "dispatch_deadline_s": settings.DISPATCH_DEADLINE_S,
                                           "demo_latency_ms": settings.DEMO_LATENCY_MS})
@@ -165,7 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 async def _free_previous_boot(settings: Settings, engine: Any,
-                              holder: delivery.Holder) -> None:
+                              holder: statements.Holder) -> None:
     """A restarted process frees what its previous boot held (it died or was killed):
     running tasks count a crash and are delivered again at once (or fail as worker_crashed
     at MAX_ATTEMPTS), and the dispatcher's holds are dropped. Only with an owner id that
@@ -176,7 +178,7 @@ async def _free_previous_boot(settings: Settings, engine: Any,
     if not stable:
         return
     try:
-        taken = await delivery.take_over_abandoned(
+        taken = await statements.take_over_abandoned(
             engine, max_attempts=settings.MAX_ATTEMPTS, holder=holder,
             to_status="pending" if settings.USE_CLOUD_TASKS else "queued")
     except (DBAPIError, OSError) as exc:
@@ -220,7 +222,7 @@ def _on_stop_signals(callback: Any) -> Any:
 def _oidc_verifier(settings: Settings) -> Any:
     if settings.ENVIRONMENT != "production" or not settings.USE_CLOUD_TASKS:
         return None
-    from core.oidc import make_verifier
+    from core.dispatch.cloudtasks.oidc import make_verifier
 
     return make_verifier(settings)
 

@@ -1,5 +1,5 @@
-"""Background loops beside the sweeper: job-end webhooks (core.notify) and the retention
-sweep (core.retention). Each runs its blocking work in a thread, so the event loop that
+"""Background loops beside the sweeper: job-end webhooks (core.jobs.notify) and the retention
+sweep (core.jobs.retention). Each runs its blocking work in a thread, so the event loop that
 serves deliveries never waits on a webhook receiver or a storage delete."""
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ import logging
 
 import httpx
 
-from core import db, notify, retention, spend
+from core import db
+from core.billing import spend
 from core.config import Settings
+from core.jobs import notify, retention
 from core.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -52,14 +54,14 @@ async def retention_forever(settings: Settings, storage: Storage, stop: asyncio.
 
 
 async def spend_forever(settings: Settings, stop: asyncio.Event) -> None:
-    """issue 13: spend per job and budgets, every SPEND_CHECK_S (core.spend); in Cloud
+    """issue 13: spend per job and budgets, every SPEND_CHECK_S (core.billing.spend); in Cloud
     Tasks mode a refill follows, so a raised cap or budget resumes at once."""
     engine = db.get_engine(db.resolve_database_url(settings))
     while not await _sleep(stop, settings.SPEND_CHECK_S):
         try:
             await asyncio.to_thread(spend.check, settings, engine)
             if settings.USE_CLOUD_TASKS:
-                from core.dispatch.window import get_refiller
+                from core.dispatch.cloudtasks.window import get_refiller
 
                 await asyncio.to_thread(get_refiller(settings, engine).request)
         except Exception as exc:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import httpx
 
-from core import db, embedded_pg, startup
+from core import db, startup
 from core.config import Settings
+from core.db import embedded_pg
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from core.config import Settings
-from core.oidc import CertsUnavailable, TokenRejected, Verifier
+from core.dispatch.cloudtasks.oidc import CertsUnavailable, TokenRejected, Verifier
 
 log = logging.getLogger(__name__)
 

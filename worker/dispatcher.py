@@ -11,7 +11,7 @@ import signal
 
 from core import db, logs, startup
 from core.config import get_settings
-from core.dispatch.local_loop import LocalDispatchLoop
+from core.dispatch.local.loop import LocalDispatchLoop
 
 
 async def run() -> None:

@@ -27,7 +27,7 @@ from uuid import UUID
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.dispatch.local_loop import TASK_PATH
+from core.dispatch.local.loop import TASK_PATH
 from worker.deps import _equal, _is_loopback
 
 # The dispatcher's body is {"task_id":"<36 characters>"}: anything much longer is not

@@ -14,8 +14,8 @@ import logging
 import time
 from typing import Any
 
+from core.db.queries import q
 from core.dispatch import undeliverable
-from core.queries import q
 from core.worker_url import TASK_PATH
 
 log = logging.getLogger(__name__)

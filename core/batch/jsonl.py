@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from uuid import UUID
 
-from core.cost import Usage
+from core.billing.prices import Usage
 
 ENDPOINT: Final = "/v1/images/generations"
 # The Batch API's limits per input file.

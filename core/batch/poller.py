@@ -90,14 +90,14 @@ def schedule(settings: Settings, body: dict[str, Any], *, round_no: int, delay_s
     from google.cloud import tasks_v2
     from google.protobuf import timestamp_pb2
 
-    from core.dispatch import cloud_tasks
+    from core.dispatch.cloudtasks import dispatcher
 
-    client = client or cloud_tasks.make_client(settings)
+    client = client or dispatcher.make_client(settings)
     assert settings.GCP_PROJECT and settings.WORKER_URL
     parent = client.queue_path(settings.GCP_PROJECT, settings.GCP_LOCATION, settings.QUEUE_NAME)
     worker_url = settings.WORKER_URL.rstrip("/")
-    if worker_url.endswith(cloud_tasks.TASK_PATH):  # WORKER_URL given as the task URL
-        worker_url = worker_url[: -len(cloud_tasks.TASK_PATH)]
+    if worker_url.endswith(dispatcher.TASK_PATH):  # WORKER_URL given as the task URL
+        worker_url = worker_url[: -len(dispatcher.TASK_PATH)]
     request = tasks_v2.HttpRequest(http_method=tasks_v2.HttpMethod.POST,
                                    url=worker_url + POLL_PATH,
                                    headers={"Content-Type": "application/json"},

@@ -16,7 +16,7 @@ from uuid import UUID
 from sqlalchemy import Connection, Engine, text
 
 from core.db import transaction
-from core.queries import q
+from core.db.queries import q
 from core.status import JOB_TERMINAL, job_status_after
 
 
@@ -159,7 +159,7 @@ def task_attempts(engine: Engine, ids: Sequence[UUID]) -> dict[UUID, int]:
 
 def finish_task(engine: Engine, name: str, params: dict[str, Any]) -> bool:
     """complete_batch_task / fail_batch_task, then the job status rule's check (as
-    core.delivery does for the realtime path). False: the task was no longer waiting."""
+    core.delivery.statements does for the realtime path). False: the task was no longer waiting."""
     with autocommit(engine).connect() as conn:
         job = conn.execute(q(name), params).first()
         if job is None:

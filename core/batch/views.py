@@ -10,7 +10,7 @@ from uuid import UUID
 from sqlalchemy import Engine
 
 from core.db import transaction
-from core.queries import q
+from core.db.queries import q
 
 
 @dataclass(frozen=True)

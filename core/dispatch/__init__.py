@@ -16,11 +16,11 @@ def get_dispatcher(settings: Settings | None = None) -> Dispatcher:
     key = (settings.USE_CLOUD_TASKS, id(settings))
     if key not in _dispatchers:
         if settings.USE_CLOUD_TASKS:
-            from core.dispatch.cloud_tasks import CloudTasksDispatcher
+            from core.dispatch.cloudtasks.dispatcher import CloudTasksDispatcher
 
             _dispatchers[key] = CloudTasksDispatcher.from_settings(settings)
         else:
-            from core.dispatch.local import LocalDispatcher
+            from core.dispatch.local.dispatcher import LocalDispatcher
 
             _dispatchers[key] = LocalDispatcher(settings)
     return _dispatchers[key]

@@ -31,7 +31,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import metrics
-from core.queries import q
+from core.db.queries import q
 
 log = logging.getLogger(__name__)
 

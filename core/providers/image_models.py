@@ -4,7 +4,7 @@
 under it says which are shut down ("- "gpt-image-1": GPT Image 1 was shut down on ..."),
 so a package upgrade updates what operators see without a code change. GPT image models
 only (DALL-E answers URLs and no token usage). Shut-down models stay out of new jobs; past
-jobs keep their name and their cost (core.cost reads rates for any model).
+jobs keep their name and their cost (core.billing.prices reads rates for any model).
 """
 
 from __future__ import annotations
@@ -64,3 +64,12 @@ def default_model(configured: str | None = None) -> str:
         if name in offered:
             return name
     return offered[0]
+
+
+def refusal_reason(value: str) -> str:
+    """Why OPENAI_IMAGE_MODEL=``value`` is refused (pure; the caller names the variable and
+    the list). A shut-down model is refused rather than swapped for another: a silent swap
+    would change what is generated and what it costs."""
+    if value in shut_down_models():
+        return "is shut down (the installed openai package says so)"
+    return "is not an image model this service can use"

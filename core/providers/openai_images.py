@@ -7,7 +7,7 @@ moderation refusal (400 ``moderation_blocked``) and other invalid requests are f
 a wrong key is final and logged at ERROR, since no retry will fix it.
 
 Rate limits: every answer's ``x-ratelimit-*`` and ``Retry-After`` headers feed a pacer
-shared by the process's calls to this endpoint (core.ratelimit). A call waits for its
+shared by the process's calls to this endpoint (core.providers.ratelimit). A call waits for its
 slot (at most PROVIDER_RATE_WAIT_S) instead of being sent into an exhausted window; a
 longer wait answers "rate limited, retry after" without a call, and the queue holds it.
 """
@@ -22,9 +22,10 @@ from typing import Any, cast
 
 import openai
 
-from core import classify, ratelimit
+from core import classify
 from core.config import Settings
 from core.errors import TaskFailure
+from core.providers import ratelimit
 from core.providers.base import GeneratedImage, ImageRequest
 from core.providers.image_models import (  # the model list, read from the openai package
     batch_models,

@@ -48,8 +48,8 @@ def image_fields(*, prompt: str, model: str, job_id: object, task_id: object,
 
 
 def tag(data: bytes, claimed: object) -> bytes:
-    """The image of a claimed delivery (core.delivery.ClaimedTask) with its text chunks:
-    the one call core.processing makes before storing."""
+    """The image of a claimed delivery (core.delivery.statements.ClaimedTask) with its text chunks:
+    the one call core.delivery.processing makes before storing."""
     from core.styles import apply_style
 
     c: Any = claimed

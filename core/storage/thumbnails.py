@@ -27,7 +27,7 @@ def warm() -> None:
     """Load what the first thumbnail would load on its way: Pillow's format plugins and the
     WebP encoder (about 100 ms on a cold start, then ~1 ms a thumbnail). Called once at
     start-up, so the first wave of deliveries does not wait behind it on the event loop
-    (small images are stored there, core.processing)."""
+    (small images are stored there, core.delivery.processing)."""
     Image.init()
     sample = io.BytesIO()
     Image.new("RGB", (2, 2)).save(sample, format="PNG")

@@ -9,9 +9,9 @@ from uuid import UUID
 import pandas as pd
 import streamlit as st
 
-from core import jobs
 from core.errors import AppError, NotFound
-from core.handover_report import handover_message
+from core.jobs import lifecycle
+from core.jobs.handover_report import handover_message
 from core.status import TASK_STATUSES
 from dashboard import banners, batch_section, data, schedule_widgets, team_widgets, ui
 
@@ -41,7 +41,7 @@ def _pick_job() -> UUID | None:
     return None
 
 
-def ui_handover(result: jobs.RetryResult, what: str) -> tuple[str, str]:
+def ui_handover(result: lifecycle.RetryResult, what: str) -> tuple[str, str]:
     """The retry's own words, unless the queue hand-over failed (issue 10): then what
     really happened, and that the sweeper will hand the rest over."""
     if result.handover is None or result.handover.failed == 0:

@@ -9,7 +9,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core import reports
+from core.jobs import reports
 from core.status import JOB_STATUSES
 from dashboard import data, team_widgets, ui
 

@@ -8,12 +8,10 @@ import re
 import pandas as pd
 import streamlit as st
 
-from core import cost, handover_report, jobs
+from core.billing import prices
 from core.errors import InvalidInput
-from core.styles import STYLES, apply_style
-from core.validation import BatchSpec, limits_from_settings, validate_batch
-from dashboard import data, schedule_widgets, submit_options, team_widgets, ui
-from dashboard.uploads import (
+from core.jobs import handover_report, lifecycle
+from core.jobs.uploads import (
     PromptSource,
     UploadError,
     csv_first_row,
@@ -21,6 +19,9 @@ from dashboard.uploads import (
     from_upload,
     prompt_column,
 )
+from core.jobs.validation import BatchSpec, limits_from_settings, validate_batch
+from core.styles import STYLES, apply_style
+from dashboard import data, schedule_widgets, submit_options, team_widgets, ui
 
 PREVIEW_PLACEHOLDER = "a red leather armchair"
 _PROMPT_FIELD = re.compile(r"^prompts\[(\d+)\]$")
@@ -110,10 +111,10 @@ def _message(exc: InvalidInput) -> str:
     return f"{exc.field.replace('_', ' ').capitalize()}: {detail}"
 
 
-def _check() -> tuple[BatchSpec | None, jobs.GenerationOptions | None, str | None]:
+def _check() -> tuple[BatchSpec | None, lifecycle.GenerationOptions | None, str | None]:
     try:
         spec = validate_batch(prompts, style, count, limits)
-        options = jobs.options_for(settings, model=model, size=size, quality=quality,
+        options = lifecycle.options_for(settings, model=model, size=size, quality=quality,
                                    mode=mode, **image_choices)  # type: ignore[arg-type]
     except InvalidInput as exc:
         return None, None, _message(exc)
@@ -132,14 +133,14 @@ m1.metric("Prompts", len(prompts))
 m2.metric("Images", images)
 needs_confirmation: list[str] = []
 if options is not None:
-    estimate = cost.estimate_cost_usd(options.provider, options.model, options.size,
+    estimate = prices.estimate_cost_usd(options.provider, options.model, options.size,
                                       options.quality, images, mode=options.mode)
-    per_image = cost.price_per_image(options.provider, options.model, options.size,
+    per_image = prices.price_per_image(options.provider, options.model, options.size,
                                      options.quality, mode=options.mode)
     m3.metric("Estimated cost", ui.money(estimate),
               help=f"{ui.money(per_image)} per image ({options.model}, {options.size}, "
                    f"{options.quality}, {options.mode}), from the price table "
-                   "(core/data/prices.csv or PRICES_FILE)")
+                   "(core/billing/prices.csv or PRICES_FILE)")
     if options.provider == "openai":
         submit_options.compare_modes(options, images, settings)
         needs_confirmation = submit_options.confirmations(options, estimate, settings)

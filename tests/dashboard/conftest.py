@@ -1,5 +1,5 @@
 """Dashboard fixtures: the app under streamlit.testing.v1.AppTest against the test's real
-PostgreSQL, and jobs seeded through real deliveries (core.processing.TaskProcessor with the
+PostgreSQL, and jobs seeded through real deliveries (core.delivery.processing.TaskProcessor with the
 demo model and its failure markers), not hand-written rows."""
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import create_async_engine
 from streamlit.testing.v1 import AppTest
 
-from core import db, jobs
+from core import db
 from core.config import Settings
-from core.processing import DeliveryOutcome, TaskProcessor
+from core.delivery.processing import DeliveryOutcome, TaskProcessor
+from core.jobs import lifecycle
+from core.jobs.validation import limits_from_settings, validate_batch
 from core.providers import get_provider
 from core.storage import get_storage
-from core.validation import limits_from_settings, validate_batch
 from tests.conftest import REPO_ROOT
 
 APP = str(REPO_ROOT / "dashboard" / "app.py")
@@ -48,9 +49,9 @@ def open_page(page: str, **query: str) -> AppTest:
 
 
 def submit(settings: Settings, engine: Engine, prompts: Sequence[str], count: int = 1
-           ) -> jobs.JobView:
+           ) -> lifecycle.JobView:
     spec = validate_batch(list(prompts), "none", count, limits_from_settings(settings))
-    return jobs.submit_batch(spec, engine=engine, settings=settings)
+    return lifecycle.submit_batch(spec, engine=engine, settings=settings)
 
 
 def deliver(settings: Settings, task_ids: Sequence[UUID]) -> list[DeliveryOutcome]:
@@ -69,10 +70,10 @@ def deliver(settings: Settings, task_ids: Sequence[UUID]) -> list[DeliveryOutcom
     return asyncio.run(run())
 
 
-def seeded_job(settings: Settings, engine: Engine, prompts: Sequence[str]) -> jobs.JobView:
+def seeded_job(settings: Settings, engine: Engine, prompts: Sequence[str]) -> lifecycle.JobView:
     """A job whose every task was delivered once: markers fail, the rest succeed."""
     job = submit(settings, engine, prompts)
-    tasks = jobs.list_tasks(job.id, limit=1000, engine=engine)
+    tasks = lifecycle.list_tasks(job.id, limit=1000, engine=engine)
     outcomes = deliver(settings, [t.id for t in tasks])
     assert all(o.http_status == 200 for o in outcomes), outcomes
-    return jobs.get_job(job.id, engine=engine)
+    return lifecycle.get_job(job.id, engine=engine)

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, text
 
-from core import jobs
 from core.config import Settings
 from core.dispatch import undeliverable
+from core.jobs import lifecycle
 from tests.conftest import free_port
 from tests.dashboard.conftest import open_page, seeded_job, submit
 from tests.peers.openai_stub import OpenAIStub
@@ -21,7 +21,7 @@ from tests.peers.openai_stub import OpenAIStub
 def test_queue_and_job_pages_show_undeliverable_deliveries(settings: Settings,
                                                           engine: Engine) -> None:
     job = submit(settings, engine, ["a tram"])
-    (task,) = jobs.list_tasks(job.id, limit=10, engine=engine)
+    (task,) = lifecycle.list_tasks(job.id, limit=10, engine=engine)
     url = "http://127.0.0.1:9/v2/api/admin/worker/process-task"
     cause = undeliverable.classify(url, status=404)
     assert cause is not None

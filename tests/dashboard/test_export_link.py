@@ -24,7 +24,7 @@ def test_images_zip_is_a_signed_link_to_the_worker(settings: Settings, engine: E
     test_export_zip.py follows such a link)."""
     from urllib.parse import parse_qs, urlsplit
 
-    from core import export_links
+    from core.jobs import export_links
 
     job = seeded_job(settings, engine, ["a fine chair"])
     at = open_page("app_pages/job.py", job_id=str(job.id))

@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pytest
 
-from core.export import image_file_name, safe_cell
-from core.reports import (
+from core.jobs.export import image_file_name, safe_cell
+from core.jobs.reports import (
     SeriesPoint,
     ThroughputPoint,
     bucket_seconds,
@@ -20,8 +20,8 @@ from core.reports import (
     fill_buckets,
     per_minute,
 )
+from core.jobs.uploads import UploadError, from_text, from_upload
 from dashboard import ui
-from dashboard.uploads import UploadError, from_text, from_upload
 
 TASK = UUID("12345678-1234-5678-1234-567812345678")
 

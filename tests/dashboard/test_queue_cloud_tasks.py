@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from core.config import Settings
 from core.dispatch import get_dispatcher
-from core.dispatch.cloud_tasks import CloudTasksDispatcher
+from core.dispatch.cloudtasks.dispatcher import CloudTasksDispatcher
 from tests.dashboard.conftest import open_page
 
 

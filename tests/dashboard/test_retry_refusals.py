@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine
 
-from core import jobs
 from core.config import Settings
+from core.jobs import lifecycle
 from tests.dashboard.conftest import open_page, seeded_job
 
 REFUSED = "[[demo:moderation_blocked]] a forbidden thing"
@@ -26,21 +26,21 @@ def test_dry_run_counts_and_prices_without_changing_anything(
 ) -> None:
     job = seeded_job(settings, engine, [REFUSED, INVALID, BROKEN, "a fine chair"])
     assert job.failed_tasks == 3
-    preview = jobs.retry_failed(job.id, dry_run=True, settings=settings, engine=engine)
+    preview = lifecycle.retry_failed(job.id, dry_run=True, settings=settings, engine=engine)
     assert (preview.requeued, preview.refusals_left, preview.dry_run) == (1, 2, True)
     assert preview.estimated_cost_usd is not None  # the demo model: $0, but known
     assert preview.message().startswith("Would requeue 1 failed task(s)")
-    assert jobs.get_job(job.id, engine=engine).failed_tasks == 3  # nothing changed
-    everything = jobs.retry_failed(job.id, dry_run=True, include_refusals=True,
+    assert lifecycle.get_job(job.id, engine=engine).failed_tasks == 3  # nothing changed
+    everything = lifecycle.retry_failed(job.id, dry_run=True, include_refusals=True,
                                    settings=settings, engine=engine)
     assert (everything.requeued, everything.refusals_left) == (3, 0)
 
-    done = jobs.retry_failed(job.id, settings=settings, engine=engine)
+    done = lifecycle.retry_failed(job.id, settings=settings, engine=engine)
     assert (done.requeued, done.refusals_left) == (1, 2)
-    left = {t.last_error_code for t in jobs.list_tasks(job.id, status="failed",
+    left = {t.last_error_code for t in lifecycle.list_tasks(job.id, status="failed",
                                                         engine=engine)}
     assert left == {"moderation_blocked", "invalid_request"}
-    again = jobs.retry_failed(job.id, include_refusals=True, settings=settings,
+    again = lifecycle.retry_failed(job.id, include_refusals=True, settings=settings,
                               engine=engine)
     assert again.requeued == 2
 
@@ -60,6 +60,6 @@ def test_job_page_previews_and_retries_only_what_can_succeed(
     at.button(key="retry_all").click().run()
     assert not at.exception
     assert any("Requeued 1 failed task(s)" in s.value for s in at.success)
-    failed = jobs.list_tasks(job.id, status="failed", engine=engine)
+    failed = lifecycle.list_tasks(job.id, status="failed", engine=engine)
     assert [t.last_error_code for t in failed] == ["moderation_blocked"]
 

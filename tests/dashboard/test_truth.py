@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from core import jobs
 from core.config import Settings
+from core.jobs import lifecycle
 from tests.conftest import REPO_ROOT
 from tests.dashboard.conftest import open_page, seeded_job
 
@@ -73,7 +73,7 @@ def test_times_are_the_operators_whatever_the_database_zone(
 
 def test_tables_have_no_none_cells(settings: Settings, engine: Engine) -> None:
     job = seeded_job(settings, engine, ["a red chair", MODERATED])
-    jobs.submit_batch(jobs_spec(settings), settings=settings, engine=engine)  # still queued
+    lifecycle.submit_batch(jobs_spec(settings), settings=settings, engine=engine)  # still queued
     at = open_page("app_pages/job.py", job_id=str(job.id))
     frames = [d.value for d in at.dataframe]  # failures, then all tasks
     assert len(frames) == 2 and len(frames[1]) == 2
@@ -86,7 +86,7 @@ def test_tables_have_no_none_cells(settings: Settings, engine: Engine) -> None:
 
 
 def jobs_spec(settings: Settings) -> Any:
-    from core.validation import limits_from_settings, validate_batch
+    from core.jobs.validation import limits_from_settings, validate_batch
 
     return validate_batch(["a waiting lamp"], "none", 1, limits_from_settings(settings))
 

@@ -14,8 +14,9 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from core import billing, export
-from core.cost import DEFAULT_PRICES_FILE
+from core.billing import charges
+from core.billing.prices import DEFAULT_PRICES_FILE
+from core.jobs import export
 from tests.conftest import WorkerProcess, wait_for
 from tests.peers.openai_batch_stub import usage_for
 from tests.peers.openai_stub import OpenAIStub
@@ -28,7 +29,7 @@ def stub() -> Iterator[OpenAIStub]:
 
 
 def _rates(model: str) -> dict[str, Decimal]:
-    """Read the data file by hand (not through core.cost), so the test checks the code."""
+    """Read the data file by hand (not through core.billing.prices), so the test checks the code."""
     with DEFAULT_PRICES_FILE.open() as f:
         return {r["rate"]: Decimal(r["usd"]) for r in csv.DictReader(f)
                 if r["model"] == model and r["rate"] != "per_image"}
@@ -71,14 +72,14 @@ def test_mixed_job_cost_is_usage_times_rates_and_the_total_is_the_sum(
         assert (r.input_tokens, r.output_tokens) == (text_in, out)
         expected = (Decimal(text_in) * rates["text_input_per_1m"]
                     + Decimal(out) * rates["image_output_per_1m"]) / 1_000_000 * factor
-        got = billing.task_cost_usd("gpt-image-2", "openai", input_tokens=r.input_tokens,
+        got = charges.task_cost_usd("gpt-image-2", "openai", input_tokens=r.input_tokens,
                                     output_tokens=r.output_tokens,
                                     input_image_tokens=r.input_image_tokens,
                                     billed_mode=r.billed_mode)
         assert got == expected, r.prompt
         total += expected
 
-    billed = billing.job_cost(job_id, "gpt-image-2", "openai", engine=engine)  # type: ignore[arg-type]
+    billed = charges.job_cost(job_id, "gpt-image-2", "openai", engine=engine)  # type: ignore[arg-type]
     assert billed.actual_usd == total and billed.billed_tasks == 10
     detail = httpx.get(f"{worker.url}/api/admin/jobs/{job_id}", timeout=10).json()
     assert detail["actual_cost_usd"] == pytest.approx(float(total), abs=1e-9)

@@ -12,12 +12,13 @@ from uuid import UUID
 import pytest
 from sqlalchemy import Engine, text
 
-from core import billing, cost, jobs
 from core.batch import runner as batch_runner
 from core.batch.runner import BatchRunner
+from core.billing import charges, prices
 from core.config import Settings, get_settings
+from core.jobs import lifecycle
+from core.jobs.validation import BatchSpec
 from core.storage import get_storage
-from core.validation import BatchSpec
 from tests.peers.openai_stub import OpenAIStub
 
 
@@ -58,17 +59,17 @@ def _runner(settings: Settings, engine: Engine) -> BatchRunner:
 
 
 def _submit(settings: Settings, engine: Engine, prompts: list[str], **options: str
-            ) -> jobs.JobView:
-    chosen = jobs.options_for(settings, model="gpt-image-2", size="1024x1024",
+            ) -> lifecycle.JobView:
+    chosen = lifecycle.options_for(settings, model="gpt-image-2", size="1024x1024",
                               quality="medium", mode="batch", **options)
-    return jobs.submit_batch(BatchSpec(prompts=prompts, style="none", count_per_prompt=1),
+    return lifecycle.submit_batch(BatchSpec(prompts=prompts, style="none", count_per_prompt=1),
                              options=chosen, engine=engine, settings=settings)
 
 
-def _until_done(run: BatchRunner, job_id: UUID, rounds: int = 30) -> jobs.JobView:
+def _until_done(run: BatchRunner, job_id: UUID, rounds: int = 30) -> lifecycle.JobView:
     for _ in range(rounds):
         run.cycle()
-        job = jobs.get_job(job_id, engine=run.engine)
+        job = lifecycle.get_job(job_id, engine=run.engine)
         if job.is_finished:
             return job
     raise AssertionError(f"job not finished after {rounds} rounds: {job}")
@@ -90,7 +91,7 @@ def test_batch_job_completes_with_partial_errors_and_billed_cost(
     stub.batches.on_prompt("number 4", "moderation")
     job = _submit(batch_settings, engine, prompts)
     assert job.mode == "batch" and job.status == "pending"
-    assert job.estimated_cost_usd == Decimal("0.053") * 7 * cost.BATCH_DISCOUNT
+    assert job.estimated_cost_usd == Decimal("0.053") * 7 * prices.BATCH_DISCOUNT
     run = _runner(batch_settings, engine)
 
     done = _until_done(run, job.id)
@@ -116,11 +117,11 @@ def test_batch_job_completes_with_partial_errors_and_billed_cost(
                               ("done", "completed", 3)]
 
     # Cost: every task's usage x gpt-image-2's rates, halved; the job's total is the sum.
-    rates = cost.prices().tokens["gpt-image-2"]
+    rates = prices.prices().tokens["gpt-image-2"]
     expected_total = Decimal(0)
     for prompt, task in tasks.items():
         usage = _stub_usage(prompt, "medium")
-        per_task = billing.task_cost_usd("gpt-image-2", "openai",
+        per_task = charges.task_cost_usd("gpt-image-2", "openai",
                                          input_tokens=task["input_tokens"],  # type: ignore[arg-type]
                                          output_tokens=task["output_tokens"],  # type: ignore[arg-type]
                                          input_image_tokens=0, billed_mode="batch")
@@ -129,7 +130,7 @@ def test_batch_job_completes_with_partial_errors_and_billed_cost(
                    ) / Decimal(1_000_000) / 2
         assert per_task == by_hand
         expected_total += by_hand
-    billed = billing.job_cost(job.id, "gpt-image-2", "openai", engine=engine)
+    billed = charges.job_cost(job.id, "gpt-image-2", "openai", engine=engine)
     assert billed.actual_usd == expected_total and billed.billed_tasks == 6
 
 
@@ -187,7 +188,7 @@ def test_cancelling_the_job_cancels_its_open_batches(
     run = _runner(batch_settings, engine)
     run.cycle()
     assert stub.batches.snapshot().batches_created == 2
-    cancelled = jobs.cancel_job(job.id, engine=engine)
+    cancelled = lifecycle.cancel_job(job.id, engine=engine)
     assert (cancelled.status, cancelled.cancelled_tasks) == ("cancelled", 5)
     run.cycle()
     run.cycle()
@@ -196,7 +197,7 @@ def test_cancelling_the_job_cancels_its_open_batches(
         rows = conn.execute(text("SELECT state, openai_status FROM openai_batches "
                                  "WHERE job_id = :j"), {"j": job.id}).all()
     assert {tuple(r) for r in rows} == {("done", "cancelled")}
-    assert jobs.get_job(job.id, engine=engine).cancelled_tasks == 5
+    assert lifecycle.get_job(job.id, engine=engine).cancelled_tasks == 5
 
 
 def test_a_crash_after_create_adopts_the_batch_instead_of_making_a_second(
@@ -228,15 +229,15 @@ def test_gpt_image_2_is_offered_and_gpt_image_1_is_not(batch_settings: Settings)
     assert "gpt-image-2" in image_models.selectable_models()
     assert "gpt-image-1" not in image_models.selectable_models()
     assert image_models.default_model("gpt-image-1") == "gpt-image-2"
-    assert jobs.options_for(batch_settings).model in ("gpt-image-2", "gpt-image-1.5")
+    assert lifecycle.options_for(batch_settings).model in ("gpt-image-2", "gpt-image-1.5")
     with pytest.raises(InvalidInput, match="shut down"):
-        jobs.options_for(batch_settings, model="gpt-image-1")
+        lifecycle.options_for(batch_settings, model="gpt-image-1")
     with pytest.raises(InvalidInput, match="no price"):
-        jobs.options_for(batch_settings, model="gpt-image-2.6-flare")
-    assert jobs.options_for(batch_settings, model="gpt-image-2.6-flare",
+        lifecycle.options_for(batch_settings, model="gpt-image-2.6-flare")
+    assert lifecycle.options_for(batch_settings, model="gpt-image-2.6-flare",
                             confirm_unknown_price=True).model == "gpt-image-2.6-flare"
     with pytest.raises(InvalidInput, match="batch"):
-        jobs.options_for(batch_settings, model="chatgpt-image-latest", mode="batch",
+        lifecycle.options_for(batch_settings, model="chatgpt-image-latest", mode="batch",
                          confirm_unknown_price=True)
 
 
@@ -250,7 +251,7 @@ def test_retry_failed_of_a_batch_job_goes_back_into_a_batch(
     assert (done.completed_tasks, done.failed_tasks) == (1, 1)
     stub.batches.on_prompt("forbidden", "ok")
     # A refusal is left alone unless asked (issue 12); asked here, it goes into a batch.
-    result = jobs.retry_failed(job.id, engine=engine, settings=batch_settings,
+    result = lifecycle.retry_failed(job.id, engine=engine, settings=batch_settings,
                                include_refusals=True)
     assert result.requeued == 1
     assert _tasks(engine, job.id)["a forbidden chair"]["status"] == "running"

@@ -11,10 +11,10 @@ import uuid
 
 from sqlalchemy import Engine, text
 
-from core import jobs
 from core.config import Settings
-from core.jobs import JobView
-from core.validation import BatchSpec
+from core.jobs import lifecycle
+from core.jobs.lifecycle import JobView
+from core.jobs.validation import BatchSpec
 
 
 def _waiting_on_a_lock(engine: Engine, marker: str) -> bool:
@@ -26,7 +26,7 @@ def _waiting_on_a_lock(engine: Engine, marker: str) -> bool:
 
 def test_a_completion_under_way_does_not_deadlock_with_a_cancel(settings: Settings,
                                                                  engine: Engine) -> None:
-    job = jobs.submit_batch(BatchSpec(prompts=[f"p{i}" for i in range(4)], style="none",
+    job = lifecycle.submit_batch(BatchSpec(prompts=[f"p{i}" for i in range(4)], style="none",
                                       count_per_prompt=1), settings=settings, engine=engine)
     with engine.begin() as conn:
         conn.execute(text("UPDATE generation_tasks SET status = 'queued' WHERE job_id = :j"),
@@ -43,7 +43,7 @@ def test_a_completion_under_way_does_not_deadlock_with_a_cancel(settings: Settin
 
     def cancel() -> None:
         try:
-            outcome["job"] = jobs.cancel_job(job.id, engine=engine)
+            outcome["job"] = lifecycle.cancel_job(job.id, engine=engine)
         except Exception as exc:  # the assertion below names it
             outcome["error"] = exc
 

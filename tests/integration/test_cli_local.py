@@ -10,7 +10,7 @@ import sys
 import pytest
 from sqlalchemy import Engine, text
 
-from core.cli import main as cli
+from cli.main import main as cli
 from tests.conftest import REPO_ROOT
 
 
@@ -36,7 +36,7 @@ def test_init_db_runs_as_a_console_command_and_is_idempotent(
     env: dict[str, str], engine: Engine,
 ) -> None:
     for _ in range(2):
-        result = subprocess.run([sys.executable, "-m", "core.cli", "init-db"], cwd=REPO_ROOT,
+        result = subprocess.run([sys.executable, "-m", "cli.main", "init-db"], cwd=REPO_ROOT,
                                 env=env | {"PATH": "/usr/bin:/bin"}, capture_output=True,
                                 text=True, timeout=60)
         assert result.returncode == 0, result.stderr

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from core import jobs
-from core.cli import main as cli
+from cli.main import main as cli
 from core.config import Settings
 from core.dispatch import EnqueueResult, TaskRef
-from core.dispatch.cloud_tasks import CloudTasksDispatcher
-from core.validation import BatchSpec
+from core.dispatch.cloudtasks.dispatcher import CloudTasksDispatcher
+from core.jobs import lifecycle
+from core.jobs.validation import BatchSpec
 from tests.conftest import WorkerProcess, wait_for
 from tests.peers.openai_stub import OpenAIStub, Reply
 from tests.support.cloud_tasks import worker_on_port
@@ -88,15 +88,15 @@ def test_a_worker_answering_503_is_retried_until_it_succeeds(
 ) -> None:
     with OpenAIStub() as stub:
         # The provider is down for three tries: each becomes a new Cloud Task of the next
-        # generation, scheduled at the row's next attempt (core/dispatch/handover.py; this
+        # generation, scheduled at the row's next attempt (core/dispatch/cloudtasks/handover.py; this
         # emulator release keeps a task with a future schedule_time back until then).
         stub.on_prompt("a storm", *[Reply.server_error(503)] * 3, Reply.ok())
         cloud_worker(IMAGE_PROVIDER="openai", OPENAI_BASE_URL=stub.base_url,
                      OPENAI_API_KEY=stub.api_key)
         settings_openai = settings.model_copy(update={"IMAGE_PROVIDER": "openai"})
-        job = jobs.submit_batch(BatchSpec(prompts=("a storm",), style="none",
+        job = lifecycle.submit_batch(BatchSpec(prompts=("a storm",), style="none",
                                           count_per_prompt=1),
-                                options=jobs.options_for(settings_openai),
+                                options=lifecycle.options_for(settings_openai),
                                 settings=settings)
         assert _wait_job(engine, job.id) == "completed"
         assert [c.status for c in stub.calls_for("a storm")] == [503, 503, 503, 200]
@@ -131,7 +131,7 @@ def test_sweeper_finishes_a_batch_whose_enqueue_was_cut_off(
     cloud_worker()
     real = CloudTasksDispatcher.from_settings(settings)
     try:
-        job = jobs.submit_batch(BatchSpec(prompts=tuple(f"shell {i}" for i in range(10)),
+        job = lifecycle.submit_batch(BatchSpec(prompts=tuple(f"shell {i}" for i in range(10)),
                                           style="none", count_per_prompt=1),
                                 dispatcher=_CutOff(real, 4), settings=settings)
         wait_for(lambda: sum(r.status == "succeeded" for r in _tasks(engine, job.id)) == 4,
@@ -156,9 +156,9 @@ def test_enqueueing_the_same_task_twice_runs_it_once(
         settings_openai = settings.model_copy(update={"IMAGE_PROVIDER": "openai"})
         real = CloudTasksDispatcher.from_settings(settings)
         try:
-            job = jobs.submit_batch(BatchSpec(prompts=("a single swan",), style="none",
+            job = lifecycle.submit_batch(BatchSpec(prompts=("a single swan",), style="none",
                                               count_per_prompt=1),
-                                    options=jobs.options_for(settings_openai),
+                                    options=lifecycle.options_for(settings_openai),
                                     dispatcher=_CutOff(real, 0), settings=settings)
             (row,) = _tasks(engine, job.id)
             ref = TaskRef(row.id, row.dispatch_generation)

@@ -14,16 +14,16 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from core import jobs
-from core.cli import main as cli
+from cli.main import main as cli
 from core.config import Settings
 from core.dispatch import TaskRef
-from core.dispatch.cloud_tasks import (
+from core.dispatch.cloudtasks.dispatcher import (
     CREATE_CONCURRENCY,
     QUEUE_MAX_ATTEMPTS,
     CloudTasksDispatcher,
 )
-from core.validation import BatchSpec
+from core.jobs import lifecycle
+from core.jobs.validation import BatchSpec
 from tests.conftest import WorkerProcess
 from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake
 from tests.support.worker_api import submit, wait_done
@@ -105,7 +105,7 @@ def test_large_batch_runs_createtask_concurrently_but_bounded(
     # issue 13: the queue gets a window of the batch (CLOUD_TASKS_WINDOW); one as large as
     # the batch hands it all over at once, as a large refill or sweep does.
     wide = prod_settings.model_copy(update={"CLOUD_TASKS_WINDOW": 1000})
-    job = jobs.submit_batch(BatchSpec(prompts=tuple(f"tile {i}" for i in range(1000)),
+    job = lifecycle.submit_batch(BatchSpec(prompts=tuple(f"tile {i}" for i in range(1000)),
                                       style="none", count_per_prompt=1),
                             settings=wide)
     assert fake.create_calls == 1000
@@ -124,7 +124,7 @@ def test_failed_createtask_calls_stay_pending_until_the_sweeper(
 ) -> None:
     assert cli(["queue", "pause"]) == 0
     fake.fail_creates = 3
-    job = jobs.submit_batch(BatchSpec(prompts=tuple(f"leaf {i}" for i in range(8)),
+    job = lifecycle.submit_batch(BatchSpec(prompts=tuple(f"leaf {i}" for i in range(8)),
                                       style="none", count_per_prompt=1),
                             settings=prod_settings)
     assert [r.status for r in _rows(engine, job.id)].count("pending") == 3

@@ -1,4 +1,4 @@
-"""The table decides every retry; Cloud Tasks only carries (core/dispatch/handover.py).
+"""The table decides every retry; Cloud Tasks only carries (core/dispatch/cloudtasks/handover.py).
 
 A production worker behind tests/peers/cloudtasks_fake.py (the real google-cloud-tasks
 client, OIDC-signed deliveries) and the OpenAI stub: a retry is a new named Cloud Task of
@@ -20,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from core.cli import main as cli
+from cli.main import main as cli
 from core.config import Settings
 from tests.conftest import WorkerProcess, wait_for
 from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake, TestIdentity
@@ -66,7 +66,7 @@ def _row(engine: Engine, job_id: str) -> Any:
 def _first_name(engine: Engine, job_id: str) -> str:
     """Generation 0's Cloud Task name (the row may have moved on already)."""
     from core.dispatch import TaskRef
-    from core.dispatch.cloud_tasks import task_id_for
+    from core.dispatch.cloudtasks.dispatcher import task_id_for
 
     row = _row(engine, job_id)
     return QUEUE_PATH + "/tasks/" + task_id_for(TaskRef(row.id, 0))
@@ -193,8 +193,8 @@ def test_an_unreadable_queue_config_is_one_warning_naming_the_role(
 
 def test_generation_names_are_parsed_only_for_their_own_task() -> None:
     from core.dispatch import TaskRef
-    from core.dispatch.cloud_tasks import task_id_for
-    from core.dispatch.handover import generation_of, is_superseded
+    from core.dispatch.cloudtasks.dispatcher import task_id_for
+    from core.dispatch.cloudtasks.handover import generation_of, is_superseded
 
     task = uuid.uuid4()
     assert generation_of(task, task_id_for(TaskRef(task, 3))) == 3
@@ -257,7 +257,7 @@ def test_expired_leases_are_taken_over_by_the_worker_check_not_the_stranded_swee
 
 def test_the_expired_lease_probe_reads_the_running_lease_index(engine: Engine) -> None:
     # Many finished rows, a few running: the frequent check must not scan the table.
-    from core.queries import sql
+    from core.db.queries import sql
 
     with engine.begin() as conn:
         job = conn.execute(text(

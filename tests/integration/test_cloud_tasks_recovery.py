@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from core.config import Settings
-from core.dispatch.cloud_tasks import CloudTasksDispatcher, queue_config
+from core.dispatch.cloudtasks.dispatcher import CloudTasksDispatcher, queue_config
 from tests.conftest import WorkerProcess, wait_for
 from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake, TestIdentity, gcloud_queue
 from tests.peers.openai_stub import OpenAIStub, Reply

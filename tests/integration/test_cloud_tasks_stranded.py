@@ -19,14 +19,14 @@ from google.cloud import tasks_v2
 from google.protobuf import field_mask_pb2
 from sqlalchemy import Engine, text
 
-from core import jobs
-from core.cli import main as cli
+from cli.main import main as cli
 from core.config import Settings
-from core.dispatch.cloud_tasks import CloudTasksDispatcher
-from core.queries import q
-from core.stranded import Candidate, is_candidate
-from core.sweeper import sweep_stranded
-from core.validation import BatchSpec
+from core.db.queries import q
+from core.dispatch.cloudtasks.dispatcher import CloudTasksDispatcher
+from core.dispatch.cloudtasks.stranded import Candidate, is_candidate
+from core.dispatch.cloudtasks.sweeper import sweep_stranded
+from core.jobs import lifecycle
+from core.jobs.validation import BatchSpec
 from tests.conftest import free_port, wait_for
 from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake
 from tests.support.cloud_tasks import emulator_values, worker_on_port
@@ -53,7 +53,7 @@ def dispatcher(prod_env: dict[str, str], settings: Settings
 
 
 def _submit(settings: Settings, n: int) -> Any:
-    return jobs.submit_batch(BatchSpec(prompts=tuple(f"stranded {i}" for i in range(n)),
+    return lifecycle.submit_batch(BatchSpec(prompts=tuple(f"stranded {i}" for i in range(n)),
                                        style="none", count_per_prompt=1), settings=settings)
 
 

@@ -1,5 +1,5 @@
 """Every misconfiguration of issue 10, through the real entry points as subprocesses:
-``python -m worker``, ``python -m dashboard --check`` and ``python -m core.cli init-db``
+``python -m worker``, ``python -m dashboard --check`` and ``python -m cli.main init-db``
 each print ONE line on stderr naming the variable (and the accepted forms), exit with
 status 2 and never show a traceback or a secret."""
 
@@ -18,7 +18,7 @@ from tests.peers.openai_stub import OpenAIStub
 PROGRAMS = {
     "worker": [sys.executable, "-m", "worker"],
     "dashboard": [sys.executable, "-m", "dashboard", "--check"],
-    "cli": [sys.executable, "-m", "core.cli", "init-db"],
+    "cli": [sys.executable, "-m", "cli.main", "init-db"],
 }
 DB_PASSWORD = "Pg-Secret-pw-4711"
 

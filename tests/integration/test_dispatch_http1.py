@@ -1,4 +1,4 @@
-"""The local dispatcher's keep-alive HTTP/1.1 client (core.dispatch.http1) against real
+"""The local dispatcher's keep-alive HTTP/1.1 client (core.dispatch.local.http1) against real
 servers on loopback: a raw asyncio server (to control framing and closes) and the real
 worker app under uvicorn."""
 
@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from core.dispatch import undeliverable
-from core.dispatch.http1 import KeepAliveClient, plain_http_target
+from core.dispatch.local.http1 import KeepAliveClient, plain_http_target
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

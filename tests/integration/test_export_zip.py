@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from core import export_links
 from core.config import Settings
+from core.jobs import export_links
 from tests.conftest import WorkerProcess, wait_for
 
 KEY = "export-test-key"

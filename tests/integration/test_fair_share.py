@@ -12,18 +12,18 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from core import jobs
 from core.config import Settings
+from core.db.queries import q
 from core.dispatch.fair import JobQueue, pick, starved
-from core.job_schedule import Schedule, set_schedule
-from core.queries import q
-from core.validation import BatchSpec
+from core.jobs import lifecycle
+from core.jobs.schedule import Schedule, set_schedule
+from core.jobs.validation import BatchSpec
 
 
 def _submit(settings: Settings, engine: Engine, n: int, priority: str = "normal",
             cap: Decimal | None = None) -> uuid.UUID:
     spec = BatchSpec(prompts=[f"p{i}" for i in range(n)], style="none", count_per_prompt=1)
-    return jobs.submit_batch(spec, settings=settings, engine=engine,
+    return lifecycle.submit_batch(spec, settings=settings, engine=engine,
                              schedule=Schedule(priority=priority, max_cost_usd=cap)).id
 
 
@@ -194,12 +194,12 @@ def test_window_refill_fills_only_the_room_in_fair_order(settings: Settings,
 
 
 def test_a_key_budget_holds_only_that_keys_jobs(settings: Settings, engine: Engine) -> None:
-    from core.job_meta import JobMeta
+    from core.jobs.meta import JobMeta
 
     spec = BatchSpec(prompts=["a", "b"], style="none", count_per_prompt=1)
-    alice = jobs.submit_batch(spec, settings=settings, engine=engine,
+    alice = lifecycle.submit_batch(spec, settings=settings, engine=engine,
                               meta=JobMeta(submitted_by="alice")).id
-    bob = jobs.submit_batch(spec, settings=settings, engine=engine,
+    bob = lifecycle.submit_batch(spec, settings=settings, engine=engine,
                             meta=JobMeta(submitted_by="bob")).id
     with engine.begin() as conn:
         conn.execute(q("set_spend_hold"), {"scope": "key:alice", "held": True,

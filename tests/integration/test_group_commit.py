@@ -1,5 +1,5 @@
 """Group commit against a real PostgreSQL: claims and completions that arrive together
-share one statement (core.group_commit), and each caller still gets exactly what its own
+share one statement (core.db.group_commit), and each caller still gets exactly what its own
 statement would have given: token guards, exactly-once counters, one winner per task."""
 
 from __future__ import annotations
@@ -10,17 +10,18 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from core import delivery, hotsql
 from core.config import Settings
+from core.db import hotsql
+from core.delivery import statements
 from tests.integration.test_leases import HOLDER, _job, _row, run
 
 
 def _claim(eng: Any, task: uuid.UUID) -> Any:
-    return delivery.claim(eng, task, lease_s=30, holder=HOLDER, max_attempts=5)
+    return statements.claim(eng, task, lease_s=30, holder=HOLDER, max_attempts=5)
 
 
-def _complete(eng: Any, claimed: delivery.ClaimedTask) -> Any:
-    return delivery.complete(eng, claimed, image_path=f"{claimed.id}.png",
+def _complete(eng: Any, claimed: statements.ClaimedTask) -> Any:
+    return statements.complete(eng, claimed, image_path=f"{claimed.id}.png",
                              thumbnail_path=f"{claimed.id}.webp", latency_ms=1)
 
 
@@ -61,7 +62,7 @@ def test_in_one_statement_a_stale_token_is_refused_and_the_others_complete(
 
     async def scenario(eng: Any) -> list[bool]:
         claimed = [await _claim(eng, t) for t in tasks]
-        stale = delivery.ClaimedTask(**{**claimed[1].__dict__, "token": uuid.uuid4()})
+        stale = statements.ClaimedTask(**{**claimed[1].__dict__, "token": uuid.uuid4()})
         return list(await asyncio.gather(_complete(eng, claimed[0]), _complete(eng, stale),
                                          _complete(eng, claimed[2])))
 
@@ -78,10 +79,10 @@ def test_two_deliveries_of_one_task_arriving_together_claim_it_once(
     async def scenario(eng: Any) -> tuple[list[Any], list[bool], Any]:
         both = await asyncio.gather(_claim(eng, task), _claim(eng, task))
         winner = next(c for c in both if c is not None)
-        loser = delivery.ClaimedTask(**{**winner.__dict__, "token": uuid.uuid4()})
+        loser = statements.ClaimedTask(**{**winner.__dict__, "token": uuid.uuid4()})
         done = await asyncio.gather(_complete(eng, winner), _complete(eng, winner),
                                     _complete(eng, loser))
-        return list(both), list(done), await delivery.state(eng, task)
+        return list(both), list(done), await statements.state(eng, task)
 
     both, done, state = run(settings, scenario)
     assert sum(c is not None for c in both) == 1
@@ -97,7 +98,7 @@ def test_a_row_the_database_refuses_fails_alone(settings: Settings, engine: Engi
         claimed = [await _claim(eng, t) for t in tasks]
         # The middle one's latency_ms is past int4: the server refuses the whole
         # statement (22003).
-        calls = [delivery.fail(eng, c, code="x", message="m", latency_ms=2**40 if i == 1 else 1)
+        calls = [statements.fail(eng, c, code="x", message="m", latency_ms=2**40 if i == 1 else 1)
                  for i, c in enumerate(claimed)]
         return list(await asyncio.gather(*calls, return_exceptions=True))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import Engine, text
 
-from core import retention
+from core.jobs import retention
 from core.status import job_status_after
 from core.storage.local import LocalStorage
 from tests.conftest import WorkerProcess, wait_for

@@ -7,10 +7,10 @@ import uuid
 import pytest
 from sqlalchemy import Engine, text
 
-from core import jobs
 from core.config import Settings
 from core.errors import Conflict, NotFound
-from core.validation import BatchSpec
+from core.jobs import lifecycle
+from core.jobs.validation import BatchSpec
 
 
 def _spec(n: int, count: int = 1, style: str = "none") -> BatchSpec:
@@ -27,39 +27,39 @@ def _statuses(engine: Engine, job_id: uuid.UUID) -> dict[str, int]:
 def test_submit_writes_job_and_every_task_and_queues_them(
     settings: Settings, engine: Engine
 ) -> None:
-    job = jobs.submit_batch(_spec(3, count=2, style="watercolor"), settings=settings,
+    job = lifecycle.submit_batch(_spec(3, count=2, style="watercolor"), settings=settings,
                             engine=engine)
     assert job.summary() == {"id": str(job.id), "status": "pending", "total_tasks": 6,
                              "completed_tasks": 0, "failed_tasks": 0}
     assert _statuses(engine, job.id) == {"queued": 6}
-    tasks = jobs.list_tasks(job.id, engine=engine)
+    tasks = lifecycle.list_tasks(job.id, engine=engine)
     assert [(t.prompt_index, t.image_index) for t in tasks] == [
         (0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
     assert {t.style for t in tasks} == {"watercolor"}
-    assert jobs.get_job(job.id, engine=engine).progress_percentage == 0.0
+    assert lifecycle.get_job(job.id, engine=engine).progress_percentage == 0.0
 
 
 def test_large_batch_is_one_transaction_of_bulk_rows(settings: Settings, engine: Engine) -> None:
-    job = jobs.submit_batch(_spec(10_000), settings=settings, engine=engine)
+    job = lifecycle.submit_batch(_spec(10_000), settings=settings, engine=engine)
     assert _statuses(engine, job.id) == {"queued": 10_000}
-    assert jobs.count_tasks(job.id, engine=engine) == 10_000
+    assert lifecycle.count_tasks(job.id, engine=engine) == 10_000
 
 
 def test_cancel_cancels_what_has_not_started(settings: Settings, engine: Engine) -> None:
-    job = jobs.submit_batch(_spec(4), settings=settings, engine=engine)
+    job = lifecycle.submit_batch(_spec(4), settings=settings, engine=engine)
     with engine.begin() as conn:  # one task is mid-flight
         conn.execute(text("UPDATE generation_tasks SET status='running', attempts=1, "
                           "lease_until=now()+interval '1 minute' WHERE job_id=:j AND "
                           "prompt_index=0"), {"j": job.id})
-    cancelled = jobs.cancel_job(job.id, engine=engine)
+    cancelled = lifecycle.cancel_job(job.id, engine=engine)
     assert cancelled.status == "cancelled"
     assert _statuses(engine, job.id) == {"running": 1, "cancelled": 3}
-    assert jobs.get_job(job.id, engine=engine).cancelled_tasks == 3
-    assert jobs.cancel_job(job.id, engine=engine).cancelled_tasks == 3  # idempotent
+    assert lifecycle.get_job(job.id, engine=engine).cancelled_tasks == 3
+    assert lifecycle.cancel_job(job.id, engine=engine).cancelled_tasks == 3  # idempotent
 
 
 def test_retry_failed_requeues_exactly_the_failed_tasks(settings: Settings, engine: Engine) -> None:
-    job = jobs.submit_batch(_spec(4), settings=settings, engine=engine)
+    job = lifecycle.submit_batch(_spec(4), settings=settings, engine=engine)
     with engine.begin() as conn:
         conn.execute(text(
             "UPDATE generation_tasks SET status = CASE WHEN prompt_index < 2 THEN 'failed' "
@@ -67,40 +67,40 @@ def test_retry_failed_requeues_exactly_the_failed_tasks(settings: Settings, engi
             "WHERE job_id = :j"), {"j": job.id})
         conn.execute(text("UPDATE generation_jobs SET status='completed_with_errors', "
                           "completed_tasks=2, failed_tasks=2 WHERE id=:j"), {"j": job.id})
-    failed = jobs.list_tasks(job.id, status="failed", engine=engine)
-    only_first = jobs.retry_failed(job.id, [failed[0].id], settings=settings, engine=engine)
+    failed = lifecycle.list_tasks(job.id, status="failed", engine=engine)
+    only_first = lifecycle.retry_failed(job.id, [failed[0].id], settings=settings, engine=engine)
     assert only_first.requeued == 1
     assert only_first.job.status == "running" and only_first.job.failed_tasks == 1
-    rest = jobs.retry_failed(job.id, settings=settings, engine=engine)
+    rest = lifecycle.retry_failed(job.id, settings=settings, engine=engine)
     assert rest.requeued == 1
     assert _statuses(engine, job.id) == {"queued": 2, "succeeded": 2}
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT attempts, dispatch_generation FROM generation_tasks "
                                  "WHERE job_id=:j AND status='queued'"), {"j": job.id}).all()
     assert {tuple(r) for r in rows} == {(0, 1)}  # fresh budget, fresh dispatch generation
-    assert jobs.retry_failed(job.id, settings=settings, engine=engine).requeued == 0
+    assert lifecycle.retry_failed(job.id, settings=settings, engine=engine).requeued == 0
 
 
 def test_unknown_and_conflicting_operations_are_refused(settings: Settings, engine: Engine) -> None:
     with pytest.raises(NotFound):
-        jobs.get_job(uuid.uuid4(), engine=engine)
+        lifecycle.get_job(uuid.uuid4(), engine=engine)
     with pytest.raises(NotFound):
-        jobs.cancel_job(uuid.uuid4(), engine=engine)
-    job = jobs.submit_batch(_spec(1), settings=settings, engine=engine)
-    jobs.cancel_job(job.id, engine=engine)
+        lifecycle.cancel_job(uuid.uuid4(), engine=engine)
+    job = lifecycle.submit_batch(_spec(1), settings=settings, engine=engine)
+    lifecycle.cancel_job(job.id, engine=engine)
     with pytest.raises(Conflict):
-        jobs.retry_failed(job.id, settings=settings, engine=engine)
-    done = jobs.submit_batch(_spec(1), settings=settings, engine=engine)
+        lifecycle.retry_failed(job.id, settings=settings, engine=engine)
+    done = lifecycle.submit_batch(_spec(1), settings=settings, engine=engine)
     with engine.begin() as conn:
         conn.execute(text("UPDATE generation_jobs SET status='completed' WHERE id=:j"),
                      {"j": done.id})
     with pytest.raises(Conflict):
-        jobs.cancel_job(done.id, engine=engine)
+        lifecycle.cancel_job(done.id, engine=engine)
 
 
 def test_list_jobs_filters_by_status(settings: Settings, engine: Engine) -> None:
-    a = jobs.submit_batch(_spec(1), settings=settings, engine=engine)
-    b = jobs.submit_batch(_spec(1), settings=settings, engine=engine)
-    jobs.cancel_job(b.id, engine=engine)
-    assert [j.id for j in jobs.list_jobs(engine=engine)] == [b.id, a.id]
-    assert [j.id for j in jobs.list_jobs(status="cancelled", engine=engine)] == [b.id]
+    a = lifecycle.submit_batch(_spec(1), settings=settings, engine=engine)
+    b = lifecycle.submit_batch(_spec(1), settings=settings, engine=engine)
+    lifecycle.cancel_job(b.id, engine=engine)
+    assert [j.id for j in lifecycle.list_jobs(engine=engine)] == [b.id, a.id]
+    assert [j.id for j in lifecycle.list_jobs(status="cancelled", engine=engine)] == [b.id]

@@ -1,5 +1,5 @@
 """Owned leases against a real PostgreSQL: the claim's takeover and not-due refusals, the
-token guard, and take_over_abandoned's SQL checked against the pure rule (core.leases)."""
+token guard, and take_over_abandoned's SQL checked against the pure rule (core.delivery.leases)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from core import db, delivery, jobs
+from core import db
 from core.config import Settings
-from core.leases import crash_verdict
-from core.validation import BatchSpec
+from core.delivery import statements
+from core.delivery.leases import crash_verdict
+from core.jobs import lifecycle
+from core.jobs.validation import BatchSpec
 
-HOLDER = delivery.Holder(owner="test-host:1", boot=uuid.uuid4())
+HOLDER = statements.Holder(owner="test-host:1", boot=uuid.uuid4())
 
 
 def run(settings: Settings, make: Any) -> Any:
@@ -32,7 +34,7 @@ def run(settings: Settings, make: Any) -> Any:
 
 
 def _job(settings: Settings, engine: Engine, n: int) -> list[uuid.UUID]:
-    job = jobs.submit_batch(BatchSpec(tuple(f"p {i}" for i in range(n)), "none", 1),
+    job = lifecycle.submit_batch(BatchSpec(tuple(f"p {i}" for i in range(n)), "none", 1),
                             settings=settings, engine=engine)
     with engine.connect() as conn:
         return [r.id for r in conn.execute(text(
@@ -59,15 +61,15 @@ def test_claim_records_owner_and_token_and_refuses_before_next_attempt_at(
     _set(engine, task, "next_attempt_at = now() + interval '20 s'")
 
     async def early(eng: Any) -> Any:
-        claimed = await delivery.claim(eng, task, lease_s=30, holder=HOLDER, max_attempts=5)
-        return claimed, await delivery.state(eng, task)
+        claimed = await statements.claim(eng, task, lease_s=30, holder=HOLDER, max_attempts=5)
+        return claimed, await statements.state(eng, task)
 
     claimed, state = run(settings, early)
     assert claimed is None and state.status == "queued" and 18 < state.due_in_s <= 20
     _set(engine, task, "next_attempt_at = now()")
 
     async def due(eng: Any) -> Any:
-        return await delivery.claim(eng, task, lease_s=30, holder=HOLDER, max_attempts=5)
+        return await statements.claim(eng, task, lease_s=30, holder=HOLDER, max_attempts=5)
 
     claimed = run(settings, due)
     row = _row(engine, task)
@@ -81,18 +83,18 @@ def test_renew_complete_fail_release_need_the_claims_token(
     (task,) = _job(settings, engine, 1)
 
     async def scenario(eng: Any) -> list[bool]:
-        claimed = await delivery.claim(eng, task, lease_s=30, holder=HOLDER, max_attempts=5)
+        claimed = await statements.claim(eng, task, lease_s=30, holder=HOLDER, max_attempts=5)
         assert claimed is not None
-        stale = delivery.ClaimedTask(**{**claimed.__dict__, "token": uuid.uuid4()})
+        stale = statements.ClaimedTask(**{**claimed.__dict__, "token": uuid.uuid4()})
         return [
-            await delivery.renew(eng, stale, lease_s=30),
-            await delivery.release(eng, stale, code="x", message="x", delay_s=0,
+            await statements.renew(eng, stale, lease_s=30),
+            await statements.release(eng, stale, code="x", message="x", delay_s=0,
                                    latency_ms=None),
-            await delivery.fail(eng, stale, code="x", message="x", latency_ms=None),
-            await delivery.complete(eng, stale, image_path="a", thumbnail_path="b",
+            await statements.fail(eng, stale, code="x", message="x", latency_ms=None),
+            await statements.complete(eng, stale, image_path="a", thumbnail_path="b",
                                     latency_ms=1),
-            await delivery.renew(eng, claimed, lease_s=30),
-            await delivery.complete(eng, claimed, image_path="a", thumbnail_path="b",
+            await statements.renew(eng, claimed, lease_s=30),
+            await statements.complete(eng, claimed, image_path="a", thumbnail_path="b",
                                     latency_ms=1),
         ]
 
@@ -113,8 +115,8 @@ def test_take_over_abandoned_follows_the_pure_rule(
              "lease_until = now() - interval '1 s', claim_token = gen_random_uuid()",
              a=attempts, f=free, c=crashes)
 
-    async def sweep(eng: Any) -> list[delivery.TakenOver]:
-        return await delivery.take_over_abandoned(eng, max_attempts=max_attempts)
+    async def sweep(eng: Any) -> list[statements.TakenOver]:
+        return await statements.take_over_abandoned(eng, max_attempts=max_attempts)
 
     taken = {t.id: t for t in run(settings, sweep)}
     assert set(taken) == set(tasks)
@@ -141,7 +143,7 @@ def test_claim_takeover_counts_a_crash_and_stops_at_max_attempts(
     _set(engine, task, "status='running', attempts=2, lease_until = now() - interval '1 s'")
 
     async def take(eng: Any) -> Any:
-        return await delivery.claim(eng, task, lease_s=30, holder=HOLDER, max_attempts=3)
+        return await statements.claim(eng, task, lease_s=30, holder=HOLDER, max_attempts=3)
 
     claimed = run(settings, take)
     assert claimed is not None and claimed.attempt == 3 and _row(engine, task).crashes == 1
@@ -165,8 +167,8 @@ def test_a_restarted_process_frees_its_previous_boots_rows_only(
     _set(engine, current, f"status='running', attempts=1, {live}, lease_owner=:o, "
          "lease_boot=:b", o=HOLDER.owner, b=HOLDER.boot)
 
-    async def boot(eng: Any) -> list[delivery.TakenOver]:
-        return await delivery.take_over_abandoned(eng, max_attempts=5, holder=HOLDER)
+    async def boot(eng: Any) -> list[statements.TakenOver]:
+        return await statements.take_over_abandoned(eng, max_attempts=5, holder=HOLDER)
 
     taken = run(settings, boot)
     assert [t.id for t in taken] == [mine_running]
@@ -183,6 +185,6 @@ def test_sync_takeover_for_the_sweeper_hands_rows_back_pending_under_a_new_gener
     expired, live = _job(settings, engine, 2)
     _set(engine, expired, "status='running', attempts=1, lease_until = now() - interval '1 s'")
     _set(engine, live, "status='running', attempts=1, lease_until = now() + interval '30 s'")
-    taken = delivery.take_over_abandoned_sync(engine, max_attempts=5)
+    taken = statements.take_over_abandoned_sync(engine, max_attempts=5)
     assert [(t.id, t.status, t.dispatch_generation) for t in taken] == [(expired, "pending", 1)]
     assert _row(engine, live).status == "running"

@@ -13,7 +13,12 @@ import httpx
 import pytest
 
 from core.config import Settings
-from core.oidc import CachingCertsRequest, TokenRejected, WrongIdentity, make_verifier
+from core.dispatch.cloudtasks.oidc import (
+    CachingCertsRequest,
+    TokenRejected,
+    WrongIdentity,
+    make_verifier,
+)
 from tests.conftest import WorkerProcess, free_port
 from tests.peers.cloudtasks_fake import SERVICE_ACCOUNT, TestIdentity, production_worker_env
 

@@ -40,7 +40,7 @@ def test_readme_psql_commands_run_verbatim(db_url: str) -> None:
 @pytest.mark.parametrize("form", ["postgresql://", "postgres://", "postgresql+psycopg://"])
 def test_cli_accepts_every_url_form(form: str, db_url: str) -> None:
     url = form + db_url.split("://", 1)[1]
-    done = subprocess.run([sys.executable, "-m", "core.cli", "init-db"], cwd=REPO_ROOT,
+    done = subprocess.run([sys.executable, "-m", "cli.main", "init-db"], cwd=REPO_ROOT,
                           env={**os.environ, "ENVIRONMENT": "test", "DATABASE_URL": url},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

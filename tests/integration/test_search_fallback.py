@@ -10,10 +10,12 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine
 
-from core import db, embedded_pg, search
-from core.job_meta import JobMeta
-from core.jobs import submit_batch
-from core.validation import Limits, validate_batch
+from core import db
+from core.db import embedded_pg
+from core.jobs import search
+from core.jobs.lifecycle import submit_batch
+from core.jobs.meta import JobMeta
+from core.jobs.validation import Limits, validate_batch
 from tests.conftest import need
 
 
@@ -36,7 +38,7 @@ def test_embedded_server_without_pg_trgm_falls_back_with_a_message(
         assert search.prompt_index_present(engine) == (available == (1,))
         spec = validate_batch(["a green teapot", "a lamp"], "none", 1, Limits())
         job = submit_batch(spec, engine=engine, meta=JobMeta(name="fallback"))
-        with caplog.at_level(logging.WARNING, logger="core.search"):
+        with caplog.at_level(logging.WARNING, logger="core.jobs.search"):
             found = search.search_jobs(search.SearchQuery.of(text="teapot"), engine=engine)
         assert [j.id for j in found.jobs] == [job.id]
         if available == (0,):  # pgserver 0.1.4: no contrib extensions

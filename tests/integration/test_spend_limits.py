@@ -1,5 +1,5 @@
 """issue 13: spend limits with a real worker, the local dispatcher and the OpenAI stub
-(the real ``openai`` client; each answer's ``usage`` is billed at core/data/prices.csv's
+(the real ``openai`` client; each answer's ``usage`` is billed at core/billing/prices.csv's
 gpt-image-2 rates). A job with max_cost_usd stops at its cap (give or take one in-flight
 window), its tasks wait (none fails), /healthz and the job say why and how much was spent,
 and raising the cap resumes it to the end. A daily budget holds every job the same way."""
@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from core import billing
+from core.billing import charges
 from tests.conftest import WorkerProcess, wait_for
 from tests.peers.openai_stub import OpenAIStub
 
@@ -62,7 +62,7 @@ def _settled(engine: Engine, job_id: str, quiet_s: float = 2.0) -> dict[str, int
 
 
 def _billed(engine: Engine, job_id: str) -> Decimal:
-    cost = billing.job_cost(job_id, "gpt-image-2", "openai", engine=engine)  # type: ignore[arg-type]
+    cost = charges.job_cost(job_id, "gpt-image-2", "openai", engine=engine)  # type: ignore[arg-type]
     assert cost.actual_usd is not None
     return cost.actual_usd
 

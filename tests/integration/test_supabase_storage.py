@@ -69,7 +69,7 @@ def test_worker_stores_image_and_thumbnail_under_their_object_paths(
     uploads = [headers for method, _, headers in stub.requests if method == "POST"]
     assert len(uploads) == 4
     assert all(h.get("x-upsert") == "true" for h in uploads)
-    # Deleting the job removes its objects from the bucket too (core.retention).
+    # Deleting the job removes its objects from the bucket too (core.jobs.retention).
     deleted = httpx.delete(f"{worker.url}/api/admin/jobs/{job_id}", timeout=30)
     assert deleted.status_code == 200 and deleted.json()["objects_deleted"] == 4
     assert stub.objects == {}

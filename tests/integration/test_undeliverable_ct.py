@@ -1,4 +1,4 @@
-"""core.dispatch.undeliverable_ct against a real PostgreSQL and the Cloud Tasks fake (the
+"""core.dispatch.cloudtasks.undeliverable against a real PostgreSQL and the Cloud Tasks fake (the
 real google-cloud-tasks client), one check at a time: tries are the queue's dispatch count
 (looking twice counts nothing twice), a missing viewer role is one WARNING line, a task
 the queue no longer holds is left to the stranded sweep, and nothing is read when no row
@@ -16,12 +16,12 @@ import grpc
 import pytest
 from sqlalchemy import Engine, text
 
-from core import jobs
 from core.config import Settings
-from core.dispatch.cloud_tasks import CloudTasksDispatcher
-from core.dispatch.undeliverable_ct import check_undelivered
-from core.queries import q
-from core.validation import BatchSpec
+from core.db.queries import q
+from core.dispatch.cloudtasks.dispatcher import CloudTasksDispatcher
+from core.dispatch.cloudtasks.undeliverable import check_undelivered
+from core.jobs import lifecycle
+from core.jobs.validation import BatchSpec
 from tests.conftest import wait_for
 from tests.integration.test_leases import run
 from tests.peers.cloudtasks_fake import CloudTasksFake, gcloud_queue
@@ -80,7 +80,7 @@ def dispatcher(ct_settings: Settings, fake: CloudTasksFake) -> Iterator[CloudTas
 
 def _submit(settings: Settings, engine: Engine, dispatcher: CloudTasksDispatcher,
             n: int) -> list[Any]:
-    job = jobs.submit_batch(BatchSpec(tuple(f"p {i}" for i in range(n)), "none", 1),
+    job = lifecycle.submit_batch(BatchSpec(tuple(f"p {i}" for i in range(n)), "none", 1),
                             settings=settings, engine=engine, dispatcher=dispatcher)
     with engine.connect() as conn:
         return list(conn.execute(text(
@@ -147,12 +147,12 @@ def test_at_the_bound_the_task_fails_once_and_its_cloud_task_is_deleted(
 def test_a_missing_viewer_role_is_one_warning_line(
         ct_settings: Settings, engine: Engine, dispatcher: CloudTasksDispatcher,
         fake: CloudTasksFake, caplog: pytest.LogCaptureFixture) -> None:
-    from core.dispatch import undeliverable_ct
+    from core.dispatch.cloudtasks import undeliverable
 
-    undeliverable_ct._warned.clear()
+    undeliverable._warned.clear()
     (row,) = _submit(ct_settings, engine, dispatcher, 1)
     fake.fail_get_tasks = grpc.StatusCode.PERMISSION_DENIED
-    with caplog.at_level(logging.DEBUG, logger="core.dispatch.undeliverable_ct"):
+    with caplog.at_level(logging.DEBUG, logger="core.dispatch.cloudtasks.undeliverable"):
         for _ in range(3):
             assert _check(ct_settings, dispatcher).unknown == 1
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -3,7 +3,7 @@ deployment guide writes it (the full task URL): the task target is not doubled, 
 audience the enqueuer asks for is the one the worker's verifier accepts, and a batch
 completes. A wrong WORKER_URL (404 from every try), a refused connection or a refused
 token (401) no longer loops: the worker's frequent checks read the queue's record of each
-task (core.dispatch.undeliverable_ct), show the cause within seconds and fail the task as
+task (core.dispatch.cloudtasks.undeliverable), show the cause within seconds and fail the task as
 `undeliverable` at UNDELIVERABLE_MAX_TRIES, deleting its Cloud Task."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
+from cli.main import main as cli
 from core import db
-from core.cli import main as cli
 from core.config import get_settings
-from core.dispatch.cloud_tasks import CloudTasksDispatcher
+from core.dispatch.cloudtasks.dispatcher import CloudTasksDispatcher
 from tests.conftest import WorkerProcess, free_port, wait_for
 from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake, TestIdentity, gcloud_queue
 from tests.support.cloud_tasks import create_queue, production_env, worker_on_port

@@ -18,7 +18,8 @@ import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from core import db, embedded_pg
+from core import db
+from core.db import embedded_pg
 from tests.conftest import WorkerProcess, wait_for
 from tests.reliability import (
     TASK,

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from google.cloud import tasks_v2
 
-from core.cli import main as cli
+from cli.main import main as cli
 from core.config import Settings
-from core.dispatch.cloud_tasks import CloudTasksDispatcher
+from core.dispatch.cloudtasks.dispatcher import CloudTasksDispatcher
 from tests.conftest import REPO_ROOT, WorkerProcess, free_port, need, stop_process
 from tests.peers.cloudtasks_fake import CloudTasksFake, TestIdentity, production_worker_env
 

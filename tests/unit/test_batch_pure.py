@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from core import cost
 from core.batch import jsonl
 from core.batch.runner import iter_lines
+from core.billing import prices
 from core.errors import ConfigError
 from core.providers import image_models
 
@@ -45,7 +45,7 @@ def test_a_success_line_gives_the_image_bytes_and_the_usage() -> None:
     assert isinstance(result, jsonl.Succeeded)
     assert (result.task_id, result.image, result.output_format) == (TASK, b"\x89PNG-bytes",
                                                                     "jpeg")
-    assert result.usage == cost.Usage(input_tokens=30, output_tokens=1056, input_image_tokens=10)
+    assert result.usage == prices.Usage(input_tokens=30, output_tokens=1056, input_image_tokens=10)
     assert result.usage.input_text_tokens == 20
     assert jsonl.peek_custom_id(_ok_line(b"x")) == TASK
 
@@ -85,30 +85,30 @@ def test_lines_are_split_across_chunks_and_blank_lines_dropped() -> None:
 
 
 def test_token_cost_is_usage_times_rates_and_batch_is_half() -> None:
-    table = cost.load_prices(None)
-    usage = cost.Usage(input_tokens=50, output_tokens=4160, input_image_tokens=20)
-    realtime = cost.task_cost_usd("gpt-image-2", usage, table=table)
+    table = prices.load_prices(None)
+    usage = prices.Usage(input_tokens=50, output_tokens=4160, input_image_tokens=20)
+    realtime = prices.task_cost_usd("gpt-image-2", usage, table=table)
     # 30 text x $5 + 20 image x $8 + 4160 output x $30, per million
     assert realtime == Decimal("0.125110")
-    assert cost.task_cost_usd("gpt-image-2", usage, mode="batch", table=table) == realtime / 2
-    assert cost.task_cost_usd("gpt-image-2.6-flare", usage, table=table) is None
+    assert prices.task_cost_usd("gpt-image-2", usage, mode="batch", table=table) == realtime / 2
+    assert prices.task_cost_usd("gpt-image-2.6-flare", usage, table=table) is None
 
 
 def test_estimates_come_from_the_published_per_image_figures() -> None:
-    assert cost.price_per_image("openai", "gpt-image-2", "1024x1024", "medium") == Decimal(
+    assert prices.price_per_image("openai", "gpt-image-2", "1024x1024", "medium") == Decimal(
         "0.053")
-    assert cost.estimate_cost_usd("openai", "gpt-image-2", "1024x1024", "high", 10,
+    assert prices.estimate_cost_usd("openai", "gpt-image-2", "1024x1024", "high", 10,
                                   mode="batch") == Decimal("1.0550")
     # auto: budget for the dearest published combination
-    assert cost.price_per_image("openai", "gpt-image-1.5", "auto", "auto") == Decimal("0.2")
-    assert cost.price_per_image("openai", "gpt-image-2", "1024x1536", "low") is None
-    assert cost.price_per_image("demo", "demo", "1024x1024", "low") == 0
+    assert prices.price_per_image("openai", "gpt-image-1.5", "auto", "auto") == Decimal("0.2")
+    assert prices.price_per_image("openai", "gpt-image-2", "1024x1536", "low") is None
+    assert prices.price_per_image("demo", "demo", "1024x1024", "low") == 0
 
 
 def test_every_price_row_has_a_date_and_a_source() -> None:
     import csv
 
-    with cost.DEFAULT_PRICES_FILE.open() as f:
+    with prices.DEFAULT_PRICES_FILE.open() as f:
         rows = list(csv.DictReader(f))
     assert rows and all(r["as_of"] and r["source"] for r in rows)
     assert {"gpt-image-2", "gpt-image-1.5", "gpt-image-1-mini", "gpt-image-1"} <= {
@@ -121,20 +121,20 @@ def test_prices_file_override_and_its_errors(tmp_path: Path) -> None:
                     "gpt-image-2.6-flare,text_input_per_1m,,,1,2026-12-01,ops\n"
                     "gpt-image-2.6-flare,image_input_per_1m,,,2,2026-12-01,ops\n"
                     "gpt-image-2.6-flare,image_output_per_1m,,,10,2026-12-01,ops\n")
-    table = cost.load_prices(str(good))
-    assert cost.task_cost_usd("gpt-image-2.6-flare", cost.Usage(0, 1_000_000),
+    table = prices.load_prices(str(good))
+    assert prices.task_cost_usd("gpt-image-2.6-flare", prices.Usage(0, 1_000_000),
                               table=table) == Decimal(10)
     bad = tmp_path / "bad.csv"
     bad.write_text("model,rate,size,quality,usd,as_of,source\nx,per_image,1,low,abc,d,s\n")
     with pytest.raises(ConfigError, match=r"bad\.csv line 2: usd .abc. is not a number"):
-        cost.load_prices(str(bad))
+        prices.load_prices(str(bad))
     partial = tmp_path / "partial.csv"
     partial.write_text("model,rate,size,quality,usd,as_of,source\n"
                        "m,text_input_per_1m,,,1,d,s\n")
     with pytest.raises(ConfigError, match="lacks image_input_per_1m"):
-        cost.load_prices(str(partial))
+        prices.load_prices(str(partial))
     with pytest.raises(ConfigError, match="cannot be read"):
-        cost.load_prices(str(tmp_path / "missing.csv"))
+        prices.load_prices(str(tmp_path / "missing.csv"))
 
 
 def test_the_model_list_follows_the_installed_openai_package() -> None:

@@ -13,7 +13,7 @@ from core.db import connect_args, pooler_mode
 from core.dispatch import undeliverable
 from core.dispatch.base import EnqueueResult
 from core.errors import ConfigError
-from core.handover_report import handover_message
+from core.jobs.handover_report import handover_message
 
 TASK = "/api/admin/worker/process-task"
 

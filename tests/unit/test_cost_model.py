@@ -1,10 +1,10 @@
-"""Cloud Run cost model (core.cost_model): pure arithmetic against the guide's estimate."""
+"""Cloud Run cost model (core.billing.cost_model): pure arithmetic against the guide's estimate."""
 
 from __future__ import annotations
 
 import pytest
 
-from core.cost_model import (
+from core.billing.cost_model import (
     GUIDE_INSTANCE,
     GUIDE_USD_PER_1000,
     Instance,

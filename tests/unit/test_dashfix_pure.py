@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from core import export_links
 from core.config import Settings
-from core.jobs import JobView, RetryResult
+from core.jobs import export_links
+from core.jobs.lifecycle import JobView, RetryResult
 from core.storage import png_text
 
 

@@ -1,10 +1,10 @@
-"""The Retry-After a delivery's answer carries (core.processing.DeliveryOutcome)."""
+"""The Retry-After a delivery's answer carries (core.delivery.processing.DeliveryOutcome)."""
 
 from __future__ import annotations
 
 import pytest
 
-from core.processing import DeliveryOutcome
+from core.delivery.processing import DeliveryOutcome
 
 
 @pytest.mark.parametrize(("seconds", "header"), [

@@ -11,7 +11,7 @@ import pytest
 from core.config import key_budgets
 from core.dispatch.fair import JobQueue, order_key, pick, starved, within_cap
 from core.errors import ConfigError, InvalidInput
-from core.job_schedule import clean_max_cost, clean_priority
+from core.jobs.schedule import clean_max_cost, clean_priority
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 

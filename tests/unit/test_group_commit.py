@@ -1,4 +1,4 @@
-"""core.group_commit: which rows go together, and what each caller gets back."""
+"""core.db.group_commit: which rows go together, and what each caller gets back."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from core import group_commit
-from core.group_commit import Coalescer
+from core.db import group_commit
+from core.db.group_commit import Coalescer
 
 
 def _waiting(keys: list[str]) -> list[group_commit._Waiting[str, str]]:

@@ -1,4 +1,4 @@
-"""core.hotsql's conversion of named SQL to psycopg placeholders (pure)."""
+"""core.db.hotsql's conversion of named SQL to psycopg placeholders (pure)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from core import hotsql
-from core.queries import q
+from core.db import hotsql
+from core.db.queries import q
 
 HOT = ["claim_task", "task_state", "renew_lease", "complete_task", "fail_task",
        "release_task", "take_over_abandoned", "free_dispatch_holds", "set_job_status",

@@ -1,10 +1,10 @@
-"""The lease rules (core.leases): a table of cases, one per line."""
+"""The lease rules (core.delivery.leases): a table of cases, one per line."""
 
 from __future__ import annotations
 
 import pytest
 
-from core.leases import (
+from core.delivery.leases import (
     LEASE_S,
     RENEW_EVERY_S,
     crash_message,

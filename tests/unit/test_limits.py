@@ -1,11 +1,11 @@
-"""AIMD concurrency limit (core.dispatch.limits): pure, driven by a hand clock."""
+"""AIMD concurrency limit (core.dispatch.local.limits): pure, driven by a hand clock."""
 
 from __future__ import annotations
 
 import pytest
 
 from core.config import Settings
-from core.dispatch.limits import AdaptiveLimit, FixedLimit, limit_from_settings
+from core.dispatch.local.limits import AdaptiveLimit, FixedLimit, limit_from_settings
 
 
 class Clock:

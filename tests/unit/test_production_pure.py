@@ -12,10 +12,10 @@ import httpx2
 import openai
 import pytest
 
-from core.cli import queue_summary
+from cli.main import queue_summary
 from core.config import Settings
 from core.dispatch import TaskRef
-from core.dispatch.cloud_tasks import (
+from core.dispatch.cloudtasks.dispatcher import (
     QUEUE_MAX_ATTEMPTS,
     TASK_PATH,
     build_task,
@@ -76,7 +76,7 @@ def test_build_task_needs_a_worker_url() -> None:
 
 
 def test_queue_config_is_the_guides_with_transport_retries_for_hours() -> None:
-    # MAX_ATTEMPTS is the table's; the queue only carries (core/dispatch/handover.py).
+    # MAX_ATTEMPTS is the table's; the queue only carries (core/dispatch/cloudtasks/handover.py).
     settings = _settings(MAX_ATTEMPTS=5, RETRY_MIN_BACKOFF_S=1.5, RETRY_MAX_BACKOFF_S=300,
                          RETRY_MAX_DOUBLINGS=4)
     summary = queue_summary(queue_config(settings, QUEUE))

@@ -1,4 +1,4 @@
-"""What the worker says at start about the queue's retry config (core.dispatch.queue_check,
+"""What the worker says at start about the queue's retry config (core.dispatch.cloudtasks.queue_check,
 pure): Cloud Tasks' schedule, and the warnings for a queue that drops undelivered tasks
 too early or can keep one waiting too long."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from core.dispatch.queue_check import RetryShape, drop_after_s, judge, queue_delay_s
+from core.dispatch.cloudtasks.queue_check import RetryShape, drop_after_s, judge, queue_delay_s
 
 GCLOUD_DEFAULTS = RetryShape(max_attempts=100, min_backoff_s=0.1, max_backoff_s=3600,
                              max_doublings=16)

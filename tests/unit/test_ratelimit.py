@@ -1,10 +1,10 @@
-"""The provider pacer (core.ratelimit): pure decisions from rate-limit headers."""
+"""The provider pacer (core.providers.ratelimit): pure decisions from rate-limit headers."""
 
 from __future__ import annotations
 
 import pytest
 
-from core.ratelimit import ProviderPacer, parse_reset, retry_after_s
+from core.providers.ratelimit import ProviderPacer, parse_reset, retry_after_s
 
 
 @pytest.mark.parametrize(("value", "seconds"), [

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from core import classify
+from core.delivery.retry import RetryPolicy, compute_backoff, decide
 from core.errors import TaskFailure
-from core.retry import RetryPolicy, compute_backoff, decide
 
 NO_JITTER = RetryPolicy(max_attempts=5, min_backoff_s=1.0, max_backoff_s=100.0,
                         max_doublings=3, jitter=0.0)

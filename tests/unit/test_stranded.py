@@ -11,8 +11,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
 from core.config import Settings
-from core.dispatch.cloud_tasks import queue_delivers, task_presence
-from core.stranded import STRANDED_AFTER_S, Candidate, is_candidate, judge
+from core.dispatch.cloudtasks.dispatcher import queue_delivers, task_presence
+from core.dispatch.cloudtasks.stranded import STRANDED_AFTER_S, Candidate, is_candidate, judge
 
 NOW = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
 STALE_S = 1800.0

@@ -10,9 +10,10 @@ from pydantic import SecretStr
 
 from core.config import Settings
 from core.errors import ConfigError, InvalidInput
-from core.job_meta import clean_meta, clean_tags, clean_webhook_url, redact_url
-from core.notify import JobEnd, backoff_s, message, slack_escape
-from core.search import SearchQuery, like_pattern
+from core.jobs.meta import clean_meta, clean_tags, clean_webhook_url, redact_url
+from core.jobs.notify import JobEnd, backoff_s, message, slack_escape
+from core.jobs.search import SearchQuery, like_pattern
+from core.startup import check_settings
 from worker.deps import resolve_key
 
 
@@ -123,6 +124,6 @@ def test_message_is_slack_shaped_and_escaped() -> None:
 
 def test_default_webhook_is_checked_at_start_without_echoing_it() -> None:
     with pytest.raises(ConfigError, match="JOB_WEBHOOK_URL must be an http") as caught:
-        Settings(JOB_WEBHOOK_URL=SecretStr("ftp://hooks.example.com/SECRET"),
-                 _env_file=None)  # type: ignore[call-arg]
+        check_settings(Settings(JOB_WEBHOOK_URL=SecretStr("ftp://hooks.example.com/SECRET"),
+                                _env_file=None))  # type: ignore[call-arg]
     assert "SECRET" not in caught.value.message

@@ -1,4 +1,4 @@
-"""The Cloud Tasks undeliverable rule (core.dispatch.undeliverable_ct.judge), as a table,
+"""The Cloud Tasks undeliverable rule (core.dispatch.cloudtasks.undeliverable.judge), as a table,
 and the fake's HTTP -> google.rpc mapping it is tested against."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ import pytest
 from google.cloud import tasks_v2
 from google.rpc import code_pb2, status_pb2
 
-from core.dispatch.undeliverable import Cause
-from core.dispatch.undeliverable_ct import (
+from core.dispatch.cloudtasks.undeliverable import (
     UNREACHABLE_SPREAD_S,
     Seen,
     judge,
@@ -16,6 +15,7 @@ from core.dispatch.undeliverable_ct import (
     needs_probe,
     seen_from_task,
 )
+from core.dispatch.undeliverable import Cause
 from tests.peers.cloudtasks_fake import rpc_code_for
 
 URL = "http://127.0.0.1:8080/api/admin/worker/process-task"

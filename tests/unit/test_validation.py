@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from core.errors import InvalidInput
+from core.jobs.validation import Limits, read_prompt_lines, validate_batch
 from core.styles import STYLES, apply_style
-from core.validation import Limits, read_prompt_lines, validate_batch
 
 LIMITS = Limits(max_prompts=5, max_tasks=8, max_prompt_chars=30, max_count_per_prompt=4)
 

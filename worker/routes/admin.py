@@ -8,12 +8,13 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from core import billing, jobs, search
+from core.billing import charges
 from core.errors import InvalidInput
-from core.job_meta import clean_meta
-from core.job_schedule import clean_schedule
-from core.job_schedule import set_schedule as set_job_schedule
-from core.validation import limits_from_settings, validate_batch
+from core.jobs import lifecycle, search
+from core.jobs.meta import clean_meta
+from core.jobs.schedule import clean_schedule
+from core.jobs.schedule import set_schedule as set_job_schedule
+from core.jobs.validation import limits_from_settings, validate_batch
 from worker.deps import AdminDep, CallerDep, SettingsDep
 from worker.responses import error_responses
 
@@ -88,7 +89,7 @@ def submit_batch(body: BatchRequest, settings: SettingsDep, caller: CallerDep
                  ) -> dict[str, Any]:
     spec = validate_batch(body.prompts, body.style, body.count_per_prompt,
                           limits_from_settings(settings))
-    options = jobs.options_for(
+    options = lifecycle.options_for(
         settings, model=body.model, size=body.size, quality=body.quality, mode=body.mode,
         batch_fallback=body.batch_fallback, output_format=body.output_format,
         output_compression=body.output_compression, background=body.background,
@@ -97,7 +98,7 @@ def submit_batch(body: BatchRequest, settings: SettingsDep, caller: CallerDep
                       submitted_by=caller, production=settings.ENVIRONMENT == "production")
     schedule = clean_schedule(priority=body.priority, max_cost_usd=body.max_cost_usd)
     # The deployment guide's response shape, unchanged; GET /jobs/{id} shows the rest.
-    return jobs.submit_batch(spec, options=options, settings=settings, meta=meta,
+    return lifecycle.submit_batch(spec, options=options, settings=settings, meta=meta,
                              schedule=schedule).summary()
 
 
@@ -110,7 +111,7 @@ def set_schedule(job_id: UUID, body: ScheduleRequest, settings: SettingsDep
     changed = set_job_schedule(job_id, priority=body.priority,
                                max_cost_usd=body.max_cost_usd, clear_cap=body.clear_cap)
     if settings.USE_CLOUD_TASKS:  # the window follows the new order now
-        from core.dispatch.window import get_refiller
+        from core.dispatch.cloudtasks.window import get_refiller
 
         get_refiller(settings).request()
     return changed
@@ -118,20 +119,20 @@ def set_schedule(job_id: UUID, body: ScheduleRequest, settings: SettingsDep
 
 @router.get("/jobs/{job_id}/status", response_model=JobStatus, responses=_JOB)
 def job_status(job_id: UUID) -> dict[str, Any]:
-    return jobs.get_job(job_id).status_body()
+    return lifecycle.get_job(job_id).status_body()
 
 
 @router.get("/jobs/{job_id}", responses=_JOB)
 def job_detail(job_id: UUID) -> dict[str, Any]:
-    job = jobs.get_job(job_id)
+    job = lifecycle.get_job(job_id)
     # The billed cost (usage x rates) beside the estimate.
-    return {**job.detail(), **billing.job_cost(job.id, job.model, job.provider).to_dict()}
+    return {**job.detail(), **charges.job_cost(job.id, job.model, job.provider).to_dict()}
 
 
 @router.get("/jobs")
 def list_jobs(
     status: Annotated[str | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=jobs.MAX_PAGE)] = 50,
+    limit: Annotated[int, Query(ge=1, le=lifecycle.MAX_PAGE)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
     q: Annotated[str | None, Query(max_length=200, description=(
         "Text in the job's name, a tag, or a prompt (at least 3 characters)"))] = None,
@@ -144,7 +145,7 @@ def list_jobs(
             offset=offset)
         return {"jobs": [j.detail() for j in hits.jobs], "limit": limit, "offset": offset,
                 "more": hits.more}
-    found = jobs.list_jobs(status=status, limit=limit, offset=offset)
+    found = lifecycle.list_jobs(status=status, limit=limit, offset=offset)
     return {"jobs": [j.detail() for j in found], "limit": limit, "offset": offset}
 
 
@@ -153,12 +154,12 @@ def list_tasks(
     job_id: UUID,
     status: Annotated[str | None, Query()] = None,
     error_code: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=jobs.MAX_PAGE)] = 100,
+    limit: Annotated[int, Query(ge=1, le=lifecycle.MAX_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    found = jobs.list_tasks(job_id, status=status, error_code=error_code, limit=limit,
+    found = lifecycle.list_tasks(job_id, status=status, error_code=error_code, limit=limit,
                             offset=offset)
-    total = jobs.count_tasks(job_id, status=status, error_code=error_code)
+    total = lifecycle.count_tasks(job_id, status=status, error_code=error_code)
     return {"tasks": [t.to_dict() for t in found], "total": total, "limit": limit,
             "offset": offset}
 
@@ -170,7 +171,7 @@ def retry_failed(
     task_ids = body.task_ids if body else None
     if task_ids is not None and not task_ids:
         raise InvalidInput("task_ids", "must not be empty (omit it to retry every failed task)")
-    result = jobs.retry_failed(job_id, task_ids, settings=settings,
+    result = lifecycle.retry_failed(job_id, task_ids, settings=settings,
                                include_refusals=bool(body and body.include_refusals),
                                dry_run=bool(body and body.dry_run))
     return result.body()
@@ -179,13 +180,13 @@ def retry_failed(
 @router.post("/jobs/{job_id}/cancel", response_model=JobStatus, responses=_JOB_STATE)
 def cancel(job_id: UUID, settings: SettingsDep) -> dict[str, Any]:
     if not settings.USE_CLOUD_TASKS:
-        return jobs.cancel_job(job_id).status_body()
+        return lifecycle.cancel_job(job_id).status_body()
     # issue 13: the window's Cloud Tasks go too, so no delivery starts after the cancel.
     from core.dispatch import get_dispatcher
-    from core.dispatch.window import cancel_window, drop_window
+    from core.dispatch.cloudtasks.window import cancel_window, drop_window
 
     dispatcher = get_dispatcher(settings)
     names, _ = cancel_window(dispatcher, job_id)
-    body = jobs.cancel_job(job_id).status_body()
+    body = lifecycle.cancel_job(job_id).status_body()
     drop_window(dispatcher, names)
     return body

@@ -9,10 +9,10 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from core import metrics, order_of_work
-from core.dispatch import undeliverable
+from core import metrics
+from core.db.queries import q
+from core.dispatch import order_of_work, undeliverable
 from core.errors import StorageError
-from core.queries import q
 from worker.responses import error_responses
 
 router = APIRouter()
@@ -49,7 +49,7 @@ async def healthz(request: Request) -> JSONResponse:
             await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=2.0)
             rows = (await conn.execute(q("recent_delivery_problems"), {
                 "window_s": undeliverable.PROBLEM_WINDOW_S})).all()
-            # issue 13: budgets and spend caps that hold dispatch (core.spend)
+            # issue 13: budgets and spend caps that hold dispatch (core.billing.spend)
             holds = (await conn.execute(q("spend_holds"))).all()
             capped = (await conn.execute(q("jobs_at_cap"), {"limit": 20})).all()
     except Exception:

@@ -11,12 +11,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.background import BackgroundTask
 
-from core.processing import TaskProcessor
+from core.delivery.processing import TaskProcessor
 from worker.deps import TaskAuthDep
 from worker.responses import ErrorBody, error_responses
 
 if TYPE_CHECKING:
-    from core.dispatch.handover import Handover
+    from core.dispatch.cloudtasks.handover import Handover
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ WINDOW_FREED = frozenset({"succeeded", "failed", "duplicate", "unknown_task"})
 
 
 def _refill_after(response: JSONResponse, request: Request, outcome: str) -> JSONResponse:
-    """issue 13: a task left the window; refill it from the table (core.dispatch.window)
+    """issue 13: a task left the window; refill it from the table (core.dispatch.cloudtasks.window)
     once this answer is sent (Starlette runs the background task after the response, in
     a thread): the delivery does not wait for it, and Cloud Tasks has let go of this task
     before the next one is created, so the queue holds no more than the window."""
@@ -120,7 +120,7 @@ def _refill_after(response: JSONResponse, request: Request, outcome: str) -> JSO
 def _handover(request: Request) -> Handover:
     # Imported here: the local queue never needs the Cloud Tasks client.
     from core.dispatch import get_dispatcher
-    from core.dispatch.handover import Handover
+    from core.dispatch.cloudtasks.handover import Handover
 
     handover: Handover | None = getattr(request.app.state, "handover", None)
     if handover is None:
@@ -132,10 +132,10 @@ def _handover(request: Request) -> Handover:
 
 async def _cloud_tasks_delivery(request: Request, processor: TaskProcessor, task_id: UUID,
                                 task_name: str, extra: dict[str, object]) -> JSONResponse:
-    """Cloud Tasks carries, the table decides (core/dispatch/handover.py): a superseded
+    """Cloud Tasks carries, the table decides (core/dispatch/cloudtasks/handover.py): a superseded
     generation changes nothing; an unfinished task becomes the next generation's Cloud Task
     before this delivery is answered 2xx."""
-    from core.dispatch.handover import HANDOVER_OUTCOMES, answer_for, generation_of
+    from core.dispatch.cloudtasks.handover import HANDOVER_OUTCOMES, answer_for, generation_of
 
     handover = _handover(request)
     generation = generation_of(task_id, task_name)

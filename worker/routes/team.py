@@ -9,9 +9,9 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from core import audit, job_edit, notify, retention
 from core.db import get_engine
 from core.errors import StorageError
+from core.jobs import audit, edit, notify, retention
 from worker.deps import AdminDep, CallerDep, SettingsDep
 from worker.responses import error_responses
 
@@ -43,7 +43,7 @@ def delete_job(job_id: UUID, request: Request, caller: CallerDep) -> dict[str, A
 @router.post("/jobs/{job_id}/clone", responses=_JOB)
 def clone_job(job_id: UUID, settings: SettingsDep, caller: CallerDep) -> dict[str, Any]:
     """A new job with the same prompts and options."""
-    view = job_edit.clone_job(job_id, submitted_by=caller, settings=settings)
+    view = edit.clone_job(job_id, submitted_by=caller, settings=settings)
     return {**view.summary(), "cloned_from": str(job_id)}
 
 
@@ -51,7 +51,7 @@ def clone_job(job_id: UUID, settings: SettingsDep, caller: CallerDep) -> dict[st
 def resubmit_task(job_id: UUID, task_id: UUID, body: ResubmitRequest, settings: SettingsDep,
                   caller: CallerDep) -> dict[str, Any]:
     """Run an edited version of a failed (refused) prompt as a new task of the job."""
-    done = job_edit.resubmit_task(job_id, task_id, body.prompt, submitted_by=caller,
+    done = edit.resubmit_task(job_id, task_id, body.prompt, submitted_by=caller,
                                   settings=settings)
     return {**done.job.status_body(), "task_id": str(done.task_id),
             "resubmitted_from": str(task_id)}

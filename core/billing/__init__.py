@@ -1,0 +1,1 @@
+"""Money: prices and the cost model, billed cost, spend limits."""

@@ -1,0 +1,305 @@
+-- Every hot query of AIWebImageService, by name. Binds are :named (SQLAlchemy text()).
+-- Task status: pending -> queued -> running -> succeeded | failed | cancelled.
+
+-- name: claim_task
+
+-- The delivery contract's claim: one conditional UPDATE. A due queued (or still pending,
+-- when Cloud Tasks delivers before our hand-over commits) task, or a running one whose
+-- lease has expired, becomes running with a fresh lease owned by :owner / :boot under a new
+-- :token; the attempt count moves here, once per delivery that reached the handler, and
+-- never below the queue's own count. A delivery before next_attempt_at (the backoff or
+-- Retry-After a release stored) claims nothing. Taking over an expired lease is a crash of
+-- its holder: it counts, and at :max_attempts charged attempts the takeover is refused here
+-- and take_over_abandoned fails the task as worker_crashed (rule: core.delivery.leases).
+WITH claimed AS (
+    UPDATE generation_tasks
+       SET status = 'running',
+           attempts = GREATEST(attempts + 1, :attempt_floor),
+           crashes = crashes + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
+           lease_until = now() + make_interval(secs => :lease_s),
+           lease_owner = :owner, lease_boot = :boot, claim_token = :token,
+           started_at = COALESCE(started_at, now()),
+           updated_at = now()
+     WHERE id = :task_id
+       AND next_attempt_at <= now()
+       AND (status IN ('pending', 'queued')
+            OR (status = 'running' AND lease_until < now()
+                AND attempts - free_attempts < :max_attempts))
+ RETURNING id, job_id, prompt, style, attempts, free_attempts, prompt_index, image_index,
+           EXTRACT(EPOCH FROM (now() - rate_limited_since))::float AS rate_limited_for_s
+), started AS (
+    UPDATE generation_jobs j
+       SET status = 'running', started_at = COALESCE(j.started_at, now()), updated_at = now()
+      FROM claimed
+     WHERE j.id = claimed.job_id AND j.status = 'pending'
+)
+SELECT c.id, c.job_id, c.prompt, c.style, c.attempts, c.free_attempts, c.prompt_index,
+       c.image_index, c.rate_limited_for_s, j.provider, j.model, j.size, j.quality,
+       j.output_format, j.output_compression, j.background, j.moderation
+  FROM claimed c JOIN generation_jobs j ON j.id = c.job_id;
+
+-- name: task_state
+
+SELECT status, attempts, free_attempts, lease_until,
+       GREATEST(EXTRACT(EPOCH FROM (lease_until - now())), 0)::float AS lease_left_s,
+       GREATEST(EXTRACT(EPOCH FROM (next_attempt_at - now())), 0)::float AS due_in_s,
+       (status = 'running' AND lease_until < now()) AS lease_expired
+  FROM generation_tasks
+ WHERE id = :task_id;
+
+-- name: renew_lease
+
+-- A live handler extends its lease (core.delivery.leases.RENEW_EVERY_S). No row: the token is gone
+-- (lease taken over, task finished or retried meanwhile), so this delivery stops writing.
+UPDATE generation_tasks
+   SET lease_until = now() + make_interval(secs => :lease_s)
+ WHERE id = :task_id AND status = 'running' AND claim_token = :token;
+
+-- name: complete_task
+
+-- Success. Guarded by the claim token, so a delivery whose lease expired and whose task
+-- was claimed again (or retried after failing) cannot finish it; the job counter moves in
+-- the same statement, exactly once per task. The job's status follows in the same
+-- statement too (core.status.job_status_after, spelled in SQL for a success; the caller
+-- checks the result against the Python rule): one autocommit statement holds the job row's
+-- lock for the statement and its commit only, not for a client round trip, so many
+-- deliveries of one job do not queue behind each other on that row.
+WITH done AS (
+    UPDATE generation_tasks
+       SET status = 'succeeded', image_path = :image_path, thumbnail_path = :thumbnail_path,
+           latency_ms = :latency_ms, input_tokens = :input_tokens,
+           output_tokens = :output_tokens, lease_until = NULL,
+           finished_at = now(), updated_at = now()
+     WHERE id = :task_id AND status = 'running' AND claim_token = :token
+ RETURNING job_id
+)
+UPDATE generation_jobs j
+   SET completed_tasks = j.completed_tasks + 1, updated_at = now(),
+       -- the counters after this statement (job_status_after, sql/init_db.sql)
+       status = job_status_after(j.status, j.total_tasks,
+                                 j.completed_tasks + 1, j.failed_tasks, j.cancelled_tasks),
+       finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
+                                           j.completed_tasks + 1, j.failed_tasks, j.cancelled_tasks)
+  FROM done
+ WHERE j.id = done.job_id
+RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks, j.cancelled_tasks;
+
+-- name: fail_task
+
+-- Permanent failure, or the last allowed attempt failed. Token-guarded; counter and status
+-- in one statement, as complete_task.
+WITH done AS (
+    UPDATE generation_tasks
+       SET status = 'failed', last_error_code = :error_code, last_error = :error_message,
+           latency_ms = :latency_ms, lease_until = NULL,
+           finished_at = now(), updated_at = now()
+     WHERE id = :task_id AND status = 'running' AND claim_token = :token
+ RETURNING job_id
+)
+UPDATE generation_jobs j
+   SET failed_tasks = j.failed_tasks + 1, updated_at = now(),
+       -- the counters after this statement (job_status_after, sql/init_db.sql)
+       status = job_status_after(j.status, j.total_tasks,
+                                 j.completed_tasks, j.failed_tasks + 1, j.cancelled_tasks),
+       finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
+                                           j.completed_tasks, j.failed_tasks + 1, j.cancelled_tasks)
+  FROM done
+ WHERE j.id = done.job_id
+RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks, j.cancelled_tasks;
+
+-- name: claim_tasks
+
+-- claim_task for many deliveries at once (core.db.group_commit: the claims that arrive while
+-- the previous one is on its way go as one statement). Row by row the same UPDATE, the
+-- same guards and the same result as claim_task; each input row carries its own task id,
+-- token and attempt floor. The caller gives each task id once per statement and sorts
+-- them, so two statements lock shared rows in the same order.
+WITH input AS (
+    SELECT * FROM unnest(CAST(:task_id AS uuid[]), CAST(:token AS uuid[]),
+                         CAST(:attempt_floor AS int[]))
+                  AS i(task_id, token, attempt_floor)
+), claimed AS (
+    UPDATE generation_tasks t
+       SET status = 'running',
+           attempts = GREATEST(t.attempts + 1, i.attempt_floor),
+           crashes = t.crashes + CASE WHEN t.status = 'running' THEN 1 ELSE 0 END,
+           lease_until = now() + make_interval(secs => :lease_s),
+           lease_owner = :owner, lease_boot = :boot, claim_token = i.token,
+           started_at = COALESCE(t.started_at, now()),
+           updated_at = now()
+      FROM input i
+     WHERE t.id = i.task_id
+       AND t.next_attempt_at <= now()
+       AND (t.status IN ('pending', 'queued')
+            OR (t.status = 'running' AND t.lease_until < now()
+                AND t.attempts - t.free_attempts < :max_attempts))
+ RETURNING t.id, t.job_id, t.prompt, t.style, t.attempts, t.free_attempts, t.prompt_index,
+           t.image_index, t.claim_token,
+           EXTRACT(EPOCH FROM (now() - t.rate_limited_since))::float AS rate_limited_for_s
+), started AS (
+    UPDATE generation_jobs j
+       SET status = 'running', started_at = COALESCE(j.started_at, now()), updated_at = now()
+      FROM (SELECT DISTINCT job_id FROM claimed) c
+     WHERE j.id = c.job_id AND j.status = 'pending'
+)
+SELECT c.id, c.job_id, c.prompt, c.style, c.attempts, c.free_attempts, c.prompt_index,
+       c.image_index, c.claim_token, c.rate_limited_for_s, j.provider, j.model, j.size,
+       j.quality, j.output_format, j.output_compression, j.background, j.moderation
+  FROM claimed c JOIN generation_jobs j ON j.id = c.job_id;
+
+-- name: complete_tasks
+
+-- complete_task for many deliveries at once (core.db.group_commit). Each task row is guarded
+-- by its own claim token as in complete_task; each job's counter moves once per statement
+-- by the number of its tasks that succeeded here, and its status follows as there (with
+-- + n for + 1). The job rows are locked in id order first (locked), so two statements
+-- over the same jobs cannot deadlock. One result row per task that this statement
+-- completed, with its job's counters after the statement; a task not returned was not
+-- this delivery's any more.
+WITH input AS (
+    SELECT * FROM unnest(CAST(:task_id AS uuid[]), CAST(:token AS uuid[]),
+                         CAST(:image_path AS text[]), CAST(:thumbnail_path AS text[]),
+                         CAST(:latency_ms AS int[]), CAST(:input_tokens AS int[]),
+                         CAST(:output_tokens AS int[]))
+                  AS i(task_id, token, image_path, thumbnail_path, latency_ms, input_tokens,
+                       output_tokens)
+), done AS (
+    UPDATE generation_tasks t
+       SET status = 'succeeded', image_path = i.image_path,
+           thumbnail_path = i.thumbnail_path, latency_ms = i.latency_ms,
+           input_tokens = i.input_tokens, output_tokens = i.output_tokens,
+           lease_until = NULL, finished_at = now(), updated_at = now()
+      FROM input i
+     WHERE t.id = i.task_id AND t.status = 'running' AND t.claim_token = i.token
+ RETURNING t.id, t.job_id
+), counted AS (
+    SELECT job_id, count(*)::int AS n FROM done GROUP BY job_id
+), locked AS MATERIALIZED (
+    SELECT j.id FROM generation_jobs j
+     WHERE j.id IN (SELECT job_id FROM counted)
+     ORDER BY j.id
+       FOR UPDATE
+), jobs AS (
+    UPDATE generation_jobs j
+       SET completed_tasks = j.completed_tasks + c.n, updated_at = now(),
+           -- the counters after this statement (job_status_after, sql/init_db.sql)
+           status = job_status_after(j.status, j.total_tasks,
+                                     j.completed_tasks + c.n, j.failed_tasks, j.cancelled_tasks),
+           finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
+                                               j.completed_tasks + c.n, j.failed_tasks, j.cancelled_tasks)
+      FROM counted c JOIN locked l ON l.id = c.job_id
+     WHERE j.id = c.job_id
+ RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks,
+           j.cancelled_tasks
+)
+SELECT d.id AS task_id, jobs.id, jobs.status, jobs.total_tasks, jobs.completed_tasks,
+       jobs.failed_tasks, jobs.cancelled_tasks
+  FROM done d JOIN jobs ON jobs.id = d.job_id;
+
+-- name: fail_tasks
+
+-- fail_task for many deliveries at once (core.db.group_commit), as complete_tasks is
+-- complete_task's: token-guarded rows, each job's counter once by n, job rows locked in
+-- id order.
+WITH input AS (
+    SELECT * FROM unnest(CAST(:task_id AS uuid[]), CAST(:token AS uuid[]),
+                         CAST(:error_code AS text[]), CAST(:error_message AS text[]),
+                         CAST(:latency_ms AS int[]))
+                  AS i(task_id, token, error_code, error_message, latency_ms)
+), done AS (
+    UPDATE generation_tasks t
+       SET status = 'failed', last_error_code = i.error_code,
+           last_error = i.error_message, latency_ms = i.latency_ms, lease_until = NULL,
+           finished_at = now(), updated_at = now()
+      FROM input i
+     WHERE t.id = i.task_id AND t.status = 'running' AND t.claim_token = i.token
+ RETURNING t.id, t.job_id
+), counted AS (
+    SELECT job_id, count(*)::int AS n FROM done GROUP BY job_id
+), locked AS MATERIALIZED (
+    SELECT j.id FROM generation_jobs j
+     WHERE j.id IN (SELECT job_id FROM counted)
+     ORDER BY j.id
+       FOR UPDATE
+), jobs AS (
+    UPDATE generation_jobs j
+       SET failed_tasks = j.failed_tasks + c.n, updated_at = now(),
+           -- the counters after this statement (job_status_after, sql/init_db.sql)
+           status = job_status_after(j.status, j.total_tasks,
+                                     j.completed_tasks, j.failed_tasks + c.n, j.cancelled_tasks),
+           finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
+                                               j.completed_tasks, j.failed_tasks + c.n, j.cancelled_tasks)
+      FROM counted c JOIN locked l ON l.id = c.job_id
+     WHERE j.id = c.job_id
+ RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks,
+           j.cancelled_tasks
+)
+SELECT d.id AS task_id, jobs.id, jobs.status, jobs.total_tasks, jobs.completed_tasks,
+       jobs.failed_tasks, jobs.cancelled_tasks
+  FROM done d JOIN jobs ON jobs.id = d.job_id;
+
+-- name: release_task
+
+-- A retryable failure with attempts left, or a graceful stop: back to queued, due after
+-- :delay_s (the backoff or Retry-After the table decided: a claim before then is refused).
+-- :free_attempt gives the attempt back (core.delivery.retry: a rate limit within its budget, a
+-- stop); :rate_limited starts or continues the rate-limit streak, anything else ends it.
+-- Token-guarded like complete_task.
+UPDATE generation_tasks
+   SET status = 'queued', last_error_code = :error_code, last_error = :error_message,
+       latency_ms = :latency_ms, lease_until = NULL, lease_owner = NULL, lease_boot = NULL,
+       free_attempts = free_attempts + CASE WHEN :free_attempt THEN 1 ELSE 0 END,
+       rate_limited_since = CASE WHEN :rate_limited THEN COALESCE(rate_limited_since, now())
+                                 ELSE NULL END,
+       next_attempt_at = now() + make_interval(secs => :delay_s), updated_at = now()
+ WHERE id = :task_id AND status = 'running' AND claim_token = :token;
+
+-- name: take_over_abandoned
+
+-- Tasks whose holder stopped: running with an expired lease (:owner NULL), or running
+-- under a previous boot of :owner (a restarted process frees its rows at once). Each
+-- counts a crash; below :max_attempts charged attempts it goes back to :to_status
+-- ('queued' for the local queue, 'pending' to be handed to Cloud Tasks again under a new
+-- dispatch generation), due now; at the limit it fails as worker_crashed and its job's
+-- counters move in the same statement (rule: core.delivery.leases.crash_verdict). Clearing the
+-- token makes a late answer of the dead holder change nothing.
+WITH gone AS (
+    SELECT id FROM generation_tasks
+     WHERE status = 'running'
+       AND ((CAST(:owner AS text) IS NULL AND lease_until < now())
+            OR (lease_owner = CAST(:owner AS text) AND lease_boot <> CAST(:boot AS uuid)))
+       AND (CAST(:task_ids AS uuid[]) IS NULL OR id = ANY(CAST(:task_ids AS uuid[])))
+     ORDER BY lease_until
+     LIMIT :limit
+       FOR UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE generation_tasks t
+       SET status = CASE WHEN t.attempts - t.free_attempts >= :max_attempts THEN 'failed'
+                         ELSE CAST(:to_status AS text) END,
+           crashes = t.crashes + 1,
+           last_error_code = 'worker_crashed',
+           last_error = 'the worker stopped ' || (t.crashes + 1) || ' times during this task',
+           dispatch_generation = t.dispatch_generation
+               + CASE WHEN t.attempts - t.free_attempts < :max_attempts
+                           AND CAST(:to_status AS text) = 'pending' THEN 1 ELSE 0 END,
+           finished_at = CASE WHEN t.attempts - t.free_attempts >= :max_attempts
+                              THEN now() END,
+           lease_until = NULL, lease_owner = NULL, lease_boot = NULL, claim_token = NULL,
+           next_attempt_at = now(), updated_at = now()
+      FROM gone
+     WHERE t.id = gone.id
+ RETURNING t.id, t.job_id, t.status, t.dispatch_generation, t.crashes, t.attempts
+), failed AS (
+    SELECT job_id, count(*) AS n FROM moved WHERE status = 'failed' GROUP BY job_id
+), counted AS (
+    UPDATE generation_jobs j
+       SET failed_tasks = j.failed_tasks + f.n, updated_at = now(),
+           -- the counters after this statement (job_status_after, sql/init_db.sql)
+           status = job_status_after(j.status, j.total_tasks,
+                                     j.completed_tasks, j.failed_tasks + f.n, j.cancelled_tasks),
+           finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
+                                               j.completed_tasks, j.failed_tasks + f.n, j.cancelled_tasks)
+      FROM failed f
+     WHERE j.id = f.job_id
+)
+SELECT id, job_id, status, dispatch_generation, crashes, attempts FROM moved;
