@@ -266,6 +266,26 @@ def test_worker_cmd_serves_on_port_from_only_the_copied_code(
         stop_process(proc)
 
 
+def test_worker_image_runs_the_cli_from_only_the_copied_code(
+    image_root: Path, tmp_path: Path,
+) -> None:
+    """`aiwebimage jobs submit --help` in the worker image: the CLI needs nothing of the
+    dashboard, which the image does not copy."""
+    instructions = parse(DOCKERFILES["worker"])
+    _stage(instructions, image_root)
+    assert not (image_root / "dashboard").exists()
+    shim = next(ins.args for ins in instructions
+                if ins.op == "RUN" and "/usr/local/bin/aiwebimage" in ins.args)
+    assert "python -m cli" in shim
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    result = subprocess.run([sys.executable, "-m", "cli", "jobs", "submit", "--help"],
+                            cwd=image_root, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, **env_of(instructions), "PATH": path})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: aiwebimage jobs submit"), result.stdout
+    assert "--style" in result.stdout
+
+
 def test_worker_image_refuses_to_start_without_production_secrets(
     image_root: Path, tmp_path: Path,
 ) -> None:
