@@ -216,11 +216,12 @@ def changed() -> None:
 
 
 def submit(spec: BatchSpec, options: lifecycle.GenerationOptions,
-           meta: JobMeta | None = None, schedule: Schedule | None = None) -> lifecycle.JobView:
-    view = lifecycle.submit_batch(spec, options=options, engine=engine(), settings=settings(),
-                             meta=meta, schedule=schedule)
+           meta: JobMeta | None = None, schedule: Schedule | None = None
+           ) -> lifecycle.Submitted:
+    submitted = lifecycle.submit(spec, options=options, engine=engine(), settings=settings(),
+                                 meta=meta, schedule=schedule)
     _changed()
-    return view
+    return submitted
 
 
 def retry_preview(job_id: UUID, include_refusals: bool) -> lifecycle.RetryResult:

@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from core.config import Settings, get_settings
 from core.dispatch.base import Dispatcher, EnqueueResult, TaskRef
 
 __all__ = ["Dispatcher", "EnqueueResult", "TaskRef", "get_dispatcher"]
 
-_dispatchers: dict[tuple[bool, int], Dispatcher] = {}
+# A process uses one settings object (get_settings()); tests and the CLI make a few more.
+# The cache holds the settings it was made for, so an id cannot be reused while cached,
+# and keeps the last few: an evicted Cloud Tasks dispatcher's thread pool ends with it.
+MAX_CACHED_DISPATCHERS = 4
+_dispatchers: OrderedDict[int, tuple[Settings, Dispatcher]] = OrderedDict()
 
 
 def get_dispatcher(settings: Settings | None = None) -> Dispatcher:
-    """Cloud Tasks when USE_CLOUD_TASKS, else the local table-backed queue."""
+    """Cloud Tasks when USE_CLOUD_TASKS, else the local table-backed queue; one per
+    settings object, the last MAX_CACHED_DISPATCHERS of them kept."""
     settings = settings or get_settings()
-    key = (settings.USE_CLOUD_TASKS, id(settings))
-    if key not in _dispatchers:
-        if settings.USE_CLOUD_TASKS:
-            from core.dispatch.cloudtasks.dispatcher import CloudTasksDispatcher
+    cached = _dispatchers.get(id(settings))
+    if cached is not None and cached[0] is settings:
+        _dispatchers.move_to_end(id(settings))
+        return cached[1]
+    dispatcher: Dispatcher
+    if settings.USE_CLOUD_TASKS:
+        from core.dispatch.cloudtasks.dispatcher import CloudTasksDispatcher
 
-            _dispatchers[key] = CloudTasksDispatcher.from_settings(settings)
-        else:
-            from core.dispatch.local.dispatcher import LocalDispatcher
+        dispatcher = CloudTasksDispatcher.from_settings(settings)
+    else:
+        from core.dispatch.local.dispatcher import LocalDispatcher
 
-            _dispatchers[key] = LocalDispatcher(settings)
-    return _dispatchers[key]
+        dispatcher = LocalDispatcher(settings)
+    _dispatchers[id(settings)] = (settings, dispatcher)
+    while len(_dispatchers) > MAX_CACHED_DISPATCHERS:
+        _dispatchers.popitem(last=False)
+    return dispatcher

@@ -1,4 +1,4 @@
-"""What a dashboard action really did to the queue (pure; issue 10).
+"""What a dashboard action really did to the queue (pure).
 
 In Cloud Tasks mode "Retry failed" resets rows and then hands them to Cloud Tasks; when
 the queue cannot be reached the rows stay pending for the sweeper. The message says so,
@@ -7,24 +7,7 @@ with the error, instead of "Requeued N task(s)" for tasks that never reached the
 
 from __future__ import annotations
 
-from contextvars import ContextVar
-
 from core.dispatch.base import EnqueueResult
-
-# The last hand-over in this context (thread / task): core.jobs.lifecycle records it, so a caller
-# whose API returns only the job (submit_batch) can still say what reached the queue.
-_LAST: ContextVar[EnqueueResult | None] = ContextVar("last_handover", default=None)
-
-
-def remember(result: EnqueueResult) -> EnqueueResult:
-    _LAST.set(result)
-    return result
-
-
-def take_last() -> EnqueueResult | None:
-    result = _LAST.get()
-    _LAST.set(None)
-    return result
 
 
 def submit_message(total: int, handover: EnqueueResult | None,

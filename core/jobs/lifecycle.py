@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine
@@ -23,7 +23,6 @@ from core.dispatch import Dispatcher, TaskRef, get_dispatcher
 from core.dispatch.base import EnqueueResult
 from core.dispatch.cloudtasks.window import refill as window_refill
 from core.errors import Conflict, InvalidInput, NotFound
-from core.jobs import handover_report
 from core.jobs.meta import JobMeta
 from core.jobs.options import (  # re-exported: callers say jobs.options_for(...)
     BACKGROUNDS,
@@ -173,7 +172,30 @@ def _task(row: Any) -> TaskView:
     return TaskView(**dict(row._mapping))
 
 
-def submit_batch(
+@dataclass(frozen=True)
+class Submitted:
+    """A submitted job and what its hand-over to the queue did: None where nothing was
+    handed over here (the local queue is the table itself; batch mode plans later)."""
+
+    job: JobView
+    handover: EnqueueResult | None
+
+
+class SubmitArgs(TypedDict, total=False):
+    options: GenerationOptions | None
+    engine: Engine | None
+    dispatcher: Dispatcher | None
+    settings: Settings | None
+    meta: JobMeta | None
+    schedule: Schedule | None
+
+
+def submit_batch(spec: BatchSpec, **kwargs: Unpack[SubmitArgs]) -> JobView:
+    """submit(), for the callers that need only the job."""
+    return submit(spec, **kwargs).job
+
+
+def submit(
     spec: BatchSpec,
     *,
     options: GenerationOptions | None = None,
@@ -182,12 +204,13 @@ def submit_batch(
     settings: Settings | None = None,
     meta: JobMeta | None = None,
     schedule: Schedule | None = None,
-) -> JobView:
+) -> Submitted:
     """Write the job and all its tasks in one transaction, then hand them to the queue
     (Cloud Tasks: the window's share, core.dispatch.cloudtasks.window).
 
     The hand-over happens after the commit (transactional outbox): if it stops half way,
-    the rows are still pending and the sweeper finishes the job.
+    the rows are still pending and the sweeper finishes the job; the result says so, for
+    the caller to show.
     """
     settings = settings or get_settings()
     options = options or GenerationOptions.from_settings(settings)
@@ -219,11 +242,13 @@ def submit_batch(
         job = _job(conn.execute(q("job_by_id"), {"job_id": job_id}).one())
     log.info("job submitted", extra={"action": "submit_batch", "job_id": str(job_id),
                                      "total_tasks": len(rows)})
+    handover = None
     if batch and settings.USE_CLOUD_TASKS:
         _schedule_batch_planning(settings, job_id)
     elif not local:
-        _hand_over(dispatcher, [TaskRef(r[0], 0) for r in rows], job_id, settings, engine)
-    return job
+        handover = _hand_over(dispatcher, [TaskRef(r[0], 0) for r in rows], job_id, settings,
+                              engine)
+    return Submitted(job, handover)
 
 
 def _schedule_batch_planning(settings: Settings, job_id: UUID) -> None:
@@ -272,14 +297,14 @@ def _hand_over(dispatcher: Dispatcher, refs: list[TaskRef], job_id: UUID,
     except Exception as exc:  # the sweeper re-enqueues what stayed pending
         log.error("enqueue failed; the sweeper will retry: %s", type(exc).__name__,
                   extra={"action": "enqueue_error", "job_id": str(job_id)})
-        # issue 10: what the caller reports (core.jobs.handover_report), not a silent success.
-        return handover_report.remember(EnqueueResult(
-            failed=len(refs), errors=[f"{type(exc).__name__}: {str(exc)[:200]}"]))
+        # Returned for the caller to report (core.jobs.handover_report), not a silent success.
+        return EnqueueResult(failed=len(refs),
+                             errors=[f"{type(exc).__name__}: {str(exc)[:200]}"])
     if result.failed:
         log.warning("some tasks were not enqueued; the sweeper will retry",
                     extra={"action": "enqueue_partial", "job_id": str(job_id),
                            "failed": result.failed})
-    return handover_report.remember(result)
+    return result
 
 
 def get_job(job_id: UUID, *, engine: Engine | None = None) -> JobView:

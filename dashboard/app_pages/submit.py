@@ -158,11 +158,12 @@ if st.button(f"Submit {images} image{'s' if images != 1 else ''}", type="primary
     elif not confirmed:
         st.error("Tick the confirmation above to submit this batch.")
     else:
-        job = data.submit(spec, options, meta, schedule)
+        submitted = data.submit(spec, options, meta, schedule)
+        job = submitted.job
         st.session_state["last_submitted_job"] = (str(job.id), job.total_tasks)
-        # issue 10: say when the tasks did not reach the queue (Cloud Tasks unreachable).
+        # Say when the tasks did not reach the queue (Cloud Tasks unreachable).
         st.session_state["last_submit_handover"] = handover_report.submit_message(
-            job.total_tasks, handover_report.take_last(),
+            job.total_tasks, submitted.handover,
             sweep_interval_s=data.settings().SWEEP_INTERVAL_S)
         st.session_state["_clear_prompts"] = True
         # A new key gives a new, empty uploader: the same file cannot be sent twice.
