@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     # database
     DATABASE_URL: SecretStr | None = None
     DB_POOL_SIZE: int = Field(default=10, ge=1, le=200)
-    # issue 10: what sits between us and PostgreSQL (core.db.pooler_mode). auto = port
+    # What sits between us and PostgreSQL (core.db.pooler_mode). auto = port
     # 6543 (Supabase's transaction pooler) means transaction mode, where server-side
     # prepared statements break, so psycopg's are turned off; session and direct keep them.
     DB_POOLER: Literal["auto", "transaction", "session", "direct"] = "auto"
@@ -135,20 +135,21 @@ class Settings(BaseSettings):
     SWEEP_INTERVAL_S: float = Field(default=60.0, gt=0)
     # Cloud Tasks mode: a queued row untouched this long (or a running one whose lease ran
     # out this long ago) is checked against the queue; if the queue no longer holds its task
-    # it is handed over again (core.dispatch.cloudtasks.sweeper.sweep_stranded). Above the queue's max backoff.
+    # it is handed over again (core.dispatch.cloudtasks.sweeper.sweep_stranded). Above the
+    # queue's max backoff.
     STRANDED_AFTER_S: float = Field(default=1800.0, ge=0.0)
-    # issue 13, Cloud Tasks mode: the queue holds at most this many tasks over all jobs
-    # (core.dispatch.cloudtasks.window); the rest wait pending in the table, which decides what runs
-    # next (fair share, priority, spend limits). At least the queue's
+    # Cloud Tasks mode: the queue holds at most this many tasks over all jobs
+    # (core.dispatch.cloudtasks.window); the rest wait pending in the table, which decides
+    # what runs next (fair share, priority, spend limits). At least the queue's
     # max_concurrent_dispatches (the guide's: 100) keeps the queue and the provider busy;
     # much more lets a late job's tasks queue behind the window of earlier ones.
     CLOUD_TASKS_WINDOW: int = Field(default=100, ge=1, le=100_000)
-    # issue 13: priority is strict (a high job takes every slot that frees) except that a
+    # Priority is strict (a high job takes every slot that frees) except that a
     # job with nothing in flight and no delivery finished for this long gets its next
     # delivery first, whatever its priority: lower priority is slowed, never starved
     # (core.dispatch.fair).
     PRIORITY_STARVATION_S: float = Field(default=30.0, ge=0.0, le=86_400.0)
-    # issue 13: spend limits (core.billing.spend). A day's spend (UTC) over all jobs, and per named
+    # Spend limits (core.billing.spend). A day's spend (UTC) over all jobs, and per named
     # API key ("name=usd,name2=usd"; the key's name is the job's submitted_by). At the limit
     # dispatch of the affected tasks stops (they wait, never fail); raising it resumes them.
     BUDGET_DAILY_USD: float | None = Field(default=None, ge=0.0)
@@ -165,7 +166,8 @@ class Settings(BaseSettings):
     # the rest (due at once). Under Cloud Run's 10 s between SIGTERM and SIGKILL.
     SHUTDOWN_GRACE_S: float = Field(default=8.0, ge=0.0, le=3600.0)
     # A 429 does not use up MAX_ATTEMPTS while the task's rate-limit streak is younger than
-    # this (core.delivery.retry): a provider outage of minutes fails nothing; one of hours still ends.
+    # this (core.delivery.retry): a provider outage of minutes fails nothing; one of hours
+    # still ends.
     RATE_LIMIT_BUDGET_S: float = Field(default=3600.0, ge=0.0)
     # Model answers whose storing failed wait here for the next attempt, so an image is
     # paid for once (core.delivery.staging).
@@ -173,7 +175,7 @@ class Settings(BaseSettings):
     # Cloud Tasks mode: how often the worker takes over running rows whose lease expired
     # (a dead instance) and finishes interrupted hand-overs (core.dispatch.cloudtasks.checks).
     LEASE_CHECK_INTERVAL_S: float = Field(default=10.0, gt=0)
-    # issue 10: a task whose deliveries never reach the handler (404, refused connection,
+    # A task whose deliveries never reach the handler (404, refused connection,
     # TLS error, 401/403) this many times fails as `undeliverable` instead of looping
     # (core.dispatch.undeliverable); tries are spread by the retry backoff.
     UNDELIVERABLE_MAX_TRIES: int = Field(default=5, ge=1, le=100)
@@ -219,7 +221,7 @@ class Settings(BaseSettings):
     PORT: int = Field(default=8080, ge=1, le=65535)
     LOG_LEVEL: str = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"
-    # issue 10: which service this process is. The dashboard (python -m dashboard sets it;
+    # Which service this process is. The dashboard (python -m dashboard sets it;
     # so does Dockerfile.dashboard) never serves the admin API or the task endpoint, so
     # production does not ask it for API_KEY or TASK_SECRET.
     SERVICE_ROLE: Literal["worker", "dashboard"] = "worker"

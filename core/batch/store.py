@@ -1,7 +1,8 @@
 """The batch poller's database steps (sync; the poller runs them in a worker thread).
 
 Every step is one short statement or transaction, committed before the call to OpenAI
-that depends on it, so the row always says how far a batch got (crash safety, DESIGN.md).
+that depends on it, so the row always says how far a batch got (crash safety,
+docs/batch-mode.md).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""Spend limits (issue 13): a cap per job (``max_cost_usd``), a daily budget
+"""Spend limits (docs/order-of-work.md): a cap per job (``max_cost_usd``), a daily budget
 (BUDGET_DAILY_USD) and daily budgets per named API key (BUDGET_DAILY_USD_BY_KEY).
 
 Spend is what was billed: each succeeded task's usage times its model's rates
-(core.billing.charges), its estimate (core.billing.prices) where the usage is unknown. ``check`` recomputes it
-every SPEND_CHECK_S and writes, per unfinished job, ``spent_usd`` over ``spent_tasks``
-succeeded tasks and the cost of one image ``spend_unit_usd``; per budget a row of
+(core.billing.charges), its estimate (core.billing.prices) where the usage is unknown.
+``check`` recomputes it every SPEND_CHECK_S and writes, per unfinished job, ``spent_usd``
+over ``spent_tasks`` succeeded tasks and the cost of one image ``spend_unit_usd``; per
+budget a row of
 ``spend_holds``. The claims (``dispatch_claim_due``, ``window_pick``) then start nothing that
 would pass a limit: a capped job's spend is projected in the claim itself (spent plus one
 unit per delivery in flight and per delivery it would start), so it stops at its cap give or

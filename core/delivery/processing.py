@@ -1,5 +1,5 @@
 """One delivery of one task: claim, call the model, store, record. Returns what the
-task endpoint should answer, per the delivery contract (DESIGN.md).
+task endpoint should answer, per the delivery contract (docs/architecture.md).
 
 The claim's lease is renewed while the work runs (core.delivery.leases), only for work longer
 than the renewal interval, so a short task costs no extra statement. A renewal that finds
@@ -41,7 +41,7 @@ STOPPING_RETRY_AFTER_S = 1.0
 # A tiny image on local disk is thumbnailed and written on the event loop (well under a
 # millisecond): in a worker thread every syscall and PIL call gives up the GIL and waits
 # up to the switch interval (5 ms) to get it back while the loop is busy, which put
-# ~20 ms into each task of a 25-wide wave (issue 14, makespan). Larger images, and any
+# ~20 ms into each task of a 25-wide wave (the makespan benchmark). Larger images, and any
 # storage that goes over the network, keep the thread.
 INLINE_STORE_MAX_BYTES = 16 * 1024
 

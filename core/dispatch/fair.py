@@ -1,7 +1,8 @@
-"""Fair share and priority between running jobs (issue 13): the pure rule.
+"""Fair share and priority between running jobs (docs/order-of-work.md): the pure rule.
 
-The same rule is spelled in SQL, in ``dispatch_claim_due`` (core/delivery/tasks.sql, the local
-dispatcher's claim) and ``window_pick`` (core/dispatch/cloudtasks/window.sql, the Cloud Tasks window refill);
+The same rule is spelled in SQL, in ``dispatch_claim_due`` (core/dispatch/local/local.sql,
+the local dispatcher's claim) and ``window_pick`` (core/dispatch/cloudtasks/window.sql, the
+Cloud Tasks window refill);
 tests/integration/test_fair_share.py checks the SQL against ``pick`` here.
 
 A candidate task is its job's nth delivery in flight if started now. Candidates are served

@@ -1,4 +1,4 @@
-"""What each running job waits for (issue 13), for /healthz, the Job, Queue and order-of-work
+"""What each running job waits for, for /healthz, the Job, Queue and order-of-work
 views: a paused queue, a budget or its own spend cap reached (with what was spent), or
 nothing but its turn (fair share, priority). Pure decisions over rows read by the callers."""
 

@@ -287,7 +287,7 @@ def _hand_over(dispatcher: Dispatcher, refs: list[TaskRef], job_id: UUID,
                ) -> EnqueueResult:
     try:
         if settings is not None and settings.USE_CLOUD_TASKS:
-            # issue 13: the queue gets the window's room; the rest waits pending, handed
+            # The queue gets the window's room; the rest waits pending, handed
             # over as deliveries finish (core.dispatch.cloudtasks.window).
             result = window_refill(dispatcher, window=settings.CLOUD_TASKS_WINDOW,
                                    starvation_s=settings.PRIORITY_STARVATION_S,
@@ -384,7 +384,7 @@ def _check_page(limit: int, offset: int) -> None:
 class RetryResult:
     requeued: int
     job: JobView
-    # issue 10: what the queue hand-over did (None = nothing to hand over).
+    # What the queue hand-over did (None = nothing to hand over), reported, not hidden.
     handover: EnqueueResult | None = None
     refusals_left: int = 0
     estimated_cost_usd: Decimal | None = None

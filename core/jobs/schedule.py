@@ -1,6 +1,7 @@
-"""A job's place in the order of work (issue 13): its priority and its spend cap, set at
-submit and changeable while it runs (API, dashboard). How they are applied:
-core.dispatch.fair (the rule), dispatch_claim_due / window_pick (the claims), core.billing.spend."""
+"""A job's place in the order of work (docs/order-of-work.md): its priority and its spend
+cap, set at submit and changeable while it runs (API, dashboard). How they are applied:
+core.dispatch.fair (the rule), dispatch_claim_due / window_pick (the claims),
+core.billing.spend."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ class LocalStorage:
     def _resolved(self, key: str) -> str:
         # Symlinks resolved (one pointing out of the root is refused), as Path.resolve
         # does; on strings, without pathlib's parsing and its parents walk, which were
-        # half of a tiny image's write (py-spy, issue 14).
+        # half of a tiny image's write (py-spy on the overhead benchmark).
         if not key or key.startswith("/") or "\\" in key or "\x00" in key:
             raise StorageError(f"invalid object key {key!r}")
         path = os.path.realpath(os.path.join(self._inside, key))

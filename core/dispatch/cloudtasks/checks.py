@@ -13,9 +13,10 @@
 - hand-overs a crash or a failed CreateTask left marked (core/dispatch/cloudtasks/handover.py);
 - queued rows no delivery claimed, whose Cloud Task the queue says keeps failing before
   our handler (404, 401/403, unreachable): shown, and ended at UNDELIVERABLE_MAX_TRIES
-  (core/dispatch/cloudtasks/undeliverable.py, issue 10).
+  (core/dispatch/cloudtasks/undeliverable.py).
 
-The stranded sweep (core.dispatch.cloudtasks.sweeper.sweep_stranded) stays for tasks the queue itself lost.
+The stranded sweep (core.dispatch.cloudtasks.sweeper.sweep_stranded) stays for tasks the
+queue itself lost.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ async def run(settings: Settings, engine: AsyncEngine, stop: asyncio.Event) -> N
             # Rows a restarted worker freed at boot (pending, next generation) are due now:
             # not left for the slower general sweep.
             await asyncio.to_thread(sweep_pending, dispatcher)
-            # issue 10: a delivery target that answers 404 (or 401/403, or refuses) ends
+            # A delivery target that answers 404 (or 401/403, or refuses) ends
             await undeliverable.check_undelivered(settings, engine, dispatcher)
         except Exception as exc:
             log.warning("Cloud Tasks check failed: %s", type(exc).__name__,

@@ -77,7 +77,7 @@ def build_task(settings: Settings, queue_path: str, task: TaskRef, *,
         raise ConfigError("WORKER_URL is required with USE_CLOUD_TASKS")
     request = tasks_v2.HttpRequest(
         http_method=tasks_v2.HttpMethod.POST,
-        url=worker_urls.task_url(settings.WORKER_URL),  # base or full task URL (issue 10)
+        url=worker_urls.task_url(settings.WORKER_URL),  # base or full task URL
         headers={"Content-Type": "application/json"},
         body=json.dumps({"task_id": str(task.id)}).encode(),
     )
@@ -237,7 +237,7 @@ class CloudTasksDispatcher:
                     "ids": [c.ref.id for c in handed], "names": [c.name for c in handed]})
 
     def delete(self, names: Sequence[str]) -> int:
-        """Delete these Cloud Tasks (a cancelled job's window, issue 13); a task already
+        """Delete these Cloud Tasks (a cancelled job's window); a task already
         gone counts as deleted. Returns how many the queue no longer holds."""
 
         def one(name: str) -> bool:
@@ -270,7 +270,7 @@ class CloudTasksDispatcher:
         queue_state.set_paused(self.settings.QUEUE_NAME, paused, self._engine)
         return paused
 
-    # -- stranded tasks (core.dispatch.cloudtasks.sweeper.sweep_stranded) ------------------------------------
+    # -- stranded tasks (core.dispatch.cloudtasks.sweeper.sweep_stranded) --------------------
     def task_name(self, task: TaskRef) -> str:
         return f"{self.queue_path}/tasks/{task_id_for(task)}"
 

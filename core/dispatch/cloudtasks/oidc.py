@@ -86,7 +86,7 @@ def make_verifier(settings: Settings, request: CachingCertsRequest | None = None
     if not settings.WORKER_URL or not settings.CLOUD_TASKS_SERVICE_ACCOUNT:
         raise ConfigError("OIDC verification needs WORKER_URL and CLOUD_TASKS_SERVICE_ACCOUNT")
     # Task URL (what the enqueuer puts in the token) or base URL, whichever form
-    # WORKER_URL is written in (core.worker_url, issue 10).
+    # WORKER_URL is written in (core.worker_url).
     audience = accepted_audiences(settings.WORKER_URL)
     account = settings.CLOUD_TASKS_SERVICE_ACCOUNT
     transport = request or CachingCertsRequest(settings.OIDC_CERTS_URL)

@@ -35,7 +35,7 @@ def sweep_pending(
     max_tasks: int = 100_000,
 ) -> EnqueueResult:
     """Hand every task pending for longer than ``grace_s`` to the queue again. Cloud Tasks
-    mode: pending rows wait for the window (issue 13), so this is a window refill (which
+    mode: pending rows wait for the window (window.py), so this is a window refill (which
     also picks up rows a cut-short hand-over left pending)."""
     settings = getattr(dispatcher, "settings", None)
     if getattr(dispatcher, "name", "") == "cloud_tasks" and settings is not None:
@@ -118,7 +118,7 @@ def sweep_stranded(
             **_guard(verdicts.stranded),
             "statuses": [c.status for c in verdicts.stranded]}).all()
             if verdicts.stranded else [])
-        # issue 10: never reached the handler -> counted, bounded (core.dispatch.undeliverable)
+        # Never reached the handler -> counted, bounded (core.dispatch.undeliverable)
         ended = undeliverable.on_dropped_by_queue(conn, moved,
                                                   getattr(dispatcher, "settings", None))
     moved = [r for r in moved if r.id not in ended]

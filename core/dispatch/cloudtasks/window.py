@@ -1,12 +1,13 @@
-"""Cloud Tasks mode's bounded window (issue 13): PostgreSQL decides what runs next; the
+"""Cloud Tasks mode's bounded window: PostgreSQL decides what runs next; the
 queue holds at most CLOUD_TASKS_WINDOW tasks over all jobs, refilled from the table as
 tasks finish.
 
 Rows wait ``pending`` in the table (the outbox's state: written, not handed over). A refill
 picks as many as the window has room for, in the fair-share order (``window_pick``,
-core/dispatch/cloudtasks/window.sql; rule core.dispatch.fair), holds them briefly so two refills never pick
-the same row, creates their named Cloud Tasks (core.dispatch.cloudtasks.dispatcher: a repeat is
-AlreadyExists) and marks them queued. Everything the delivery contract relies on stays:
+core/dispatch/cloudtasks/window.sql; rule core.dispatch.fair), holds them briefly so two
+refills never pick the same row, creates their named Cloud Tasks
+(core.dispatch.cloudtasks.dispatcher: a repeat is AlreadyExists) and marks them queued.
+Everything the delivery contract relies on stays:
 a task is ``queued`` only once its Cloud Task exists; a refill cut short leaves its rows
 pending with a hold that runs out (``WINDOW_HOLD_S``), and the next refill (the next
 completion, the worker's periodic Cloud Tasks check, the sweeper) picks them again.

@@ -1,5 +1,5 @@
 """The local dispatcher's HTTP/1.1 client for a plain-http task URL: keep-alive POSTs of a
-small JSON body, nothing else (issue 14).
+small JSON body, nothing else (docs/performance.md: the dispatcher's httpx request path).
 
 The HTTP hop is the delivery contract (the one Cloud Tasks uses), so it stays; what it
 cost did not have to. Under py-spy (GIL samples) httpx's request path was 30 % of the

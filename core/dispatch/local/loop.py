@@ -78,7 +78,7 @@ class LocalDispatchLoop:
         self.holder = holder or statements.Holder(owner="dispatcher", boot=uuid4())
         self._next_takeover = 0.0
         self.engine = engine
-        self.task_url = worker_urls.task_url(worker_url)  # base or full task URL (issue 10)
+        self.task_url = worker_urls.task_url(worker_url)  # base or full task URL
         self.limit = limit or limit_from_settings(settings)
         self.policy = policy_from_settings(settings)
         self.stats = LoopStats()
@@ -228,7 +228,7 @@ class LocalDispatchLoop:
             log.warning("delivery failed: %s", type(exc).__name__,
                         extra={"action": "deliver_error", "task_id": str(task.id)})
             self.limit.on_result(ok=False, overloaded=False)
-            if not await self._undeliverable(task, status=None, error=exc):  # issue 10
+            if not await self._undeliverable(task, status=None, error=exc):
                 await self._defer(task, delay_s=compute_backoff(max(task.attempts, 1),
                                                                 self.policy))
             return
@@ -251,7 +251,7 @@ class LocalDispatchLoop:
         if response.status_code == 503 and _outcome(response) == "stopping":
             return  # the worker is stopping: its next boot frees the hold
         if await self._undeliverable(task, status=response.status_code, error=None):
-            return  # issue 10: recorded, spread by its own backoff (or failed)
+            return  # undeliverable: recorded, spread by its own backoff (or failed)
         # The handler decided (its release stored next_attempt_at) or did not claim (busy,
         # not due): drop the hold, if it is still there, so the row is due when the table
         # says, not when the hold runs out.
@@ -259,7 +259,7 @@ class LocalDispatchLoop:
 
     async def _undeliverable(self, task: Claimed, *, status: int | None,
                              error: BaseException | None) -> bool:
-        """issue 10: a delivery that never reached the handler is recorded and bounded
+        """A delivery that never reached the handler is recorded and bounded
         (core.dispatch.undeliverable); False = an ordinary retry, deferred as before."""
         cause = undeliverable.classify(self.task_url, status=status, error=error)
         if cause is None:
