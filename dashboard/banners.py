@@ -1,4 +1,4 @@
-"""Banners for what the operator must fix (issue 10): deliveries that do not reach the
+"""Banners for what the operator must fix: deliveries that do not reach the
 task handler (core.dispatch.undeliverable, read from delivery_problems, so causes any
 process recorded show here), and an image provider whose key is not accepted. A page
 calls ``show_problems()`` once, near its top."""

@@ -38,7 +38,7 @@ def batches(job: lifecycle.JobView) -> None:
         "completed": b.request_completed if b.request_completed is not None else "-",
         "failed": b.request_failed if b.request_failed is not None else "-",
         "openai batch": b.openai_batch_id or "-",
-        # The operator's zone, labelled, as everywhere on the dashboard (issue 12).
+        # The operator's zone, labelled, as everywhere on the dashboard.
         f"created ({label})": ui.when(b.created_at, tz),
         f"finished ({label})": ui.when(b.finished_at, tz), "error": b.last_error or "",
     } for b in found]), hide_index=True, key="batches_table")

@@ -241,7 +241,7 @@ def retry_failed(job_id: UUID, task_ids: Sequence[UUID] | None, *,
 def cancel(job_id: UUID) -> lifecycle.JobView:
     if not settings().USE_CLOUD_TASKS:
         view = lifecycle.cancel_job(job_id, engine=engine())
-    else:  # issue 13: the job's Cloud Tasks in the window go too (core.dispatch.cloudtasks.window)
+    else:  # the job's Cloud Tasks in the window go too (core.dispatch.cloudtasks.window)
         from core.dispatch.cloudtasks.window import cancel_window, drop_window
 
         names, _ = cancel_window(dispatcher(), job_id, engine=engine())
@@ -252,8 +252,8 @@ def cancel(job_id: UUID) -> lifecycle.JobView:
 
 
 def order_of_work() -> list[JobOrder]:
-    """issue 13: per running job its priority, share, spend and what it waits for. The
-    paused flag comes from the table's mirror of the queue (core.dispatch.queue_state), not from a
+    """Per running job its priority, share, spend and what it waits for. The paused flag
+    comes from the table's mirror of the queue (core.dispatch.queue_state), not from a
     Cloud Tasks call: the Job page draws this on every refresh, and an unreachable queue
     must not hold each refresh for the client's retry deadline or break the page."""
     from core.dispatch import queue_state

@@ -1,4 +1,4 @@
-"""issue 13 on the dashboard: the order of work (Queue page), a job's priority, spend cap
+"""The order of work on the dashboard (Queue page), a job's priority, spend cap
 and what it waits for (Job page), priority and cap at submit. Data through core
 (core.dispatch.order_of_work, core.jobs.schedule) via dashboard.data."""
 

@@ -54,7 +54,7 @@ async def retention_forever(settings: Settings, storage: Storage, stop: asyncio.
 
 
 async def spend_forever(settings: Settings, stop: asyncio.Event) -> None:
-    """issue 13: spend per job and budgets, every SPEND_CHECK_S (core.billing.spend); in Cloud
+    """Spend per job and budgets, every SPEND_CHECK_S (core.billing.spend); in Cloud
     Tasks mode a refill follows, so a raised cap or budget resumes at once."""
     engine = db.get_engine(db.resolve_database_url(settings))
     while not await _sleep(stop, settings.SPEND_CHECK_S):

@@ -31,7 +31,7 @@ async def run() -> None:
 
 
 def main() -> None:
-    # The same one-line start-up errors as the worker (core.startup, issue 10).
+    # The same one-line start-up errors as the worker (core.startup).
     settings = startup.settings_or_exit("dispatcher")
     logs.configure(settings.LOG_LEVEL, settings.LOG_FORMAT, settings.secret_values())
     with startup.exit_on_config_error("dispatcher"):

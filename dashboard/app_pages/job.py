@@ -42,7 +42,7 @@ def _pick_job() -> UUID | None:
 
 
 def ui_handover(result: lifecycle.RetryResult, what: str) -> tuple[str, str]:
-    """The retry's own words, unless the queue hand-over failed (issue 10): then what
+    """The retry's own words, unless the queue hand-over failed: then what
     really happened, and that the sweeper will hand the rest over."""
     if result.handover is None or result.handover.failed == 0:
         return result.message(), "success" if result.requeued else "info"
@@ -67,7 +67,7 @@ st.caption(f"{job.id} · style {job.style} · {job.count_per_prompt} per prompt 
            f"created {ui.when(job.created_at, tz)} {ui.zone_label(tz)}")
 team_widgets.job_header(job)
 running_at_load = not job.is_finished
-banners.show_problems()  # issue 10: undeliverable deliveries, provider not authenticated
+banners.show_problems()  # undeliverable deliveries, provider not authenticated
 batch_section.cost_line(job)
 
 
@@ -102,7 +102,7 @@ def live_progress() -> None:
 
 
 live_progress()
-schedule_widgets.job_controls(job.id, finished=job.is_finished)  # issue 13
+schedule_widgets.job_controls(job.id, finished=job.is_finished)  # priority and spend cap
 
 
 @st.fragment(run_every=REFRESH_S * 3 if running_at_load and job.mode == "batch" else None)
@@ -128,7 +128,7 @@ if a1.button(f"Retry all failed ({retry_n})", key="retry_all",
              disabled=retry_n == 0 or job.status == "cancelled"):
     try:
         result = data.retry_failed(job.id, None, include_refusals=include_refusals)
-        ui.flash(*ui_handover(result, "failed"))  # issue 10: what the queue really did
+        ui.flash(*ui_handover(result, "failed"))  # what the queue really did
     except AppError as exc:
         ui.flash(exc.message, "error")
     st.rerun()

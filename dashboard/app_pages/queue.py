@@ -16,7 +16,7 @@ THROUGHPUT_WINDOW_S = 3600
 settings = data.settings()
 st.title("Queue")
 ui.show_flash()
-banners.show_problems()  # issue 10: undeliverable deliveries, provider not authenticated
+banners.show_problems()  # undeliverable deliveries, provider not authenticated
 
 try:
     paused = data.queue_paused()
@@ -78,7 +78,7 @@ def depth_and_throughput() -> None:
 @st.fragment(run_every=REFRESH_S)
 @ui.guarded
 def order_of_work() -> None:
-    schedule_widgets.order_table()  # issue 13: fair share, priority, spend
+    schedule_widgets.order_table()  # fair share, priority, spend
 
 
 def _throughput_chart(series: pd.DataFrame) -> None:

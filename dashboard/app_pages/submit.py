@@ -123,7 +123,7 @@ def _check() -> tuple[BatchSpec | None, lifecycle.GenerationOptions | None, str 
 
 spec, options, problem = _check()
 meta, meta_problem = team_widgets.job_fields()
-schedule, schedule_problem = schedule_widgets.submit_fields()  # issue 13
+schedule, schedule_problem = schedule_widgets.submit_fields()  # priority and spend cap
 problem = problem or meta_problem or schedule_problem
 
 # ---- summary -------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def submit_batch(body: BatchRequest, settings: SettingsDep, caller: CallerDep
 @router.post("/jobs/{job_id}/schedule", responses=_JOB)
 def set_schedule(job_id: UUID, body: ScheduleRequest, settings: SettingsDep
                  ) -> dict[str, Any]:
-    """issue 13: change a running job's priority or spend cap (raising it resumes)."""
+    """Change a running job's priority or spend cap (raising it resumes)."""
     if body.priority is None and body.max_cost_usd is None and not body.clear_cap:
         raise InvalidInput("priority", "give priority, max_cost_usd or clear_cap")
     changed = set_job_schedule(job_id, priority=body.priority,
@@ -181,7 +181,7 @@ def retry_failed(
 def cancel(job_id: UUID, settings: SettingsDep) -> dict[str, Any]:
     if not settings.USE_CLOUD_TASKS:
         return lifecycle.cancel_job(job_id).status_body()
-    # issue 13: the window's Cloud Tasks go too, so no delivery starts after the cancel.
+    # The window's Cloud Tasks go too, so no delivery starts after the cancel.
     from core.dispatch import get_dispatcher
     from core.dispatch.cloudtasks.window import cancel_window, drop_window
 

@@ -27,7 +27,7 @@ class Health(BaseModel):
     # Why the status is degraded, one line each (undeliverable deliveries, the start-up
     # self-check of the task URL, an unauthenticated provider). Never a secret.
     reasons: list[str] = []
-    # issue 13: budgets (spent, limit, held) and jobs held at their spend cap
+    # Budgets (spent, limit, held) and jobs held at their spend cap
     spend: dict[str, list[dict[str, object]]] | None = None
 
 
@@ -49,7 +49,7 @@ async def healthz(request: Request) -> JSONResponse:
             await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=2.0)
             rows = (await conn.execute(q("recent_delivery_problems"), {
                 "window_s": undeliverable.PROBLEM_WINDOW_S})).all()
-            # issue 13: budgets and spend caps that hold dispatch (core.billing.spend)
+            # Budgets and spend caps that hold dispatch (core.billing.spend)
             holds = (await conn.execute(q("spend_holds"))).all()
             capped = (await conn.execute(q("jobs_at_cap"), {"limit": 20})).all()
     except Exception:
