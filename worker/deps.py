@@ -6,6 +6,8 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+from dataclasses import dataclass
+from functools import partial
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
@@ -86,48 +88,69 @@ def _is_loopback(host: str | None) -> bool:
         return host == "localhost"
 
 
-async def require_task_auth(request: Request, settings: SettingsDep) -> None:
-    """Who may deliver a task. Never the admin key.
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A delivery that may not be processed: the answer's status, detail and headers, and
+    the reason the log line gives."""
 
-    Cloud Tasks: a Google OIDC token for CLOUD_TASKS_SERVICE_ACCOUNT with audience
-    WORKER_URL. Local: the TASK_SECRET header; without one configured (development),
-    only loopback clients.
+    status: int
+    detail: str
+    reason: str
+    headers: dict[str, str] | None = None
+
+
+BAD_SECRET = Refusal(401, "missing or invalid task secret", "bad shared secret")
+NOT_LOCAL = Refusal(403, "task deliveries are not accepted from here",
+                    "not loopback and no TASK_SECRET")
+
+
+def check_task_delivery(settings: Settings, verifier: Verifier | None, *,
+                        secret: str | None, authorization: str | None,
+                        client: str | None) -> Refusal | None:
+    """Who may deliver a task; None if this one may. Never the admin key. The one check
+    behind both the route (require_task_auth) and the fast path (worker/fast_task.py).
+
+    Cloud Tasks in production (a ``verifier``): a Google OIDC token in ``authorization``
+    for CLOUD_TASKS_SERVICE_ACCOUNT with audience WORKER_URL; missing or invalid -> 401,
+    another identity -> 403, certificates unreachable -> 503 (Cloud Tasks retries). The
+    verifier may fetch Google's certificates, so a caller with one runs this in a thread.
+    Otherwise: ``secret`` (the X-Task-Secret header) equal to TASK_SECRET; without one
+    configured (development), only a loopback ``client``.
     """
+    if verifier is not None:
+        try:
+            verifier(authorization)
+        except (TokenRejected, CertsUnavailable) as exc:
+            headers = ({"Retry-After": "5"} if exc.status == 503
+                       else {"WWW-Authenticate": "Bearer"})
+            return Refusal(exc.status, exc.message, exc.message, headers)
+        return None
+    expected = settings.TASK_SECRET.get_secret_value() if settings.TASK_SECRET else ""
+    if expected:
+        if secret is None or not _equal(secret, expected):
+            return BAD_SECRET
+        return None
+    return None if _is_loopback(client) else NOT_LOCAL
+
+
+async def require_task_auth(request: Request, settings: SettingsDep) -> None:
+    """The route's side of check_task_delivery: a refusal is logged and answered."""
+    verifier: Verifier | None = getattr(request.app.state, "oidc_verifier", None)
+    headers = request.headers
+    client = request.client.host if request.client else None
+    check = partial(check_task_delivery, settings, verifier,
+                    secret=headers.get("x-task-secret"),
+                    authorization=headers.get("authorization"), client=client)
     # Async, so a delivery does not hop through the thread pool for a header compare;
     # only the OIDC check, which may fetch Google's certificates, runs in a thread.
-    verifier = getattr(request.app.state, "oidc_verifier", None)
-    if verifier is not None:
-        await asyncio.to_thread(_check_oidc, verifier, request)
-        return
-    secret = settings.TASK_SECRET.get_secret_value() if settings.TASK_SECRET else ""
-    if secret:
-        offered = request.headers.get("x-task-secret")
-        if offered is None or not _equal(offered, secret):
-            log.warning("task delivery refused: bad shared secret",
-                        extra={"action": "task_auth_refused"})
-            raise HTTPException(status_code=401, detail="missing or invalid task secret")
-        return
-    client = request.client.host if request.client else None
-    if not _is_loopback(client):
-        log.warning("task delivery refused: not loopback and no TASK_SECRET",
-                    extra={"action": "task_auth_refused"})
-        raise HTTPException(status_code=403, detail="task deliveries are not accepted from here")
-
-
-def _check_oidc(verifier: Verifier, request: Request) -> None:
-    """Production: the Cloud Tasks OIDC token. Missing or invalid -> 401, another
-    identity -> 403, certificates unreachable -> 503 (Cloud Tasks retries)."""
-    try:
-        verifier(request.headers.get("authorization"))
-    except (TokenRejected, CertsUnavailable) as exc:
-        client = request.client.host if request.client else None
-        log.warning("task delivery refused: %s", exc.message,
-                    extra={"action": "task_auth_refused", "http_status": exc.status,
+    refusal = check() if verifier is None else await asyncio.to_thread(check)
+    if refusal is not None:
+        log.warning("task delivery refused: %s", refusal.reason,
+                    extra={"action": "task_auth_refused", "http_status": refusal.status,
                            "client": client,
-                           "cloud_task_name": request.headers.get("x-cloudtasks-taskname")})
-        headers = {"Retry-After": "5"} if exc.status == 503 else {"WWW-Authenticate": "Bearer"}
-        raise HTTPException(status_code=exc.status, detail=exc.message,
-                            headers=headers) from None
+                           "cloud_task_name": headers.get("x-cloudtasks-taskname")})
+        raise HTTPException(status_code=refusal.status, detail=refusal.detail,
+                            headers=refusal.headers)
 
 
 TaskAuthDep = Depends(require_task_auth)

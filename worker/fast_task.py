@@ -1,4 +1,4 @@
-"""The local dispatcher's deliveries, answered without FastAPI's routing (issue 14).
+"""The local dispatcher's deliveries, answered without FastAPI's routing.
 
 The HTTP hop is the contract; the framework around it was not needed for the common
 case. Under py-spy (GIL samples) uvicorn -> Starlette -> FastAPI -> the route, before the
@@ -6,13 +6,15 @@ endpoint ran, was 0.4 ms of the worker's 2 ms of CPU per task: a dozen middlewar
 route matching over every router, five header parameters and a body model solved per
 request. This ASGI middleware answers exactly one shape of request itself: a POST to
 the task path with a small JSON body ``{"task_id": <uuid>}``, in local mode (no Cloud
-Tasks, no OIDC), authenticated as ``worker.deps.require_task_auth`` does it (the
-TASK_SECRET header compared in constant time, or a loopback client when no secret is
-set), with no Cloud Tasks or trace headers and no Origin. It runs the same
-``TaskProcessor.process`` and answers what the route answers (same status, body,
-Retry-After), and database errors go to the app's own exception handlers.
+Tasks, no OIDC), with no Cloud Tasks or trace headers and no Origin.
 
-Anything else, and any doubt (a refused secret, a body that is not exactly that), goes
+It is a thin adapter over the route's own parts, not a second copy of them: who may
+deliver is ``worker.deps.check_task_delivery`` (the check behind the route's
+``require_task_auth``), the delivery is ``TaskProcessor.process``, and the answer is
+``worker.responses.DeliveryAnswer`` (the route's too); database errors go to the app's
+own exception handlers. tests/unit/test_task_path_shared.py holds them to that.
+
+Anything else, and any doubt (a refused delivery, a body that is not exactly that), goes
 to FastAPI untouched, with the body it already read replayed: refusals, validation errors
 and their logs stay the route's.
 """
@@ -27,8 +29,9 @@ from uuid import UUID
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.dispatch.local.loop import TASK_PATH
-from worker.deps import _equal, _is_loopback
+from core.worker_url import TASK_PATH
+from worker.deps import check_task_delivery
+from worker.responses import DeliveryAnswer
 
 # The dispatcher's body is {"task_id":"<36 characters>"}: anything much longer is not
 # one of its deliveries.
@@ -49,7 +52,7 @@ class FastTaskPath:
             await self.app(scope, receive, send)
             return
         state = scope["app"].state
-        if not self._authenticated(scope):
+        if not self._accepted(scope):
             await self.app(scope, receive, send)
             return
         body = await _read_small_body(receive)
@@ -63,30 +66,23 @@ class FastTaskPath:
         except Exception as exc:
             await _handled(scope, exc, send)
             return
-        payload = json.dumps(outcome.body(), ensure_ascii=False, allow_nan=False,
-                             separators=(",", ":")).encode("utf-8")
-        headers = [(b"content-length", str(len(payload)).encode()),
-                   (b"content-type", _JSON)]
-        retry_after = outcome.retry_after_header()
-        if retry_after is not None:
-            headers.append((b"retry-after", retry_after.encode()))
-        await send({"type": "http.response.start", "status": outcome.http_status,
-                    "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await DeliveryAnswer(outcome)(scope, receive, send)
 
-    def _authenticated(self, scope: Scope) -> bool:
-        """The local delivery's credentials, as require_task_auth checks them; False also
-        for anything the route must see itself."""
+    def _accepted(self, scope: Scope) -> bool:
+        """A local delivery of the fast shape that check_task_delivery accepts; False for
+        anything the route must see itself (it then checks, refuses and logs)."""
         state = scope["app"].state
         settings = state.settings
-        if settings.USE_CLOUD_TASKS or getattr(state, "oidc_verifier", None) is not None:
+        verifier = getattr(state, "oidc_verifier", None)
+        if settings.USE_CLOUD_TASKS or verifier is not None:
             return False
         offered: bytes | None = None
         json_body = False
         length: int | None = None
         for name, value in scope["headers"]:
             if name == b"x-task-secret":
-                offered = value
+                if offered is None:  # the first one, as the route's request.headers reads it
+                    offered = value
             elif name == b"content-type":
                 json_body = value.split(b";", 1)[0].strip().lower() == _JSON
             elif name == b"content-length":
@@ -95,11 +91,10 @@ class FastTaskPath:
                 return False
         if not json_body or length is None or length > MAX_FAST_BODY_BYTES:
             return False
-        secret = settings.TASK_SECRET.get_secret_value() if settings.TASK_SECRET else ""
-        if secret:
-            return offered is not None and _equal(offered.decode("latin-1"), secret)
         client = scope.get("client")
-        return _is_loopback(client[0] if client else None)
+        return check_task_delivery(
+            settings, verifier, secret=offered.decode("latin-1") if offered is not None else None,
+            authorization=None, client=client[0] if client else None) is None
 
 
 async def _read_small_body(receive: Receive) -> bytes | None:

@@ -1,4 +1,4 @@
-"""Deliveries this worker refused (issue 10): in Cloud Tasks mode the queue does the
+"""Deliveries this worker refused: in Cloud Tasks mode the queue does the
 delivering, so a mismatched OIDC audience or service account shows only as 401/403
 answers here until the queue drops the task. This ASGI middleware notes each such answer
 to a Cloud Tasks delivery (it carries X-CloudTasks-TaskName) in delivery_problems, so
@@ -16,7 +16,7 @@ from typing import Any
 
 from core.db.queries import q
 from core.dispatch import undeliverable
-from core.worker_url import TASK_PATH
+from core.worker_url import TASK_PATH, task_url
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,6 @@ class RefusedDeliveries:
         settings = getattr(getattr(app, "state", None), "settings", None)
         if engine is None or settings is None or not settings.WORKER_URL:
             return
-        from core.worker_url import task_url
-
         url = undeliverable.safe_url(task_url(settings.WORKER_URL))
         cause = undeliverable.Cause(f"refused_{status}",
                                     f"HTTP {status} from {url}: this worker refused Cloud "

@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from starlette.background import BackgroundTask
 
 from core.delivery.processing import TaskProcessor
+from core.worker_url import TASK_PATH
 from worker.deps import TaskAuthDep
-from worker.responses import ErrorBody, error_responses
+from worker.responses import DeliveryAnswer, ErrorBody, error_responses
 
 if TYPE_CHECKING:
     from core.dispatch.cloudtasks.handover import Handover
@@ -43,7 +44,7 @@ class TaskAnswer(BaseModel):
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before the next try.",
                                 "schema": {"type": "string"}}}
 # 2xx: done, do not retry. 429/503: retry later (rate limited, busy, upstream or database
-# down). 500: retry with backoff. See the delivery contract in DESIGN.md.
+# down). 500: retry with backoff. The delivery contract: docs/architecture.md.
 _ANSWERS: dict[int | str, dict[str, Any]] = {
     **error_responses(401, 403, 413, 422),
     429: {"model": TaskAnswer, "description": "Rate limited: retry later.",
@@ -65,7 +66,7 @@ def _int_header(value: str | None) -> int | None:
     return number if number >= 0 else None
 
 
-@router.post("/api/admin/worker/process-task", dependencies=[TaskAuthDep],
+@router.post(TASK_PATH, dependencies=[TaskAuthDep],
              response_model=TaskAnswer, responses=_ANSWERS)
 async def process_task(
     body: TaskDelivery,
@@ -75,7 +76,7 @@ async def process_task(
     x_cloudtasks_taskretrycount: Annotated[str | None, Header()] = None,
     x_cloudtasks_taskexecutioncount: Annotated[str | None, Header()] = None,
     x_cloud_trace_context: Annotated[str | None, Header()] = None,
-) -> JSONResponse:
+) -> Response:
     processor: TaskProcessor = request.app.state.processor
     retry_count = _int_header(x_cloudtasks_taskretrycount)
     # Cloud Tasks' retry count also counts tries that never reached us, so it is a floor
@@ -97,9 +98,7 @@ async def process_task(
         return await _cloud_tasks_delivery(request, processor, body.task_id,
                                            x_cloudtasks_taskname, extra)
     outcome = await processor.process(body.task_id, attempt_floor=attempt_floor, log_extra=extra)
-    retry_after = outcome.retry_after_header()
-    headers = {"Retry-After": retry_after} if retry_after is not None else {}
-    return JSONResponse(outcome.body(), status_code=outcome.http_status, headers=headers)
+    return DeliveryAnswer(outcome)
 
 
 # Outcomes after which the task no longer holds a place in the Cloud Tasks window.
@@ -107,10 +106,11 @@ WINDOW_FREED = frozenset({"succeeded", "failed", "duplicate", "unknown_task"})
 
 
 def _refill_after(response: JSONResponse, request: Request, outcome: str) -> JSONResponse:
-    """issue 13: a task left the window; refill it from the table (core.dispatch.cloudtasks.window)
-    once this answer is sent (Starlette runs the background task after the response, in
-    a thread): the delivery does not wait for it, and Cloud Tasks has let go of this task
-    before the next one is created, so the queue holds no more than the window."""
+    """A task left the Cloud Tasks window; refill it from the table
+    (core/dispatch/cloudtasks/window.py) once this answer is sent (Starlette runs the
+    background task after the response, in a thread): the delivery does not wait for it,
+    and Cloud Tasks has let go of this task before the next one is created, so the queue
+    holds no more than the window."""
     refiller = getattr(request.app.state, "refiller", None)
     if refiller is not None and outcome in WINDOW_FREED:
         response.background = BackgroundTask(refiller.request)

@@ -38,7 +38,6 @@ from core.dispatch.local.limits import ConcurrencyLimit, limit_from_settings
 
 log = logging.getLogger(__name__)
 
-TASK_PATH = "/api/admin/worker/process-task"
 TASK_SECRET_HEADER = "X-Task-Secret"
 # Deliveries per HTTP client (connection pool); see run().
 CONNECTIONS_PER_CLIENT = 4
