@@ -6,7 +6,8 @@ noise (barely compressible, about what a detailed GPT image weighs), base64-enco
 API sends it, so the file is ~2 GB streamed. A real ``python -m worker`` (with its local
 batch poller) downloads it line by line, stores each image and thumbnail and completes
 each task. Its peak resident memory (VmHWM, from /proc) must stay <= 150 MB: the file is
-never held whole. The ingest rate is what BATCH_CHUNK_SIZE is chosen from (README).
+never held whole. The ingest rate is what BATCH_CHUNK_SIZE is chosen from
+(docs/batch-mode.md).
 """
 
 from __future__ import annotations

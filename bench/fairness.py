@@ -1,4 +1,5 @@
-"""Benchmark: fair share and priority (issue 13), locally and through the Cloud Tasks fake.
+"""Benchmark: fair share and priority (docs/order-of-work.md), locally and through the
+Cloud Tasks fake.
 
 One worker per set-up (demo model, DEMO_LATENCY_MS=1000, 25 deliveries at once: the local
 dispatcher's LOCAL_MAX_CONCURRENCY, or the fake queue's max_concurrent_dispatches with a

@@ -1,4 +1,4 @@
-"""What turning prepared statements off costs on the hot path (issue 10).
+"""What turning prepared statements off costs on the hot path (Supabase's transaction pooler).
 
 Supabase's transaction pooler (pgbouncer in transaction mode, port 6543) needs psycopg's
 ``prepare_threshold=None``: every statement is then parsed and planned by the server each
@@ -56,7 +56,7 @@ def _hot_path_us(url: str, prepare: int | None, n: int) -> float:
         started = time.perf_counter()
         boot = uuid.uuid4()
         for task_id in ids:
-            token = uuid.uuid4()  # each claim draws one; complete presents it (core.delivery.leases)
+            token = uuid.uuid4()  # each claim draws one; complete presents it (leases.py)
             conn.execute(q("claim_task"), {
                 "task_id": task_id, "attempt_floor": 0, "lease_s": 60, "owner": "bench",
                 "boot": boot, "token": token, "max_attempts": 5}).one()

@@ -47,7 +47,7 @@ PGBENCH_S = 8
 PGBENCH_CLIENTS = 8
 PROCRASTINATE_JOBS = 2000
 GOAL_TASKS_PER_S = 300.0
-# Issue 14: worker CPU per task on this path (dispatch, HTTP, claim, store, complete).
+# Worker CPU per task on this path (dispatch, HTTP, claim, store, complete).
 GOAL_CPU_MS_PER_TASK = 2.0
 # Filled in by run(): the cost benchmark reads it.
 MEASURED: dict[str, float] = {}

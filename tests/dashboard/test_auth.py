@@ -25,7 +25,7 @@ OIDC = {
     "client_secret": "client-secret-value",
     "server_metadata_url": "https://idp.invalid/.well-known/openid-configuration",
 }
-# Production never falls back to the demo model or local storage unless named (issue 10).
+# Production never falls back to the demo model or local storage unless named.
 PRODUCTION = {"ENVIRONMENT": "production", "API_KEY": "k" * 32, "TASK_SECRET": "t" * 32,
               "IMAGE_PROVIDER": "demo", "STORAGE_BACKEND": "local",
               "DASHBOARD_ALLOWED_DOMAINS": "example.com"}
@@ -207,7 +207,7 @@ def test_preflight_names_missing_settings_without_values(env: dict[str, str],
                          "OPENAI_API_KEY": "secret-key-value"}, tmp_path)
     assert result.returncode == 2
     assert "SUPABASE_KEY" in result.stderr and "secret-key-value" not in result.stderr
-    # The dashboard serves neither the admin API nor the task endpoint (issue 10).
+    # The dashboard serves neither the admin API nor the task endpoint.
     assert "TASK_SECRET" not in result.stderr and "API_KEY," not in result.stderr
 
 

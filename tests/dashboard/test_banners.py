@@ -1,4 +1,4 @@
-"""Issue 10 on the dashboard: a banner on the Queue and Job pages when deliveries do not
+"""Undeliverable deliveries on the dashboard: a banner on the Queue and Job pages when they do not
 reach the task handler (recorded by the real recording function on a real task row), and
 "Retry all failed" in Cloud Tasks mode with the queue unreachable says the tasks wait
 for the sweeper and gives the error, instead of "Requeued N"."""
@@ -51,7 +51,7 @@ def test_retry_all_failed_says_the_tasks_wait_for_the_sweeper(settings: Settings
     job = seeded_job(settings, engine, ["[[demo:moderation_blocked]] a moth", "a fern"])
     assert job.failed_tasks == 1
     at = open_page("app_pages/job.py", job_id=str(job.id))
-    # A refusal is left alone unless asked (issue 12): ask, so there is one to hand over.
+    # A refusal is left alone unless asked: ask, so there is one to hand over.
     at.checkbox(key="retry_include_refusals").check().run()
     at.button(key="retry_all").click().run()
     messages = [e.value for e in at.error] + [w.value for w in at.warning]

@@ -28,8 +28,8 @@ from tests.conftest import REPO_ROOT, WorkerProcess, free_port, need, stop_proce
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = REPO_ROOT / "docs" / "screenshots" / "job-page.png"
-# What this machine's Chromium needs as root in a closed network (see DESIGN.md and the
-# machine notes): no sandbox, no GPU, and no background calls to Google's hosts.
+# What Debian's Chromium needs as root in a closed network: no sandbox, no GPU, and no
+# background calls to Google's hosts.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-dev-shm-usage"]

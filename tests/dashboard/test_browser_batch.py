@@ -1,7 +1,7 @@
 """Batch mode in a real browser: a worker with the OpenAI provider pointed at the stub
 (Files and Batch APIs), the dashboard, Debian's Chromium. Submits a batch-mode job from
 the Submit page (both modes' cost side by side), watches its batches run on the Job page
-and saves the screenshots the README shows."""
+and saves the screenshots docs/batch-mode.md shows."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_batch_mode_job_in_the_dashboard(
             page.screenshot(path=str(SUBMIT_SHOT), full_page=True)
             page.set_viewport_size({"width": 1400, "height": 1000})
             page.get_by_role("button", name=f"Submit {len(PROMPTS)} images").click()
-            # Submit goes straight to the job's page (issue 12).
+            # Submit goes straight to the job's page.
 
             page.get_by_text("Batches", exact=True).wait_for()
             page.get_by_text("completed · 100.0%").wait_for(timeout=120_000)

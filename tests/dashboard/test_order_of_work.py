@@ -1,4 +1,5 @@
-"""issue 13 on the dashboard under AppTest against a real PostgreSQL: priority and spend cap
+"""The order of work on the dashboard under AppTest against a real PostgreSQL: priority and
+spend cap
 at submit, the Queue page's order of work (priority, share, in flight, waiting, spend,
 what each job waits for), and the Job page's priority / cap change."""
 

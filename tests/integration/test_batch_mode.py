@@ -250,7 +250,7 @@ def test_retry_failed_of_a_batch_job_goes_back_into_a_batch(
     done = _until_done(run, job.id)
     assert (done.completed_tasks, done.failed_tasks) == (1, 1)
     stub.batches.on_prompt("forbidden", "ok")
-    # A refusal is left alone unless asked (issue 12); asked here, it goes into a batch.
+    # A refusal is left alone unless asked; asked here, it goes into a batch.
     result = lifecycle.retry_failed(job.id, engine=engine, settings=batch_settings,
                                include_refusals=True)
     assert result.requeued == 1

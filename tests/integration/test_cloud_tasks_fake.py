@@ -102,7 +102,7 @@ def test_large_batch_runs_createtask_concurrently_but_bounded(
 ) -> None:
     assert cli(["queue", "pause"]) == 0  # nothing is delivered: no worker runs here
     fake.create_latency_s = 0.05  # a round trip to Cloud Tasks, roughly
-    # issue 13: the queue gets a window of the batch (CLOUD_TASKS_WINDOW); one as large as
+    # The queue gets a window of the batch (CLOUD_TASKS_WINDOW); one as large as
     # the batch hands it all over at once, as a large refill or sweep does.
     wide = prod_settings.model_copy(update={"CLOUD_TASKS_WINDOW": 1000})
     job = lifecycle.submit_batch(BatchSpec(prompts=tuple(f"tile {i}" for i in range(1000)),

@@ -1,4 +1,4 @@
-"""Cloud Tasks recovery with the product's DEFAULT settings (issue 9), against
+"""Cloud Tasks recovery with the product's DEFAULT settings, against
 tests/peers/cloudtasks_fake.py (Cloud Tasks' retry semantics), with the queue created both
 ways: as ``aiwebimage queue create`` makes it, and as the deployment guide's
 ``gcloud tasks queues create --max-dispatches-per-second --max-concurrent-dispatches``

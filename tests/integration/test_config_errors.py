@@ -1,4 +1,5 @@
-"""Every misconfiguration of issue 10, through the real entry points as subprocesses:
+"""Every misconfiguration of the deployment guide, through the real entry points as
+subprocesses:
 ``python -m worker``, ``python -m dashboard --check`` and ``python -m cli.main init-db``
 each print ONE line on stderr naming the variable (and the accepted forms), exit with
 status 2 and never show a traceback or a secret."""
@@ -49,7 +50,7 @@ def assert_one_line(done: subprocess.CompletedProcess[str], *needles: str) -> st
 
 CASES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     "bad PORT": ({"PORT": "abc"}, ("PORT", "integer")),
-    # issue 13: spend limits and the Cloud Tasks window
+    # Spend limits and the Cloud Tasks window
     "bad BUDGET_DAILY_USD_BY_KEY": ({"BUDGET_DAILY_USD_BY_KEY": "alice"},
                                     ("BUDGET_DAILY_USD_BY_KEY", "name=usd")),
     "negative BUDGET_DAILY_USD": ({"BUDGET_DAILY_USD": "-1"},

@@ -1,4 +1,4 @@
-"""issue 13: the fair-share claim (dispatch_claim_due, window_pick) against its rule
+"""The fair-share claim (dispatch_claim_due, window_pick) against its rule
 (core.dispatch.fair.pick), spend caps in the claim, priority changes, against a real
 PostgreSQL."""
 

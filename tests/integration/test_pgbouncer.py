@@ -38,7 +38,8 @@ def _database(db_url: str) -> str:
 
 def test_the_bug_prepared_statements_break_in_transaction_mode(
         server_url: str, db_url: str) -> None:
-    """The failure issue 10 saw, reproduced: psycopg preparing statements through a
+    """The failure Supabase's transaction pooler gave, reproduced: psycopg preparing
+    statements through a
     transaction-mode pgbouncer fails once clients share server connections."""
     errors: list[str] = []
     with PgBouncer(server_url, pool_mode="transaction", pool_size=2) as bouncer:

@@ -1,4 +1,4 @@
-"""issue 13: spend limits with a real worker, the local dispatcher and the OpenAI stub
+"""Spend limits with a real worker, the local dispatcher and the OpenAI stub
 (the real ``openai`` client; each answer's ``usage`` is billed at core/billing/prices.csv's
 gpt-image-2 rates). A job with max_cost_usd stops at its cap (give or take one in-flight
 window), its tasks wait (none fails), /healthz and the job say why and how much was spent,

@@ -1,4 +1,4 @@
-"""No silent loop (issue 10): WORKER_URL in the deployment guide's form (the full task
+"""No silent loop: WORKER_URL in the deployment guide's form (the full task
 URL) works; a delivery that cannot reach the handler (404, refused connection, 401 from a
 mismatched TASK_SECRET) is recorded on the row with the status and URL, counted on
 /metrics, shown on /healthz, logged once per cause, and the task ends as `undeliverable`

@@ -1,4 +1,4 @@
-"""issue 13, Cloud Tasks mode: the queue holds a bounded window of a job's tasks, refilled
+"""Cloud Tasks mode: the queue holds a bounded window of a job's tasks, refilled
 from the table as tasks finish, and a cancel of a running 5,000-task job acts at once: no
 delivery starts more than 2 s after the cancel. A production worker behind the Cloud Tasks
 fake (the real google-cloud-tasks client, OIDC-signed deliveries), the demo model."""

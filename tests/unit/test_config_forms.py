@@ -1,4 +1,4 @@
-"""Pure parts of issue 10: the accepted forms of WORKER_URL and CORS_ORIGINS, the pooler
+"""Pure parts of the configuration: the accepted forms of WORKER_URL and CORS_ORIGINS, the pooler
 mode, the undeliverable rule and the one-line description of invalid settings."""
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ def test_every_installed_dependency_comes_from_pyproject(
     produced = subprocess.run([sys.executable, "-c", argv[2]], cwd=tmp_path, check=True,
                               capture_output=True, text=True).stdout
     out.write_text(produced)
-    # core's dependencies plus the image's own extra (issue 10: slim images).
+    # core's dependencies plus the image's own extra (slim images).
     extra = image_extra(dockerfile)
     assert produced.split("\n")[:-1] == (PYPROJECT["project"]["dependencies"]
                                          + PYPROJECT["project"]["optional-dependencies"][extra])

@@ -1,4 +1,4 @@
-""".env.example names every setting (issue 10: deploy as a user would), and the defaults
+""".env.example names every setting (deploy as a user would), and the defaults
 it writes are the settings' own: the file loads as settings equal to the defaults."""
 
 from __future__ import annotations

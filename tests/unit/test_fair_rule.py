@@ -1,4 +1,4 @@
-"""issue 13: the fair-share rule (core.dispatch.fair), the spend cap projection, the
+"""The fair-share rule (core.dispatch.fair), the spend cap projection, the
 schedule's input checks and BUDGET_DAILY_USD_BY_KEY's form (pure)."""
 
 from __future__ import annotations
