@@ -1,7 +1,6 @@
 """The order of work on the dashboard under AppTest against a real PostgreSQL: priority and
-spend cap
-at submit, the Queue page's order of work (priority, share, in flight, waiting, spend,
-what each job waits for), and the Job page's priority / cap change."""
+spend cap at submit, the Queue page's order of work (priority, share, in flight, waiting,
+spend, what each job waits for), and the Job page's priority / cap change."""
 
 from __future__ import annotations
 

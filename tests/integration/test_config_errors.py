@@ -1,6 +1,6 @@
 """Every misconfiguration of the deployment guide, through the real entry points as
-subprocesses:
-``python -m worker``, ``python -m dashboard --check`` and ``python -m cli.main init-db``
+subprocesses: ``python -m worker``, ``python -m dashboard --check`` and
+``python -m cli.main init-db``
 each print ONE line on stderr naming the variable (and the accepted forms), exit with
 status 2 and never show a traceback or a secret."""
 

@@ -39,8 +39,8 @@ def _database(db_url: str) -> str:
 def test_the_bug_prepared_statements_break_in_transaction_mode(
         server_url: str, db_url: str) -> None:
     """The failure Supabase's transaction pooler gave, reproduced: psycopg preparing
-    statements through a
-    transaction-mode pgbouncer fails once clients share server connections."""
+    statements through a transaction-mode pgbouncer fails once clients share server
+    connections."""
     errors: list[str] = []
     with PgBouncer(server_url, pool_mode="transaction", pool_size=2) as bouncer:
         url = _psql_form(bouncer.url(_database(db_url)))
