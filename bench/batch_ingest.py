@@ -58,7 +58,7 @@ def _status_kb(pid: int, field: str) -> float:
 
 
 def run() -> list[Figure]:
-    from tests.peers.openai_stub import OpenAIStub
+    from testing.openai_stub import OpenAIStub
 
     png = realistic_png()
     with bench_database("batch_ingest") as url, workdir("batch-ingest") as tmp, \

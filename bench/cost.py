@@ -30,7 +30,7 @@ IMAGE_PX = 1024
 
 
 def cpu_per_task_s() -> float | None:
-    from tests.peers.openai_stub import OpenAIStub
+    from testing.openai_stub import OpenAIStub
 
     with OpenAIStub(latency_s=0.05, image_px=IMAGE_PX) as stub, \
             bench_database("cost") as url, workdir("cost") as tmp:

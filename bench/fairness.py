@@ -112,7 +112,7 @@ def _cloud_tasks() -> dict[str, float]:
     from google.cloud import tasks_v2
     from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
-    from tests.peers.cloudtasks_fake import (
+    from testing.cloudtasks_fake import (
         CloudTasksFake,
         TestIdentity,
         gcloud_queue,

@@ -87,7 +87,7 @@ def run() -> list[Figure]:
                               "% per task", note="on the two hot statements; the model "
                               "call (seconds) dwarfs it"))
         try:
-            from tests.peers import pgbouncer
+            from testing import pgbouncer
         except ImportError:  # benchmarks run from a checkout; tests/ may be absent
             pgbouncer = None  # type: ignore[assignment]
         if pgbouncer is not None and pgbouncer.binary():

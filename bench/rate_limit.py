@@ -1,6 +1,6 @@
 """Benchmark 1, adaptive concurrency under a provider rate limit R.
 
-The OpenAI-compatible stub (tests.peers.openai_stub) allows R images per minute and
+The OpenAI-compatible stub (testing.openai_stub) allows R images per minute and
 answers 429 with Retry-After and x-ratelimit-* headers above it. Here its window is a
 token bucket refilled at R/60 per second with BURST_S seconds of burst, the way OpenAI's
 limits replenish continuously (the stub's own 60 s sliding window would let a whole
@@ -41,7 +41,7 @@ CAP_S = 75.0  # a set-up still running after this is measured over what it did s
 
 
 def _stub(rate_per_min: int, latency_s: float):  # type: ignore[no-untyped-def]
-    from tests.peers.openai_stub import OpenAIStub
+    from testing.openai_stub import OpenAIStub
 
     class BucketStub(OpenAIStub):
         """R per minute as a token bucket (see the module doc)."""

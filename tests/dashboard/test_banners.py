@@ -13,9 +13,9 @@ from sqlalchemy import Engine, text
 from core.config import Settings
 from core.dispatch import undeliverable
 from core.jobs import lifecycle
+from testing.openai_stub import OpenAIStub
 from tests.conftest import free_port
 from tests.dashboard.conftest import open_page, seeded_job, submit
-from tests.peers.openai_stub import OpenAIStub
 
 
 def test_queue_and_job_pages_show_undeliverable_deliveries(settings: Settings,

@@ -14,9 +14,9 @@ from playwright.sync_api import sync_playwright
 
 from core.config import Settings
 from core.providers.demo import draw_picture
+from testing.openai_stub import OpenAIStub
 from tests.conftest import REPO_ROOT, WorkerProcess, need, wait_for
 from tests.dashboard.test_browser import CHROMIUM, CHROMIUM_ARGS, dashboard
-from tests.peers.openai_stub import OpenAIStub
 
 __all__ = ["dashboard"]  # the fixture, imported for this module's tests
 

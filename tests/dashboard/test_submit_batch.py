@@ -98,7 +98,7 @@ def test_job_page_shows_each_batch_state_and_the_billed_cost(
     from core.config import get_settings
     from core.jobs.validation import BatchSpec
     from core.storage import get_storage
-    from tests.peers.openai_stub import OpenAIStub
+    from testing.openai_stub import OpenAIStub
 
     with OpenAIStub() as stub:
         env.update(IMAGE_PROVIDER="openai", OPENAI_API_KEY=stub.api_key,

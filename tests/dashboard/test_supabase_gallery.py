@@ -1,4 +1,4 @@
-"""With Supabase Storage (supabase-py against tests/peers/storage_stub.py, a real HTTP
+"""With Supabase Storage (supabase-py against testing/storage_stub.py, a real HTTP
 server on loopback) the gallery hands the browser bucket URLs, and the ZIP export reads
 the images back through the same Storage interface."""
 
@@ -14,8 +14,8 @@ from sqlalchemy import Engine
 
 from core.config import Settings
 from dashboard import data
+from testing.storage_stub import StorageStub
 from tests.dashboard.conftest import open_page, seeded_job
-from tests.peers.storage_stub import StorageStub
 
 BUCKET = "generated-images"
 

@@ -1,5 +1,5 @@
 """Batch mode in Cloud Tasks mode: a production worker (OIDC-verified deliveries) behind
-tests/peers/cloudtasks_fake.py, the OpenAI provider pointed at the stub's Batch API.
+testing/cloudtasks_fake.py, the OpenAI provider pointed at the stub's Batch API.
 Submitting schedules a planning task; each batch then has its own chain of poll tasks to
 /api/admin/worker/batch-poll (one name per round) until it is done."""
 
@@ -14,9 +14,9 @@ from sqlalchemy import Engine, text
 
 from core.batch.poller import POLL_PATH
 from core.config import Settings
+from testing.cloudtasks_fake import ADMIN, CloudTasksFake
+from testing.openai_stub import OpenAIStub
 from tests.conftest import wait_for
-from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake
-from tests.peers.openai_stub import OpenAIStub
 from tests.support.cloud_tasks import worker_on_port
 
 

@@ -17,9 +17,9 @@ from sqlalchemy import Engine, text
 from core.billing import charges
 from core.billing.prices import DEFAULT_PRICES_FILE
 from core.jobs import export
+from testing.openai_batch_stub import usage_for
+from testing.openai_stub import OpenAIStub
 from tests.conftest import WorkerProcess, wait_for
-from tests.peers.openai_batch_stub import usage_for
-from tests.peers.openai_stub import OpenAIStub
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from core.config import Settings, get_settings
 from core.jobs import lifecycle
 from core.jobs.validation import BatchSpec
 from core.storage import get_storage
-from tests.peers.openai_stub import OpenAIStub
+from testing.openai_stub import OpenAIStub
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def test_batch_job_completes_with_partial_errors_and_billed_cost(
 
 
 def _stub_usage(prompt: str, quality: str) -> dict[str, int]:
-    from tests.peers.openai_batch_stub import usage_for
+    from testing.openai_batch_stub import usage_for
 
     return usage_for(prompt, quality)
 

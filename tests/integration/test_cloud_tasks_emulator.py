@@ -3,7 +3,7 @@ scripts/test-deps.d/20-cloud-tasks-emulator.sh) with the real google-cloud-tasks
 over an insecure gRPC channel, delivering to a real worker process on loopback.
 
 The emulator neither deduplicates task names nor sends OIDC tokens: those two are tested
-against tests/peers/cloudtasks_fake.py (test_cloud_tasks_fake.py). The emulator and
+against testing/cloudtasks_fake.py (test_cloud_tasks_fake.py). The emulator and
 ``cloud_env`` are tests/support/cloud_tasks.py's fixtures.
 """
 
@@ -23,8 +23,8 @@ from core.dispatch import EnqueueResult, TaskRef
 from core.dispatch.cloudtasks.dispatcher import CloudTasksDispatcher
 from core.jobs import lifecycle
 from core.jobs.validation import BatchSpec
+from testing.openai_stub import OpenAIStub, Reply
 from tests.conftest import WorkerProcess, wait_for
-from tests.peers.openai_stub import OpenAIStub, Reply
 from tests.support.cloud_tasks import worker_on_port
 from tests.support.worker_api import submit
 

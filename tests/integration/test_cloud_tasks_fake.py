@@ -1,4 +1,4 @@
-"""What gcloud-tasks-emulator cannot show, against tests/peers/cloudtasks_fake.py (the
+"""What gcloud-tasks-emulator cannot show, against testing/cloudtasks_fake.py (the
 CloudTasks gRPC service from the google-cloud-tasks protos, the real client over a real
 insecure channel): AlreadyExists on a repeated task name, OIDC-signed deliveries to a
 worker in production mode, bounded concurrent CreateTask, failed CreateTask calls left
@@ -24,8 +24,8 @@ from core.dispatch.cloudtasks.dispatcher import (
 )
 from core.jobs import lifecycle
 from core.jobs.validation import BatchSpec
+from testing.cloudtasks_fake import ADMIN, CloudTasksFake
 from tests.conftest import WorkerProcess
-from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake
 from tests.support.worker_api import submit, wait_done
 
 

@@ -1,4 +1,4 @@
-"""tests/peers/cloudtasks_fake.py behaves as Cloud Tasks documents it (RetryConfig,
+"""testing/cloudtasks_fake.py behaves as Cloud Tasks documents it (RetryConfig,
 HttpRequest, the X-CloudTasks-* headers), seen through the real google-cloud-tasks client
 and a scripted HTTP target on loopback. The worker's recovery tests rest on this."""
 
@@ -19,7 +19,7 @@ from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from tests.peers.cloudtasks_fake import (
+from testing.cloudtasks_fake import (
     CloudTasksFake,
     gcloud_queue,
     retry_delay_s,

@@ -1,6 +1,6 @@
 """The table decides every retry; Cloud Tasks only carries (core/dispatch/cloudtasks/handover.py).
 
-A production worker behind tests/peers/cloudtasks_fake.py (the real google-cloud-tasks
+A production worker behind testing/cloudtasks_fake.py (the real google-cloud-tasks
 client, OIDC-signed deliveries) and the OpenAI stub: a retry is a new named Cloud Task of
 the next generation scheduled at the row's next_attempt_at, created before the delivery is
 answered 2xx; a superseded generation changes nothing; a failed CreateTask is answered
@@ -22,9 +22,9 @@ from sqlalchemy import Engine, text
 
 from cli.main import main as cli
 from core.config import Settings
+from testing.cloudtasks_fake import ADMIN, CloudTasksFake, TestIdentity
+from testing.openai_stub import OpenAIStub, Reply
 from tests.conftest import WorkerProcess, wait_for
-from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake, TestIdentity
-from tests.peers.openai_stub import OpenAIStub, Reply
 from tests.support.cloud_tasks import worker_on_port
 from tests.support.worker_api import submit
 

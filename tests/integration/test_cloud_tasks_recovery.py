@@ -1,5 +1,5 @@
 """Cloud Tasks recovery with the product's DEFAULT settings, against
-tests/peers/cloudtasks_fake.py (Cloud Tasks' retry semantics), with the queue created both
+testing/cloudtasks_fake.py (Cloud Tasks' retry semantics), with the queue created both
 ways: as ``aiwebimage queue create`` makes it, and as the deployment guide's
 ``gcloud tasks queues create --max-dispatches-per-second --max-concurrent-dispatches``
 makes it (Cloud Tasks' default retry config: 100 attempts, 0.1-3600 s, 16 doublings).
@@ -28,9 +28,9 @@ from sqlalchemy import Engine, text
 
 from core.config import Settings
 from core.dispatch.cloudtasks.dispatcher import CloudTasksDispatcher, queue_config
+from testing.cloudtasks_fake import ADMIN, CloudTasksFake, TestIdentity, gcloud_queue
+from testing.openai_stub import OpenAIStub, Reply
 from tests.conftest import WorkerProcess, wait_for
-from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake, TestIdentity, gcloud_queue
-from tests.peers.openai_stub import OpenAIStub, Reply
 from tests.support.cloud_tasks import create_queue, production_env, worker_on_port
 from tests.support.worker_api import submit
 

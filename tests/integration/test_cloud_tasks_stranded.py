@@ -1,5 +1,5 @@
 """Tasks stranded in Cloud Tasks mode: rows left queued (or running on a dead lease) after
-the queue lost their task. Against tests/peers/cloudtasks_fake.py (the CloudTasks gRPC
+the queue lost their task. Against testing/cloudtasks_fake.py (the CloudTasks gRPC
 service; the real google-cloud-tasks client over a real channel), real PostgreSQL, and a
 real worker in production mode (OIDC) for the end-to-end case.
 
@@ -27,8 +27,8 @@ from core.dispatch.cloudtasks.stranded import Candidate, is_candidate
 from core.dispatch.cloudtasks.sweeper import sweep_stranded
 from core.jobs import lifecycle
 from core.jobs.validation import BatchSpec
+from testing.cloudtasks_fake import ADMIN, CloudTasksFake
 from tests.conftest import free_port, wait_for
-from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake
 from tests.support.cloud_tasks import emulator_values, worker_on_port
 from tests.support.worker_api import wait_done
 

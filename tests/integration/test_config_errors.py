@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from testing.openai_stub import OpenAIStub
 from tests.conftest import _ISOLATED_ENV, REPO_ROOT, free_port
-from tests.peers.openai_stub import OpenAIStub
 
 PROGRAMS = {
     "worker": [sys.executable, "-m", "worker"],

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import httpx
 
+from testing.webhook_receiver import WebhookReceiver
 from tests.conftest import WorkerProcess, wait_for
-from tests.peers.webhook_receiver import WebhookReceiver
 from tests.support.worker_api import submit, wait_done
 
 FAST = {"WEBHOOK_POLL_S": "0.1", "WEBHOOK_RETRY_BASE_S": "0.3",

@@ -19,8 +19,8 @@ from core.dispatch.cloudtasks.oidc import (
     WrongIdentity,
     make_verifier,
 )
+from testing.cloudtasks_fake import SERVICE_ACCOUNT, TestIdentity, production_worker_env
 from tests.conftest import WorkerProcess, free_port
-from tests.peers.cloudtasks_fake import SERVICE_ACCOUNT, TestIdentity, production_worker_env
 
 TASK = "/api/admin/worker/process-task"
 UNKNOWN_TASK = {"task_id": "00000000-0000-4000-8000-000000000000"}

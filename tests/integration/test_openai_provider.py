@@ -1,5 +1,5 @@
 """The OpenAI provider end to end: a worker process with IMAGE_PROVIDER=openai calls the
-tests' OpenAI-compatible server (tests/peers/openai_stub.py) with the real ``openai``
+tests' OpenAI-compatible server (testing/openai_stub.py) with the real ``openai``
 client over real HTTP. Each failure kind must end in the right task state with the right
 attempt count, and each attempt must be exactly one HTTP call (the SDK's retries are off).
 """
@@ -15,8 +15,8 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
+from testing.openai_stub import OpenAIStub, Reply
 from tests.conftest import WorkerProcess, wait_for
-from tests.peers.openai_stub import OpenAIStub, Reply
 
 BATCH = "/api/admin/generate/batch"
 

@@ -1,4 +1,4 @@
-"""Supabase's poolers, against a real pgbouncer (tests/peers/pgbouncer.py) in front of the
+"""Supabase's poolers, against a real pgbouncer (testing/pgbouncer.py) in front of the
 test PostgreSQL: in transaction mode (Supabase's 6543) a 300-task batch completes exactly
 once with prepared statements off; in session mode (Supabase's session pooler) prepared
 statements stay on. DATABASE_URL is given in psql's ``postgresql://`` form."""
@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, text
 
+from testing import pgbouncer
+from testing.pgbouncer import PgBouncer
 from tests.conftest import WorkerProcess, need, wait_for
-from tests.peers import pgbouncer
-from tests.peers.pgbouncer import PgBouncer
 
 pytestmark = pytest.mark.slow
 

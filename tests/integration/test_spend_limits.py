@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from core.billing import charges
+from testing.openai_stub import OpenAIStub
 from tests.conftest import WorkerProcess, wait_for
-from tests.peers.openai_stub import OpenAIStub
 
 BATCH = "/api/admin/generate/batch"
 IN_FLIGHT = 4

@@ -1,4 +1,4 @@
-"""Supabase Storage through supabase-py against tests/peers/storage_stub.py (a real HTTP
+"""Supabase Storage through supabase-py against testing/storage_stub.py (a real HTTP
 server speaking the Storage REST endpoints): object paths, content types, upsert on
 redelivery, public and signed URLs, errors that name no secret."""
 
@@ -14,8 +14,8 @@ from sqlalchemy import Engine, text
 from core.config import Settings
 from core.errors import StorageError
 from core.storage.supabase_storage import SupabaseStorage
+from testing.storage_stub import StorageStub
 from tests.conftest import WorkerProcess, wait_for
-from tests.peers.storage_stub import StorageStub
 
 BUCKET = "generated-images"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 from sqlalchemy import Engine, text
 
+from testing.cloudtasks_fake import ADMIN, CloudTasksFake
 from tests.conftest import WorkerProcess
-from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake
 from tests.support.worker_api import wait_done
 
 

@@ -22,9 +22,9 @@ from core.dispatch.cloudtasks.dispatcher import CloudTasksDispatcher
 from core.dispatch.cloudtasks.undeliverable import check_undelivered
 from core.jobs import lifecycle
 from core.jobs.validation import BatchSpec
+from testing.cloudtasks_fake import CloudTasksFake, gcloud_queue
 from tests.conftest import wait_for
 from tests.integration.test_leases import run
-from tests.peers.cloudtasks_fake import CloudTasksFake, gcloud_queue
 from tests.support.cloud_tasks import create_queue
 
 

@@ -1,4 +1,4 @@
-"""Cloud Tasks mode through tests/peers/cloudtasks_fake.py with WORKER_URL as the
+"""Cloud Tasks mode through testing/cloudtasks_fake.py with WORKER_URL as the
 deployment guide writes it (the full task URL): the task target is not doubled, the OIDC
 audience the enqueuer asks for is the one the worker's verifier accepts, and a batch
 completes. A wrong WORKER_URL (404 from every try), a refused connection or a refused
@@ -22,8 +22,8 @@ from cli.main import main as cli
 from core import db
 from core.config import get_settings
 from core.dispatch.cloudtasks.dispatcher import CloudTasksDispatcher
+from testing.cloudtasks_fake import ADMIN, CloudTasksFake, TestIdentity, gcloud_queue
 from tests.conftest import WorkerProcess, free_port, wait_for
-from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake, TestIdentity, gcloud_queue
 from tests.support.cloud_tasks import create_queue, production_env, worker_on_port
 from tests.support.worker_api import submit
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
+from testing.openai_stub import OpenAIStub
 from tests.conftest import WorkerProcess, wait_for
-from tests.peers.openai_stub import OpenAIStub
 
 TASKS = 1000
 CHUNK = 400  # three batches: 400, 400, 200

@@ -128,7 +128,7 @@ def test_storage_down_20_s_during_a_50_task_batch_pays_for_each_image_once(
 ) -> None:
     """The model answered, storing failed: the answer is staged and the next attempts store
     it without calling the model again. Billed calls are counted at the OpenAI stub."""
-    from tests.peers.openai_stub import OpenAIStub
+    from testing.openai_stub import OpenAIStub
 
     images, away = tmp_path / "images", tmp_path / "images-away"
     prompts = [f"paid once picture {i}" for i in range(50)]

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
+from testing.cloudtasks_fake import ADMIN, CloudTasksFake
 from tests.conftest import WorkerProcess, wait_for
-from tests.peers.cloudtasks_fake import ADMIN, CloudTasksFake
 
 WINDOW = 20
 TASKS = 5000

@@ -139,8 +139,8 @@ def test_without_cors_origins_no_origin_is_allowed(
 def test_in_production_the_admin_key_is_no_oidc_token(
     env: dict[str, str], tmp_path: Path,
 ) -> None:
+    from testing.cloudtasks_fake import SERVICE_ACCOUNT, TestIdentity, production_worker_env
     from tests.conftest import free_port
-    from tests.peers.cloudtasks_fake import SERVICE_ACCOUNT, TestIdentity, production_worker_env
 
     identity = TestIdentity()
     port = free_port()

@@ -96,6 +96,34 @@ def test_body_over_the_limit_is_refused_with_413(worker: WorkerProcess) -> None:
     assert r.status_code == 413 and r.json()["field"] == "body"
 
 
+def test_a_declared_length_over_the_limit_is_refused_before_the_endpoint_acts(
+    worker: WorkerProcess, engine: Engine,
+) -> None:
+    # The case FastAPI's max_body_size cannot answer in this form (worker/body_limit.py):
+    # it would let the cancel run, then send a plain-text 413.
+    job = httpx.post(worker.url + BATCH, json={"prompts": ["a cat"]}, headers=HEADERS,
+                     timeout=10).json()["id"]
+    r = httpx.post(f"{worker.url}/api/admin/jobs/{job}/cancel", content=b"x" * 5000,
+                   headers=HEADERS, timeout=10)
+    assert (r.status_code, r.json()) == (
+        413, {"detail": "request body over 4096 bytes", "field": "body"})
+    with engine.connect() as conn:
+        status = conn.execute(text("SELECT status FROM generation_jobs WHERE id = :j"),
+                              {"j": job}).scalar()
+    assert status != "cancelled"
+
+
+def test_a_content_length_that_is_not_a_number_never_reaches_the_app(
+    worker: WorkerProcess,
+) -> None:
+    with socket.create_connection(("127.0.0.1", worker.port), timeout=10) as sock:
+        sock.sendall((f"POST {BATCH} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      f"X-API-Key: {API_KEY}\r\nContent-Type: application/json\r\n"
+                      "Content-Length: 12abc\r\n\r\n{}").encode())
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+
+
 def test_chunked_body_without_length_is_cut_off_before_it_is_read_whole(
     worker: WorkerProcess,
 ) -> None:

@@ -1,7 +1,7 @@
 """Cloud Tasks set-up shared by the Cloud Tasks test files, as fixtures (tests/conftest.py
 registers this module as a plugin) and the helpers they are built from:
 
-- ``identity`` and ``fake``: the signing key and tests/peers/cloudtasks_fake.py behind it;
+- ``identity`` and ``fake``: the signing key and testing/cloudtasks_fake.py behind it;
 - ``prod_env`` / ``prod_settings`` / ``prod_worker``: a worker in production mode (OIDC
   verification on) behind the fake, its queue created by the CLI; a file adds to
   ``prod_env`` by overriding it;
@@ -23,8 +23,8 @@ from google.cloud import tasks_v2
 from cli.main import main as cli
 from core.config import Settings
 from core.dispatch.cloudtasks.dispatcher import CloudTasksDispatcher
+from testing.cloudtasks_fake import CloudTasksFake, TestIdentity, production_worker_env
 from tests.conftest import REPO_ROOT, WorkerProcess, free_port, need, stop_process
-from tests.peers.cloudtasks_fake import CloudTasksFake, TestIdentity, production_worker_env
 
 EMULATOR_PYTHON = REPO_ROOT / ".venv-emulator" / "bin" / "python"
 # Binds the emulator to loopback only (its CLI would bind every interface).

@@ -1,6 +1,6 @@
 """A running worker's job API as the tests drive it: submit a batch, read a job's status,
 wait until every task has an outcome. ``headers`` carries the admin key where the worker
-wants one (production mode: ``tests.peers.cloudtasks_fake.ADMIN``)."""
+wants one (production mode: ``testing.cloudtasks_fake.ADMIN``)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from core.dispatch.cloudtasks.undeliverable import (
     seen_from_task,
 )
 from core.dispatch.undeliverable import Cause
-from tests.peers.cloudtasks_fake import rpc_code_for
+from testing.cloudtasks_fake import rpc_code_for
 
 URL = "http://127.0.0.1:8080/api/admin/worker/process-task"
 REFUSED = Cause("connect_refused", f"connection refused by {URL}")

@@ -1,4 +1,4 @@
-"""OpenAI's Files and Batch APIs for the images stub (tests/peers/openai_stub.py).
+"""OpenAI's Files and Batch APIs for the images stub (testing/openai_stub.py).
 
 Routes, as the real API shapes them (the unmodified ``openai`` client drives them):
 
@@ -33,9 +33,10 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email.message import Message
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 PROGRESSION = ("validating", "in_progress", "finalizing", "completed")
@@ -185,9 +186,12 @@ class BatchAPI:
         message = BytesParser().parsebytes(
             b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw)
         fields: dict[str, tuple[str | None, bytes]] = {}
-        for part in message.get_payload() if message.is_multipart() else []:
+        parts = cast("list[Message]", message.get_payload() if message.is_multipart() else [])
+        for part in parts:
             name = part.get_param("name", header="content-disposition")
-            fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+            payload = part.get_payload(decode=True)
+            fields[str(name)] = (part.get_filename(),
+                                 payload if isinstance(payload, bytes) else b"")
         if "file" not in fields or "purpose" not in fields:
             raise ValueError("file and purpose are required")
         filename, data = fields["file"]
@@ -266,7 +270,7 @@ class BatchAPI:
 
     def _default_png(self) -> bytes:
         if self._png is None:
-            from tests.peers.openai_stub import png_bytes
+            from testing.openai_stub import png_bytes
 
             self._png = png_bytes(8, 3)
         return self._png

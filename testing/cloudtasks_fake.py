@@ -377,8 +377,9 @@ class CloudTasksFake:
 
     def _view(self, state: _QueueState) -> tasks_v2.Queue:
         queue = tasks_v2.Queue(state.queue)
-        queue.state = (tasks_v2.Queue.State.PAUSED if state.paused
-                       else tasks_v2.Queue.State.RUNNING)
+        # The stubs type proto-plus enum members as int, the field as the enum.
+        queue.state = (tasks_v2.Queue.State.PAUSED  # type: ignore[assignment]
+                       if state.paused else tasks_v2.Queue.State.RUNNING)
         return queue
 
     def create_queue(self, request: tasks_v2.CreateQueueRequest,

@@ -7,7 +7,7 @@ answers the worker's start-up key check (401 ``invalid_api_key`` for a wrong key
 
 Usage::
 
-    from tests.peers.openai_stub import OpenAIStub, Reply
+    from testing.openai_stub import OpenAIStub, Reply
 
     with OpenAIStub(images_per_minute=600, latency_s=1.0) as stub:
         settings: OPENAI_BASE_URL = stub.base_url, OPENAI_API_KEY = stub.api_key
@@ -38,7 +38,7 @@ the stub stops: a client timeout), ``moderation()`` (400 ``moderation_blocked``)
 
 Also runnable alone, for a benchmark in another process::
 
-    python -m tests.peers.openai_stub --port 8099 --images-per-minute 600 --latency-s 1
+    python -m testing.openai_stub --port 8099 --images-per-minute 600 --latency-s 1
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.peers.openai_batch_stub import BatchAPI
+from testing.openai_batch_stub import BatchAPI
 
 WINDOW_S = 60.0
 DEFAULT_API_KEY = "sk-test-stub"
@@ -162,7 +162,7 @@ class OpenAIStub:
         self._window: collections.deque[float] = collections.deque()  # accepted image times
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        # /v1/files and /v1/batches (the Batch API), in tests/peers/openai_batch_stub.py.
+        # /v1/files and /v1/batches (the Batch API), in testing/openai_batch_stub.py.
         self.batches = BatchAPI(self._stopping)
         self.request_bodies: list[dict[str, Any]] = []  # every images request's JSON body
         self._server = ThreadingHTTPServer((host, port), _handler_for(self))

@@ -98,8 +98,8 @@ pidfile = {self.dir / "pgbouncer.pid"}
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = (self.dir / "stderr.log").read_text(errors="replace")
-                raise RuntimeError(f"pgbouncer exited: {err}{self.log()[-2000:]}")
+                stderr = (self.dir / "stderr.log").read_text(errors="replace")
+                raise RuntimeError(f"pgbouncer exited: {stderr}{self.log()[-2000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return self

@@ -168,8 +168,9 @@ def _handler_for(stub: StorageStub) -> type[BaseHTTPRequestHandler]:
                     self._reply(400, _error("409", "Duplicate", "The resource already exists"))
                     return
                 cache = fields.get("cacheControl")
+                payload = file_part.get_payload(decode=True)
                 stub.objects[object_id] = StoredObject(
-                    data=file_part.get_payload(decode=True) or b"",
+                    data=payload if isinstance(payload, bytes) else b"",
                     content_type=file_part.get_content_type(),
                     cache_control=cache if isinstance(cache, str) else None,
                     version=(existing.version + 1) if existing else 1)
