@@ -148,3 +148,13 @@ def test_configuration_page_names_every_setting() -> None:
         unknown = _table_variables(doc) - settings
         assert not unknown, f"{doc.name} documents {sorted(unknown)}, which core/config.py " \
             "does not read"
+
+
+def test_readme_is_read_in_five_minutes() -> None:
+    """The README stays an entry page: what it is, the two commands, the layout, links.
+    Everything else has its page under docs/."""
+    lines = (REPO_ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines; move sections to docs/"
+    linked = set(re.findall(r"\]\(docs/([\w-]+\.md)\)", "\n".join(lines)))
+    pages = {page.name for page in DOCS.glob("*.md")}
+    assert pages <= linked, f"README.md links no page {sorted(pages - linked)}"
