@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     COST_CONFIRM_USD: float = Field(default=50.0, ge=0.0)
     # Batch mode (core/batch): requests per OpenAI batch. 500 keeps an output file near
     # 2 GB of base64 images (a re-download after a crash costs minutes, not hours); the
-    # Batch API's own limits are 50,000 requests and 200 MB of input. See README.
+    # Batch API's own limits are 50,000 requests and 200 MB of input. See docs/batch-mode.md.
     BATCH_CHUNK_SIZE: int = Field(default=500, ge=1, le=50_000)
     # How often open batches are checked (local poller loop; Cloud Tasks poll delay).
     BATCH_POLL_S: float = Field(default=60.0, gt=0)

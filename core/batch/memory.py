@@ -4,7 +4,7 @@ glibc raises its mmap threshold each time a large block is freed (up to 32 MB), 
 the first few multi-MB lines every later one comes from the heap, which rarely shrinks:
 the resident size then keeps the high-water mark of several lines at once. A fixed
 threshold makes blocks above it mmapped and returned to the system when freed. Measured
-with bench --only batch_ingest (README). Linux/glibc only; a no-op elsewhere.
+with bench --only batch_ingest (docs/batch-mode.md). Linux/glibc only; a no-op elsewhere.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def cost_per_1000_images(
                         cpu_utilisation=utilisation, instance_s_per_image=instance_s)
 
 
-# The two set-ups the README compares.
+# The two set-ups docs/performance.md compares ("Cost on Cloud Run").
 GUIDE_INSTANCE = Instance(vcpu=2, memory_gib=2, concurrency=1)
 CONCURRENT_INSTANCE = Instance(vcpu=1, memory_gib=1, concurrency=80)
 
