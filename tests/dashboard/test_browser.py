@@ -1,7 +1,8 @@
 """The dashboard in a real browser: a worker with its local dispatcher, `streamlit run
 dashboard/app.py`, and Debian's Chromium driven by Playwright (no browser download).
 Submits a two-prompt batch through the page, watches the job page fill in by itself, and
-saves the screenshot the README shows."""
+takes the screenshot the README shows (written to docs/screenshots/ only by
+`make screenshots`)."""
 
 from __future__ import annotations
 
@@ -27,13 +28,33 @@ from core.dispatch import get_dispatcher
 from tests.conftest import REPO_ROOT, WorkerProcess, free_port, need, stop_process, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOT = REPO_ROOT / "docs" / "screenshots" / "job-page.png"
+# The pictures the README and docs/ show. A test run writes its screenshots to its own
+# temporary folder and leaves the checkout as it found it; `make screenshots` sets
+# WRITE_SCREENSHOTS=1 to write them here.
+DOCS_SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+WRITE_SCREENSHOTS = os.environ.get("WRITE_SCREENSHOTS") == "1"
 # What Debian's Chromium needs as root in a closed network: no sandbox, no GPU, and no
 # background calls to Google's hosts.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-dev-shm-usage"]
 PROMPTS = ["a red leather armchair", "a brass desk lamp"]
+
+
+@pytest.fixture
+def shot_dir(tmp_path: Path) -> Path:
+    """Where this test saves its screenshots: docs/screenshots/ only when asked."""
+    return DOCS_SCREENSHOTS if WRITE_SCREENSHOTS else tmp_path
+
+
+def need_chromium() -> None:
+    """Skip without Chromium; but when the screenshots were asked for, fail: a skip would
+    leave the old pictures in place and report success."""
+    present = Path(CHROMIUM).exists() and shutil.which("chromium") is not None
+    reason = "Debian's chromium (scripts/test-deps.d/30-chromium.sh)"
+    if not present and WRITE_SCREENSHOTS:
+        pytest.fail(f"WRITE_SCREENSHOTS=1 needs {reason}")
+    need(present, reason)
 
 
 @pytest.fixture
@@ -68,10 +89,11 @@ def dashboard(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
 
 @pytest.mark.browser
 def test_submit_watch_and_screenshot_job_page(
-    start_worker: Callable[..., WorkerProcess], dashboard: str, settings: Settings
+    start_worker: Callable[..., WorkerProcess], dashboard: str, settings: Settings,
+    shot_dir: Path,
 ) -> None:
-    need(Path(CHROMIUM).exists() and shutil.which("chromium") is not None,
-         "Debian's chromium (scripts/test-deps.d/30-chromium.sh)")
+    need_chromium()
+    screenshot = shot_dir / "job-page.png"
     start_worker(DEMO_LATENCY_MS="200", DEMO_IMAGE_PX="512")
     # Paused, so the job page is seen before anything runs; resuming later proves the page
     # follows the job by itself (st.fragment run_every), without a reload.
@@ -112,8 +134,7 @@ def test_submit_watch_and_screenshot_job_page(
             for prompt in PROMPTS:  # each thumbnail has its prompt under it
                 assert page.get_by_text(prompt, exact=True).count() >= 1
             page.wait_for_timeout(500)  # let the final rerun settle before the picture
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            page.screenshot(path=str(screenshot), full_page=True)
 
             # The exports are built on click (deferred) and arrive as downloads.
             with page.expect_download() as csv_download:
@@ -130,22 +151,22 @@ def test_submit_watch_and_screenshot_job_page(
                 assert all(zf.read(n).startswith(b"\x89PNG") for n in names[:2])
         finally:
             browser.close()
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert screenshot.stat().st_size > 10_000
 
 
-FAILURES_SHOT = REPO_ROOT / "docs" / "screenshots" / "failures-tab.png"
 OUTAGE_PROMPTS = ["a red leather armchair", "[[demo:moderation_blocked]] a forbidden thing"]
 
 
 @pytest.mark.browser
 def test_failures_tab_retry_after_an_outage_and_screenshot(
-    start_worker: Callable[..., WorkerProcess], dashboard: str, settings: Settings
+    start_worker: Callable[..., WorkerProcess], dashboard: str, settings: Settings,
+    shot_dir: Path,
 ) -> None:
     """A provider outage fails a task; a refusal fails another. The Failures tab shows
     both, "Retry all failed" offers only the one a retry can cure (the refusal is left
     alone, said so, with the cost), and a retry picked in the Failures tab runs it."""
-    need(Path(CHROMIUM).exists() and shutil.which("chromium") is not None,
-         "Debian's chromium (scripts/test-deps.d/30-chromium.sh)")
+    need_chromium()
+    failures_shot = shot_dir / "failures-tab.png"
     outage = start_worker(DEMO_TRANSIENT_FAILURE_RATE="1.0", MAX_ATTEMPTS="1",
                           DEMO_LATENCY_MS="50", DEMO_IMAGE_PX="256")
     job = httpx.post(outage.url + "/api/admin/generate/batch", timeout=30, json={
@@ -181,8 +202,7 @@ def test_failures_tab_retry_after_an_outage_and_screenshot(
             grid = page.locator('[data-testid="stDataFrame"]').first
             grid.wait_for()
             page.wait_for_timeout(800)  # let the grid and fonts settle for the picture
-            FAILURES_SHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(FAILURES_SHOT), full_page=True)
+            page.screenshot(path=str(failures_shot), full_page=True)
 
             # Pick the outage's row (prompt order: the armchair is the first row) by its
             # row marker, then retry it from the tab.
@@ -201,4 +221,4 @@ def test_failures_tab_retry_after_an_outage_and_screenshot(
             browser.close()
     final = httpx.get(f"{recovered.url}/api/admin/jobs/{job_id}/status", timeout=10).json()
     assert (final["completed_tasks"], final["failed_tasks"]) == (1, 1)
-    assert FAILURES_SHOT.stat().st_size > 10_000
+    assert failures_shot.stat().st_size > 10_000

@@ -1,11 +1,11 @@
 """Batch mode in a real browser: a worker with the OpenAI provider pointed at the stub
 (Files and Batch APIs), the dashboard, Debian's Chromium. Submits a batch-mode job from
 the Submit page (both modes' cost side by side), watches its batches run on the Job page
-and saves the screenshots docs/batch-mode.md shows."""
+and takes the screenshots docs/batch-mode.md shows (written to docs/screenshots/ only by
+`make screenshots`)."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,13 +15,17 @@ from playwright.sync_api import sync_playwright
 from core.config import Settings
 from core.providers.demo import draw_picture
 from testing.openai_stub import OpenAIStub
-from tests.conftest import REPO_ROOT, WorkerProcess, need, wait_for
-from tests.dashboard.test_browser import CHROMIUM, CHROMIUM_ARGS, dashboard
+from tests.conftest import WorkerProcess, wait_for
+from tests.dashboard.test_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    dashboard,
+    need_chromium,
+    shot_dir,
+)
 
-__all__ = ["dashboard"]  # the fixture, imported for this module's tests
+__all__ = ["dashboard", "shot_dir"]  # the fixtures, imported for this module's tests
 
-SUBMIT_SHOT = REPO_ROOT / "docs" / "screenshots" / "submit-batch-mode.png"
-JOB_SHOT = REPO_ROOT / "docs" / "screenshots" / "batch-job.png"
 PROMPTS = ["a red leather armchair", "a brass desk lamp", "a walnut bookshelf",
            "a linen sofa", "a glass coffee table", "a wool rug"]
 
@@ -45,10 +49,10 @@ def env(env: dict[str, str], stub: OpenAIStub) -> dict[str, str]:
 @pytest.mark.browser
 def test_batch_mode_job_in_the_dashboard(
     start_worker: Callable[..., WorkerProcess], dashboard: str, settings: Settings,
-    stub: OpenAIStub
+    stub: OpenAIStub, shot_dir: Path,
 ) -> None:
-    need(Path(CHROMIUM).exists() and shutil.which("chromium") is not None,
-         "Debian's chromium (scripts/test-deps.d/30-chromium.sh)")
+    need_chromium()
+    submit_shot, job_shot = shot_dir / "submit-batch-mode.png", shot_dir / "batch-job.png"
     start_worker()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
@@ -66,8 +70,7 @@ def test_batch_mode_job_in_the_dashboard(
             # Tall enough for both modes' cost and wait, side by side, under the options.
             page.set_viewport_size({"width": 1400, "height": 1500})
             page.wait_for_timeout(800)
-            SUBMIT_SHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SUBMIT_SHOT), full_page=True)
+            page.screenshot(path=str(submit_shot), full_page=True)
             page.set_viewport_size({"width": 1400, "height": 1000})
             page.get_by_role("button", name=f"Submit {len(PROMPTS)} images").click()
             # Submit goes straight to the job's page.
@@ -83,9 +86,9 @@ def test_batch_mode_job_in_the_dashboard(
             assert page.get_by_text("Delivery: batch", exact=False).count() == 1
             page.locator('[data-testid="stDataFrame"]').first.wait_for()
             page.wait_for_timeout(800)
-            page.screenshot(path=str(JOB_SHOT), full_page=True)
+            page.screenshot(path=str(job_shot), full_page=True)
         finally:
             browser.close()
     seen = stub.batches.snapshot()
     assert seen.batches_created == 3 and seen.requests_run == len(PROMPTS)
-    assert JOB_SHOT.stat().st_size > 10_000 and SUBMIT_SHOT.stat().st_size > 10_000
+    assert job_shot.stat().st_size > 10_000 and submit_shot.stat().st_size > 10_000
