@@ -28,9 +28,8 @@ from core.dispatch.local.loop import LocalDispatchLoop
 from core.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from core.providers import close_providers, get_provider
 from core.storage import get_storage, thumbnails
-from worker import self_check
+from worker import body_limit, self_check
 from worker.background import notify_forever, retention_forever, spend_forever
-from worker.body_limit import BodyLimitMiddleware
 from worker.fast_task import FastTaskPath
 from worker.refusals import RefusedDeliveries
 from worker.routes import admin, batch_poll, batches, exports, health, tasks, team
@@ -143,8 +142,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES)
-    if settings.USE_CLOUD_TASKS:  # issue 10: refused Cloud Tasks deliveries are shown
+    body_limit.install(app, settings.MAX_BODY_BYTES)
+    if settings.USE_CLOUD_TASKS:  # refused Cloud Tasks deliveries are shown
         app.add_middleware(RefusedDeliveries)
     if settings.CORS_ORIGINS:
         app.add_middleware(
@@ -156,13 +155,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # everything else, and any doubt, goes on to FastAPI.
     app.add_middleware(FastTaskPath)
     _install_error_handlers(app)
-    app.include_router(admin.router)
-    app.include_router(exports.router)
-    app.include_router(team.router)
-    app.include_router(tasks.router)
-    app.include_router(batch_poll.router)
-    app.include_router(batches.router)
-    app.include_router(health.router)
+    # FastAPI stops a body over MAX_BODY_BYTES as it arrives (worker/body_limit.py).
+    for router in (admin.router, exports.router, team.router, tasks.router,
+                   batch_poll.router, batches.router, health.router):
+        app.include_router(router, max_body_size=settings.MAX_BODY_BYTES)
     return app
 
 

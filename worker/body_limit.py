@@ -1,67 +1,68 @@
-"""Refuse request bodies over a size limit before they are read whole."""
+"""Request bodies over MAX_BODY_BYTES: 413 with the answer ErrorBody declares,
+``{"detail": "request body over N bytes", "field": "body"}``.
+
+FastAPI does the counting: the app includes every router with ``max_body_size`` (Starlette's
+RequestBodyLimitMiddleware around each route), which stops a body, chunked or not, as
+soon as it crosses the limit, before it is read whole; ``install`` renders that 413 in
+the form above. Not on the app itself: there it would wrap every request, the fast
+path's deliveries (worker/fast_task.py) included, and would overwrite this module's
+answer below with its own.
+
+What the framework cannot answer the same way is a request whose Content-Length already
+says it is over the limit. Starlette then swaps whatever the app sends for a plain-text
+``Content Too Large`` inside ``send``, where no exception handler sees it, and only once
+the endpoint has answered: a POST that reads no body (cancel, retry) would act first and
+answer 413 after. ``DeclaredLength`` refuses those before the app runs, with the JSON
+answer; it is all that is left of this worker's own limit.
+"""
 
 from __future__ import annotations
 
 import json
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 
-class BodyLimitMiddleware:
+def install(app: FastAPI, max_bytes: int) -> None:
+    """Refuse declared lengths over ``max_bytes`` up front; answer the framework's own
+    413 (``max_body_size`` on the routers) in the same form."""
+    app.add_middleware(DeclaredLength, max_bytes=max_bytes)
+    too_large = _answer(max_bytes)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 413:
+            return Response(too_large, status_code=413, media_type="application/json")
+        return await http_exception_handler(request, exc)
+
+    app.add_exception_handler(HTTPException, http_error)
+
+
+class DeclaredLength:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.too_large = _answer(max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await _reply_413(send, "invalid Content-Length")
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                # Not a number: the server has refused it already (400).
+                if name == b"content-length" and value.isdigit() and (
+                        int(value) > self.max_bytes):
+                    await send({"type": "http.response.start", "status": 413,
+                                "headers": [(b"content-type", b"application/json"),
+                                            (b"content-length",
+                                             str(len(self.too_large)).encode())]})
+                    await send({"type": "http.response.body", "body": self.too_large})
                     return
-                if declared > self.max_bytes:
-                    await _reply_413(send, f"request body over {self.max_bytes} bytes")
-                    return
-        received = 0
-        response_started = False
-        refused = False
-        replied = False
-
-        async def limited_receive() -> Message:
-            # Past the limit the app is told the client went away, so it stops reading; an
-            # exception here would be turned into a 400 by FastAPI's body parsing.
-            nonlocal received, refused, replied, response_started
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    refused = True
-                    if not response_started:
-                        response_started = replied = True
-                        await _reply_413(send, f"request body over {self.max_bytes} bytes")
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if replied:
-                return  # the 413 is the answer; drop whatever the app says to the "disconnect"
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
-        await self.app(scope, limited_receive, tracking_send)
+        await self.app(scope, receive, send)
 
 
-async def _reply_413(send: Send, detail: str) -> None:
-    body = json.dumps({"detail": detail, "field": "body"}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+def _answer(max_bytes: int) -> bytes:
+    return json.dumps({"detail": f"request body over {max_bytes} bytes",
+                       "field": "body"}).encode()
