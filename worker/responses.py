@@ -1,5 +1,6 @@
-"""Error answers as the OpenAPI document declares them, so clients (and the schema fuzz in
-tests/security) know every status an endpoint may give and the body that comes with it."""
+"""Answers as the OpenAPI document declares them, so clients (and the schema fuzz in
+tests/security) know every status an endpoint may give and the body that comes with it:
+the error bodies, and a task delivery's answer (DeliveryAnswer)."""
 
 from __future__ import annotations
 
