@@ -6,7 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install demo worker dashboard dispatcher test test-deps lint typecheck bench stop clean
+.PHONY: install demo worker dashboard dispatcher test test-deps lint typecheck screenshots \
+	bench stop clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,13 +52,21 @@ test: test-deps lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(PY) -m pytest -n 0 -m serial || [ $$? -eq 5 ]
 
+## Rewrite docs/screenshots/*.png (the pictures the README shows) from the browser tests;
+## `make test` writes its screenshots to pytest's temporary folder instead.
+screenshots: test-deps
+	WRITE_SCREENSHOTS=1 $(PY) -m pytest -n 0 -p no:cacheprovider \
+		tests/dashboard/test_browser.py tests/dashboard/test_browser_batch.py
+	@git status --short docs/screenshots 2>/dev/null || true
+
 bench: install
 	VENV=$(VENV) bash bench/install_deps.sh
 	$(PY) -m bench
 
-## Stop the embedded PostgreSQL (it outlives `make demo` so the next start is instant).
+## Stop the embedded PostgreSQL in .pgdata/ (the tests leave it running so the next run
+## starts at once), whatever processes started or still use it.
 stop: install
-	$(PY) -c "from core import embedded_pg; embedded_pg.stop()"
+	$(PY) -m core.db.stop_embedded
 
 clean: stop
 	rm -rf .pgdata .data

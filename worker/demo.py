@@ -2,7 +2,9 @@
 
 Starts the embedded PostgreSQL (when DATABASE_URL is unset), the worker with its local
 dispatcher and the demo model, and the Streamlit dashboard; prints the URLs; on Ctrl-C
-stops everything, the database last and cleanly.
+stops what it started, the database last and cleanly. An embedded server that was already
+running (the tests leave theirs), or that another process still uses, is left running,
+and the demo says so and how to stop it.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0)
 
 
 def describe(settings: Settings) -> str:
-    """The model and store this run really uses (issue 10: `OPENAI_API_KEY=... make demo`
-    said "demo model" while it called OpenAI)."""
+    """The model and store this run really uses (with OPENAI_API_KEY set, `make demo` calls
+    OpenAI, and must not say "demo model")."""
     model = (f"OpenAI model {settings.OPENAI_IMAGE_MODEL}" if settings.provider_name == "openai"
              else "the offline demo model")
     store = (f"Supabase bucket {settings.SUPABASE_BUCKET}" if settings.storage_name == "supabase"
@@ -104,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 child.kill()
         db.reset_engines()
         if embedded:
-            embedded_pg.stop()
-            print("embedded PostgreSQL stopped", flush=True)
+            print(embedded_pg.release(), flush=True)
     failed = [c for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
     return 1 if failed and not stopping else 0
 
