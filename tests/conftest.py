@@ -49,6 +49,34 @@ def pytest_configure(config: pytest.Config) -> None:
         embedded_pg.start()
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """No PostgreSQL a test started in pytest's temporary folder outlives the run (the
+    embedded server in .pgdata/ is meant to: the next run reuses it). One left running is
+    stopped, and fails the run naming it. Under pytest-xdist the controller checks, after
+    every worker is done: its temporary folder holds theirs."""
+    if hasattr(session.config, "workerinput"):
+        return
+    try:
+        import psutil
+    except ImportError:  # pgserver's dependency: without it, no embedded servers either
+        return
+    # pytest's own factory: the public one is a fixture, out of a hook's reach.
+    factory = session.config._tmp_path_factory  # type: ignore[attr-defined]
+    basetemp = factory.getbasetemp().resolve()
+    leftover: list[Path] = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        args = proc.info["cmdline"] or []
+        if proc.info["name"] == "postgres" and "-D" in args[:-1]:
+            pgdata = Path(args[args.index("-D") + 1]).resolve()
+            if pgdata.is_relative_to(basetemp):
+                leftover.append(pgdata)
+                embedded_pg.stop(pgdata)
+    if leftover:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print("\nPostgreSQL left running by the tests (now stopped): "
+              + ", ".join(map(str, leftover)), file=sys.stderr)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Files with the most slow tests first, the rest in their usual order. pytest-xdist's
     --dist loadfile hands out files in this order: a file of minutes started last was the

@@ -28,12 +28,12 @@ def test_embedded_server_without_pg_trgm_falls_back_with_a_message(
         need(False, "pgserver is not installed")
     pgdata = tmp_path / "pgdata"
     url = embedded_pg.start(pgdata)
+    engine = create_engine(url)
     try:
         with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"),
                              autocommit=True) as conn:
             available = conn.execute("SELECT count(*) FROM pg_available_extensions "
                                      "WHERE name = 'pg_trgm'").fetchone()
-        engine = create_engine(url)
         db.apply_schema(engine)  # the DO block takes its "not available" branch
         assert search.prompt_index_present(engine) == (available == (1,))
         spec = validate_batch(["a green teapot", "a lamp"], "none", 1, Limits())
@@ -45,6 +45,8 @@ def test_embedded_server_without_pg_trgm_falls_back_with_a_message(
             assert "pg_trgm is not installed" in caplog.text
         else:  # a pgserver that ships pg_trgm gets the index
             assert search.prompt_index_present(engine)
-        engine.dispose()
     finally:
+        engine.dispose()
         embedded_pg.stop(pgdata)
+    # The server this test started does not outlive it (pytest keeps its folder).
+    assert embedded_pg.postmaster(pgdata) is None
