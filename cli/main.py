@@ -7,7 +7,7 @@
     aiwebimage jobs list | submit FILE | status ID | retry ID | cancel ID | export ID
                                        # job commands (cli/jobs.py)
     aiwebimage --version
-    aiwebimage init-db                 # apply sql/init_db.sql (idempotent)
+    aiwebimage init-db                 # create or upgrade the schema (sql/, core/db/migrate.py)
     aiwebimage sweep [--grace-s 30]    # re-enqueue tasks left pending
     aiwebimage sweep --stranded [--stale-s 1800] [--limit 500]
                                        # Cloud Tasks: re-enqueue tasks the queue lost
@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     qsub.add_parser("pause", help="stop deliveries (tasks stay queued)")
     qsub.add_parser("resume", help="restart deliveries")
     qsub.add_parser("status", help="print paused or running")
-    sub.add_parser("init-db", help="apply sql/init_db.sql (idempotent)")
+    sub.add_parser("init-db", help="create the schema (sql/init_db.sql) or upgrade it "
+                                   "(sql/migrations/); nothing when current")
     sweep = sub.add_parser("sweep", help="re-enqueue tasks left pending")
     sweep.add_argument("--grace-s", type=float, default=PENDING_GRACE_S,
                        help="leave tasks younger than this to their submitter")
@@ -113,8 +114,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         return jobs.run(args, settings)
     if args.command == "init-db":
-        db.apply_schema(db.get_engine(db.resolve_database_url(settings)))
-        print("schema applied")
+        upgrade = db.apply_schema(db.get_engine(db.resolve_database_url(settings)))
+        print(f"schema applied: {upgrade.describe()}")
         return 0
     if args.command == "sweep" and args.stranded:
         return _sweep_stranded(args, settings)

@@ -1,6 +1,7 @@
 """Engines and schema. One sync engine (admin API, dashboard) and one async engine (the
 task endpoint's hot path), both psycopg 3, both with pre-ping so a restarted PostgreSQL
-costs one failed checkout, not a dead pool."""
+costs one failed checkout, not a dead pool. The schema's creation and upgrade:
+core/db/migrate.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine
@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from core.config import Settings, get_settings
 from core.db import embedded_pg
+from core.db.migrate import Upgrade, migrate_schema
 from core.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,6 @@ log = logging.getLogger(__name__)
 # Supabase's transaction pooler (pgbouncer in transaction mode) listens on 6543.
 TRANSACTION_POOLER_PORT = 6543
 
-SCHEMA_FILE = Path(__file__).resolve().parents[2] / "sql" / "init_db.sql"
 _sync_engines: list[Engine] = []
 
 
@@ -116,13 +116,10 @@ def reset_engines() -> None:
     _embedded_url.cache_clear()
 
 
-def apply_schema(engine: Engine | None = None) -> None:
-    """Run sql/init_db.sql (idempotent) in one transaction."""
-    engine = engine or get_engine()
-    ddl = SCHEMA_FILE.read_text(encoding="utf-8")
-    with engine.begin() as conn:
-        # exec_driver_sql: the file is plain SQL with no bind parameters.
-        conn.exec_driver_sql(ddl)
+def apply_schema(engine: Engine | None = None) -> Upgrade:
+    """Create or upgrade the schema to this code's version (core.db.migrate.migrate_schema:
+    sql/init_db.sql for a new database, then sql/migrations/; nothing when current)."""
+    return migrate_schema(engine or get_engine())
 
 
 @contextmanager
