@@ -96,8 +96,8 @@ SELECT id FROM generation_tasks WHERE batch_id = :batch_id AND status = 'running
 -- name: complete_batch_task
 -- A success read from a batch output file. Mirrors complete_task: guarded so the task
 -- finishes once (it must still be waiting in THIS batch: a re-read of the same file after
--- a crash, or a late file of a superseded batch, changes nothing), and the job counter
--- moves in the same statement, exactly once per task.
+-- a crash, or a late file of a superseded batch, changes nothing), and the job's counters
+-- and status move in the same statement, exactly once per task (job_tasks_ended).
 WITH done AS (
     UPDATE generation_tasks
        SET status = 'succeeded', image_path = :image_path, thumbnail_path = :thumbnail_path,
@@ -108,16 +108,7 @@ WITH done AS (
        AND lease_until IS NULL
  RETURNING job_id
 )
-UPDATE generation_jobs j
-   SET completed_tasks = j.completed_tasks + 1, updated_at = now(),
-       -- the counters after this statement (job_status_after, sql/init_db.sql)
-       status = job_status_after(j.status, j.total_tasks,
-                                 j.completed_tasks + 1, j.failed_tasks, j.cancelled_tasks),
-       finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
-                                           j.completed_tasks + 1, j.failed_tasks, j.cancelled_tasks)
-  FROM done
- WHERE j.id = done.job_id
-RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks, j.cancelled_tasks;
+SELECT job.* FROM done CROSS JOIN LATERAL job_tasks_ended(done.job_id, 1, 0) job;
 
 -- name: fail_batch_task
 -- A failure read from a batch (error line, or no attempts left). Same guard as above.
@@ -129,16 +120,7 @@ WITH done AS (
        AND batch_id IS NOT DISTINCT FROM CAST(:batch_id AS uuid)
  RETURNING job_id
 )
-UPDATE generation_jobs j
-   SET failed_tasks = j.failed_tasks + 1, updated_at = now(),
-       -- the counters after this statement (job_status_after, sql/init_db.sql)
-       status = job_status_after(j.status, j.total_tasks,
-                                 j.completed_tasks, j.failed_tasks + 1, j.cancelled_tasks),
-       finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
-                                           j.completed_tasks, j.failed_tasks + 1, j.cancelled_tasks)
-  FROM done
- WHERE j.id = done.job_id
-RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks, j.cancelled_tasks;
+SELECT job.* FROM done CROSS JOIN LATERAL job_tasks_ended(done.job_id, 0, 1) job;
 
 -- name: batch_release_to_new_batch
 -- Unfinished tasks of an expired / failed / cancelled batch: free for the next batch.

@@ -10,9 +10,9 @@ thread) stays on SQLAlchemy. Claims, completions and failures that arrive togeth
 one event loop share one statement over arrays (claim_tasks, complete_tasks, fail_tasks;
 core.db.group_commit): row by row the same guards, each caller answered after the commit,
 each job's counter moved once per statement by its number of rows. The job's
-status follows its counters in the same statement (complete_task / fail_task spell the
-rule of core.status in SQL); the pure rule then checks the result and repairs it if the
-two ever disagreed.
+status follows its counters in the same statement (the SQL function job_tasks_ended in
+sql/init_db.sql applies the rule of core.status spelled in SQL); the pure rule then checks
+the result and repairs it if the two ever disagreed.
 """
 
 from __future__ import annotations

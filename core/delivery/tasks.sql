@@ -58,12 +58,12 @@ UPDATE generation_tasks
 -- name: complete_task
 
 -- Success. Guarded by the claim token, so a delivery whose lease expired and whose task
--- was claimed again (or retried after failing) cannot finish it; the job counter moves in
--- the same statement, exactly once per task. The job's status follows in the same
--- statement too (core.status.job_status_after, spelled in SQL for a success; the caller
--- checks the result against the Python rule): one autocommit statement holds the job row's
--- lock for the statement and its commit only, not for a client round trip, so many
--- deliveries of one job do not queue behind each other on that row.
+-- was claimed again (or retried after failing) cannot finish it; the job's counters and
+-- status move in the same statement, exactly once per task (job_tasks_ended,
+-- sql/init_db.sql; the caller checks the status against core/status.py): one autocommit
+-- statement holds the job row's lock for the statement and its commit only, not for a
+-- client round trip, so many deliveries of one job do not queue behind each other on that
+-- row. Returns the job's id, status and counters after it.
 WITH done AS (
     UPDATE generation_tasks
        SET status = 'succeeded', image_path = :image_path, thumbnail_path = :thumbnail_path,
@@ -73,21 +73,12 @@ WITH done AS (
      WHERE id = :task_id AND status = 'running' AND claim_token = :token
  RETURNING job_id
 )
-UPDATE generation_jobs j
-   SET completed_tasks = j.completed_tasks + 1, updated_at = now(),
-       -- the counters after this statement (job_status_after, sql/init_db.sql)
-       status = job_status_after(j.status, j.total_tasks,
-                                 j.completed_tasks + 1, j.failed_tasks, j.cancelled_tasks),
-       finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
-                                           j.completed_tasks + 1, j.failed_tasks, j.cancelled_tasks)
-  FROM done
- WHERE j.id = done.job_id
-RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks, j.cancelled_tasks;
+SELECT job.* FROM done CROSS JOIN LATERAL job_tasks_ended(done.job_id, 1, 0) job;
 
 -- name: fail_task
 
--- Permanent failure, or the last allowed attempt failed. Token-guarded; counter and status
--- in one statement, as complete_task.
+-- Permanent failure, or the last allowed attempt failed. Token-guarded; the job's counters
+-- and status in the same statement, as complete_task.
 WITH done AS (
     UPDATE generation_tasks
        SET status = 'failed', last_error_code = :error_code, last_error = :error_message,
@@ -96,16 +87,7 @@ WITH done AS (
      WHERE id = :task_id AND status = 'running' AND claim_token = :token
  RETURNING job_id
 )
-UPDATE generation_jobs j
-   SET failed_tasks = j.failed_tasks + 1, updated_at = now(),
-       -- the counters after this statement (job_status_after, sql/init_db.sql)
-       status = job_status_after(j.status, j.total_tasks,
-                                 j.completed_tasks, j.failed_tasks + 1, j.cancelled_tasks),
-       finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
-                                           j.completed_tasks, j.failed_tasks + 1, j.cancelled_tasks)
-  FROM done
- WHERE j.id = done.job_id
-RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks, j.cancelled_tasks;
+SELECT job.* FROM done CROSS JOIN LATERAL job_tasks_ended(done.job_id, 0, 1) job;
 
 -- name: claim_tasks
 
@@ -150,12 +132,11 @@ SELECT c.id, c.job_id, c.prompt, c.style, c.attempts, c.free_attempts, c.prompt_
 -- name: complete_tasks
 
 -- complete_task for many deliveries at once (core.db.group_commit). Each task row is guarded
--- by its own claim token as in complete_task; each job's counter moves once per statement
--- by the number of its tasks that succeeded here, and its status follows as there (with
--- + n for + 1). The job rows are locked in id order first (locked), so two statements
--- over the same jobs cannot deadlock. One result row per task that this statement
--- completed, with its job's counters after the statement; a task not returned was not
--- this delivery's any more.
+-- by its own claim token as in complete_task; each job's counters move once per statement
+-- by the number of its tasks that succeeded here (job_tasks_ended, called in job id order:
+-- two statements over the same jobs lock their rows in the same order, so they cannot
+-- deadlock). One result row per task that this statement completed, with its job's
+-- counters after the statement; a task not returned was not this delivery's any more.
 WITH input AS (
     SELECT * FROM unnest(CAST(:task_id AS uuid[]), CAST(:token AS uuid[]),
                          CAST(:image_path AS text[]), CAST(:thumbnail_path AS text[]),
@@ -172,25 +153,10 @@ WITH input AS (
       FROM input i
      WHERE t.id = i.task_id AND t.status = 'running' AND t.claim_token = i.token
  RETURNING t.id, t.job_id
-), counted AS (
-    SELECT job_id, count(*)::int AS n FROM done GROUP BY job_id
-), locked AS MATERIALIZED (
-    SELECT j.id FROM generation_jobs j
-     WHERE j.id IN (SELECT job_id FROM counted)
-     ORDER BY j.id
-       FOR UPDATE
-), jobs AS (
-    UPDATE generation_jobs j
-       SET completed_tasks = j.completed_tasks + c.n, updated_at = now(),
-           -- the counters after this statement (job_status_after, sql/init_db.sql)
-           status = job_status_after(j.status, j.total_tasks,
-                                     j.completed_tasks + c.n, j.failed_tasks, j.cancelled_tasks),
-           finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
-                                               j.completed_tasks + c.n, j.failed_tasks, j.cancelled_tasks)
-      FROM counted c JOIN locked l ON l.id = c.job_id
-     WHERE j.id = c.job_id
- RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks,
-           j.cancelled_tasks
+), counted AS MATERIALIZED (
+    SELECT job_id, count(*)::int AS n FROM done GROUP BY job_id ORDER BY job_id
+), jobs AS MATERIALIZED (
+    SELECT job.* FROM counted c CROSS JOIN LATERAL job_tasks_ended(c.job_id, c.n, 0) job
 )
 SELECT d.id AS task_id, jobs.id, jobs.status, jobs.total_tasks, jobs.completed_tasks,
        jobs.failed_tasks, jobs.cancelled_tasks
@@ -199,8 +165,8 @@ SELECT d.id AS task_id, jobs.id, jobs.status, jobs.total_tasks, jobs.completed_t
 -- name: fail_tasks
 
 -- fail_task for many deliveries at once (core.db.group_commit), as complete_tasks is
--- complete_task's: token-guarded rows, each job's counter once by n, job rows locked in
--- id order.
+-- complete_task's: token-guarded rows, each job's counters once by n (job_tasks_ended, in
+-- job id order).
 WITH input AS (
     SELECT * FROM unnest(CAST(:task_id AS uuid[]), CAST(:token AS uuid[]),
                          CAST(:error_code AS text[]), CAST(:error_message AS text[]),
@@ -214,25 +180,10 @@ WITH input AS (
       FROM input i
      WHERE t.id = i.task_id AND t.status = 'running' AND t.claim_token = i.token
  RETURNING t.id, t.job_id
-), counted AS (
-    SELECT job_id, count(*)::int AS n FROM done GROUP BY job_id
-), locked AS MATERIALIZED (
-    SELECT j.id FROM generation_jobs j
-     WHERE j.id IN (SELECT job_id FROM counted)
-     ORDER BY j.id
-       FOR UPDATE
-), jobs AS (
-    UPDATE generation_jobs j
-       SET failed_tasks = j.failed_tasks + c.n, updated_at = now(),
-           -- the counters after this statement (job_status_after, sql/init_db.sql)
-           status = job_status_after(j.status, j.total_tasks,
-                                     j.completed_tasks, j.failed_tasks + c.n, j.cancelled_tasks),
-           finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
-                                               j.completed_tasks, j.failed_tasks + c.n, j.cancelled_tasks)
-      FROM counted c JOIN locked l ON l.id = c.job_id
-     WHERE j.id = c.job_id
- RETURNING j.id, j.status, j.total_tasks, j.completed_tasks, j.failed_tasks,
-           j.cancelled_tasks
+), counted AS MATERIALIZED (
+    SELECT job_id, count(*)::int AS n FROM done GROUP BY job_id ORDER BY job_id
+), jobs AS MATERIALIZED (
+    SELECT job.* FROM counted c CROSS JOIN LATERAL job_tasks_ended(c.job_id, 0, c.n) job
 )
 SELECT d.id AS task_id, jobs.id, jobs.status, jobs.total_tasks, jobs.completed_tasks,
        jobs.failed_tasks, jobs.cancelled_tasks
@@ -261,8 +212,11 @@ UPDATE generation_tasks
 -- counts a crash; below :max_attempts charged attempts it goes back to :to_status
 -- ('queued' for the local queue, 'pending' to be handed to Cloud Tasks again under a new
 -- dispatch generation), due now; at the limit it fails as worker_crashed and its job's
--- counters move in the same statement (rule: core.delivery.leases.crash_verdict). Clearing the
--- token makes a late answer of the dead holder change nothing.
+-- counters move in the same statement (rule: core.delivery.leases.crash_verdict;
+-- job_tasks_ended, in job id order). Clearing the token makes a late answer of the dead
+-- holder change nothing. job_status: the status of the task's job after the statement when
+-- tasks of it failed here (NULL otherwise); reading it is also what runs job_tasks_ended
+-- for each such job, as a SELECT in WITH runs only as far as the main query reads it.
 WITH gone AS (
     SELECT id FROM generation_tasks
      WHERE status = 'running'
@@ -289,17 +243,13 @@ WITH gone AS (
       FROM gone
      WHERE t.id = gone.id
  RETURNING t.id, t.job_id, t.status, t.dispatch_generation, t.crashes, t.attempts
-), failed AS (
-    SELECT job_id, count(*) AS n FROM moved WHERE status = 'failed' GROUP BY job_id
-), counted AS (
-    UPDATE generation_jobs j
-       SET failed_tasks = j.failed_tasks + f.n, updated_at = now(),
-           -- the counters after this statement (job_status_after, sql/init_db.sql)
-           status = job_status_after(j.status, j.total_tasks,
-                                     j.completed_tasks, j.failed_tasks + f.n, j.cancelled_tasks),
-           finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
-                                               j.completed_tasks, j.failed_tasks + f.n, j.cancelled_tasks)
-      FROM failed f
-     WHERE j.id = f.job_id
+), failed AS MATERIALIZED (
+    SELECT job_id, count(*)::int AS n FROM moved WHERE status = 'failed'
+     GROUP BY job_id ORDER BY job_id
+), jobs AS MATERIALIZED (
+    SELECT job.id, job.status
+      FROM failed f CROSS JOIN LATERAL job_tasks_ended(f.job_id, 0, f.n) job
 )
-SELECT id, job_id, status, dispatch_generation, crashes, attempts FROM moved;
+SELECT m.id, m.job_id, m.status, m.dispatch_generation, m.crashes, m.attempts,
+       jobs.status AS job_status
+  FROM moved m LEFT JOIN jobs ON jobs.id = m.job_id;

@@ -3,9 +3,12 @@
 -- name: record_undeliverable
 -- One statement: the cause is upserted into delivery_problems, the task counts one more
 -- undeliverable try (last_error says what and where, never a secret), and at :max_tries
--- it fails as `undeliverable` with the job's counter and status moved as in fail_task.
--- :marker guards a local dispatcher's hold (its lease_until on the queued row); NULL skips the guard
--- (the Cloud Tasks sweeper, which holds no claim).
+-- it fails as `undeliverable` with the job's counters and status moved as in fail_task
+-- (job_tasks_ended). job_status: that job's status after it (NULL while the task lives on);
+-- reading it is also what runs job_tasks_ended, as a SELECT in WITH runs only as far as the
+-- main query reads it.
+-- :marker guards a local dispatcher's hold (its lease_until on the queued row); NULL skips
+-- the guard (the Cloud Tasks sweeper, which holds no claim).
 WITH problem AS (
     INSERT INTO delivery_problems (cause, url, detail, occurrences, first_seen, last_seen)
     VALUES (:cause, :url, :detail, 1, now(), now())
@@ -40,19 +43,13 @@ WITH problem AS (
      WHERE id = :task_id AND status IN ('queued', 'running')
        AND (CAST(:marker AS timestamptz) IS NULL OR lease_until = :marker)
  RETURNING job_id, status, undeliverable_tries
-), job AS (
-    UPDATE generation_jobs j
-       SET failed_tasks = j.failed_tasks + 1, updated_at = now(),
-           -- the counters after this statement (job_status_after, sql/init_db.sql)
-           status = job_status_after(j.status, j.total_tasks,
-                                     j.completed_tasks, j.failed_tasks + 1, j.cancelled_tasks),
-           finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
-                                               j.completed_tasks, j.failed_tasks + 1, j.cancelled_tasks)
-      FROM task
-     WHERE j.id = task.job_id AND task.status = 'failed'
-    RETURNING j.id
+), job AS MATERIALIZED (
+    SELECT job.id, job.status
+      FROM task CROSS JOIN LATERAL job_tasks_ended(task.job_id, 0, 1) job
+     WHERE task.status = 'failed'
 )
-SELECT task.status, task.undeliverable_tries FROM task;
+SELECT task.status, task.undeliverable_tries, job.status AS job_status
+  FROM task LEFT JOIN job ON job.id = task.job_id;
 
 -- name: recent_delivery_problems
 SELECT cause, url, detail, occurrences,
@@ -62,11 +59,13 @@ SELECT cause, url, detail, occurrences,
  ORDER BY last_seen DESC;
 
 -- name: record_dropped_by_queue
--- Cloud Tasks mode (core.dispatch.cloudtasks.sweeper.sweep_stranded): the queue gave up on these tasks and
--- our handler never answered one of their deliveries (attempts = 0), so each hand-over
--- the queue dropped is one undeliverable try; at :max_tries the task fails as
--- `undeliverable` instead of being handed over again every STRANDED_AFTER_S, forever.
--- The rows were just moved back to pending by requeue_stranded_tasks.
+-- Cloud Tasks mode (core.dispatch.cloudtasks.sweeper.sweep_stranded): the queue gave up on
+-- these tasks and our handler never answered one of their deliveries (attempts = 0), so
+-- each hand-over the queue dropped is one undeliverable try; at :max_tries the task fails
+-- as `undeliverable` instead of being handed over again every STRANDED_AFTER_S, forever.
+-- The rows were just moved back to pending by requeue_stranded_tasks. The jobs of failed
+-- tasks move as in fail_tasks (job_tasks_ended, in job id order); job_status as in
+-- record_undeliverable.
 WITH task AS (
     UPDATE generation_tasks
        SET undeliverable_tries = undeliverable_tries + 1,
@@ -87,21 +86,15 @@ WITH task AS (
                          + EXCLUDED.occurrences,
            last_seen = now()
     RETURNING cause
-), failed AS (
-    SELECT job_id, count(*)::int AS n FROM task WHERE status = 'failed' GROUP BY job_id
-), job AS (
-    UPDATE generation_jobs j
-       SET failed_tasks = j.failed_tasks + f.n, updated_at = now(),
-           -- the counters after this statement (job_status_after, sql/init_db.sql)
-           status = job_status_after(j.status, j.total_tasks,
-                                     j.completed_tasks, j.failed_tasks + f.n, j.cancelled_tasks),
-           finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
-                                               j.completed_tasks, j.failed_tasks + f.n, j.cancelled_tasks)
-      FROM failed f
-     WHERE j.id = f.job_id
-    RETURNING j.id
+), failed AS MATERIALIZED (
+    SELECT job_id, count(*)::int AS n FROM task WHERE status = 'failed'
+     GROUP BY job_id ORDER BY job_id
+), job AS MATERIALIZED (
+    SELECT job.id, job.status
+      FROM failed f CROSS JOIN LATERAL job_tasks_ended(f.job_id, 0, f.n) job
 )
-SELECT id, status FROM task;
+SELECT task.id, task.status, job.status AS job_status
+  FROM task LEFT JOIN job ON job.id = task.job_id;
 
 -- name: note_delivery_problem
 -- A cause seen without a task row to charge (worker.refusals: this worker answered a
@@ -136,8 +129,9 @@ UPDATE generation_tasks
 
 -- name: leave_to_stranded_sweep
 -- GetTask says the queue no longer holds these queued rows: put them at the head of the
--- stranded sweep's order (core.dispatch.cloudtasks.sweeper.sweep_stranded decides; it owns re-handing over)
--- and out of this check's window. Still <= now(), so a late delivery claims as before.
+-- stranded sweep's order (core.dispatch.cloudtasks.sweeper.sweep_stranded decides; it owns
+-- re-handing over) and out of this check's window. Still <= now(), so a late delivery
+-- claims as before.
 UPDATE generation_tasks
    SET next_attempt_at = now() - make_interval(secs => :window_s + 1)
  WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'queued' AND next_attempt_at <= now();
@@ -147,9 +141,10 @@ UPDATE generation_tasks
 -- and last attempt) says its deliveries do not reach the handler. Tries are the queue's
 -- dispatch count, not one per look: a second look at the same count changes nothing, and
 -- the problem's occurrences grow by the new dispatches only. At :max_tries the task fails
--- as `undeliverable` with the job's counter and status moved as in fail_task (once: only
+-- as `undeliverable` with the job's counters and status moved as in fail_task (once: only
 -- a queued row of :generation moves), when :may_fail (an unreachable target's tries must
--- also span a minute; a later look with the same count may then end it).
+-- also span a minute; a later look with the same count may then end it). job_status as in
+-- record_undeliverable.
 WITH before AS (
     SELECT id, undeliverable_tries AS old_tries
       FROM generation_tasks
@@ -181,16 +176,10 @@ WITH before AS (
                          + EXCLUDED.occurrences,
            last_seen = now()
     RETURNING cause
-), job AS (
-    UPDATE generation_jobs j
-       SET failed_tasks = j.failed_tasks + 1, updated_at = now(),
-           -- the counters after this statement (job_status_after, sql/init_db.sql)
-           status = job_status_after(j.status, j.total_tasks,
-                                     j.completed_tasks, j.failed_tasks + 1, j.cancelled_tasks),
-           finished_at = job_finished_at_after(j.status, j.finished_at, j.total_tasks,
-                                               j.completed_tasks, j.failed_tasks + 1, j.cancelled_tasks)
-      FROM task
-     WHERE j.id = task.job_id AND task.status = 'failed'
-    RETURNING j.id
+), job AS MATERIALIZED (
+    SELECT job.id, job.status
+      FROM task CROSS JOIN LATERAL job_tasks_ended(task.job_id, 0, 1) job
+     WHERE task.status = 'failed'
 )
-SELECT task.status, task.undeliverable_tries FROM task;
+SELECT task.status, task.undeliverable_tries, job.status AS job_status
+  FROM task LEFT JOIN job ON job.id = task.job_id;
