@@ -147,19 +147,19 @@ def http_reads(worker_url: str) -> tuple[list[float], list[float]]:
 
 
 def core_status(engine: Engine) -> list[float]:
-    """core.jobs.lifecycle.get_job, what the status route calls, without HTTP: the database's share."""
+    """core.jobs.views.get_job, what the status route calls, without HTTP: the database's share."""
     from uuid import UUID
 
-    from core.jobs import lifecycle
+    from core.jobs import views
 
     rng = random.Random(7)
     for _ in range(20):
-        lifecycle.get_job(UUID(_job_id(rng.randrange(N_JOBS))), engine=engine)
+        views.get_job(UUID(_job_id(rng.randrange(N_JOBS))), engine=engine)
     samples = []
     for _ in range(STATUS_REQUESTS):
         job_id = UUID(_job_id(rng.randrange(N_JOBS)))
         started = time.perf_counter()
-        lifecycle.get_job(job_id, engine=engine)
+        views.get_job(job_id, engine=engine)
         samples.append((time.perf_counter() - started) * 1000)
     return samples
 
@@ -317,7 +317,7 @@ def run() -> list[Figure]:
                goal="< 10 ms", check=lambda v: v < 10,
                note=f"p50 {statistics.median(status_ms):.1f} ms, {STATUS_REQUESTS} requests; "
                     f"data generated in {gen_s:.0f} s; {load_note()}"),
-        figure("job status in core (core.jobs.lifecycle.get_job, no HTTP), p99", _p(core_status_ms, 0.99),
+        figure("job status in core (core.jobs.views.get_job, no HTTP), p99", _p(core_status_ms, 0.99),
                "ms", note=f"p50 {statistics.median(core_status_ms):.2f} ms"),
         figure("failures page of the 10,000-task job over HTTP, p99", _p(page_ms, 0.99), "ms",
                goal="< 50 ms", check=lambda v: v < 50,

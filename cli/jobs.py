@@ -27,7 +27,7 @@ from uuid import UUID
 
 from core.config import Settings
 from core.errors import AppError, InvalidInput
-from core.jobs import export, lifecycle
+from core.jobs import export, lifecycle, views
 from core.jobs.validation import limits_from_settings, validate_batch
 from core.status import JOB_STATUSES
 from core.storage import get_storage
@@ -97,13 +97,13 @@ def _print(body: Any) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     action = args.action
     if action == "list":
-        found = lifecycle.list_jobs(status=args.status, limit=args.limit, offset=args.offset)
+        found = views.list_jobs(status=args.status, limit=args.limit, offset=args.offset)
         _print({"jobs": [j.detail() for j in found], "limit": args.limit,
                 "offset": args.offset})
     elif action == "submit":
         _print(_submit(args, settings).summary())
     elif action == "status":
-        _print(lifecycle.get_job(_uuid(args.job_id)).status_body())
+        _print(views.get_job(_uuid(args.job_id)).status_body())
     elif action == "cancel":
         _print(lifecycle.cancel_job(_uuid(args.job_id)).status_body())
     elif action == "retry":
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _submit(args: argparse.Namespace, settings: Settings) -> lifecycle.JobView:
+def _submit(args: argparse.Namespace, settings: Settings) -> views.JobView:
     # The Submit page's reader (pure, no Streamlit): the same file reads the same way.
     from core.jobs.uploads import UploadError, from_upload
 
@@ -138,7 +138,7 @@ def _submit(args: argparse.Namespace, settings: Settings) -> lifecycle.JobView:
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    job = lifecycle.get_job(_uuid(args.job_id))
+    job = views.get_job(_uuid(args.job_id))
     suffix = "tasks.csv" if args.tasks_csv else "images.zip"
     target: Path = args.output or Path(f"job-{job.id}-{suffix}")
     # Written beside the target and renamed at the end: an interrupted export never

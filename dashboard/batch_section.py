@@ -8,11 +8,11 @@ import streamlit as st
 
 from core.batch.views import job_batches
 from core.billing import charges
-from core.jobs import lifecycle
+from core.jobs import views
 from dashboard import data, ui
 
 
-def cost_line(job: lifecycle.JobView) -> None:
+def cost_line(job: views.JobView) -> None:
     billed = charges.job_cost(job.id, job.model, job.provider, engine=data.engine())
     if billed.actual_usd is None and billed.billed_tasks:
         actual = (f"{billed.input_tokens:,} input + {billed.output_tokens:,} output tokens "
@@ -23,7 +23,7 @@ def cost_line(job: lifecycle.JobView) -> None:
                f"billed so far {actual} for {billed.billed_tasks} image(s)")
 
 
-def batches(job: lifecycle.JobView) -> None:
+def batches(job: views.JobView) -> None:
     if job.mode != "batch":
         return
     st.subheader("Batches")

@@ -24,7 +24,7 @@ from core.dispatch import Dispatcher, get_dispatcher
 from core.dispatch.order_of_work import JobOrder
 from core.dispatch.order_of_work import order_of_work as core_order_of_work
 from core.errors import AppError, StorageError
-from core.jobs import export, export_links, lifecycle, reports
+from core.jobs import export, export_links, lifecycle, reports, views
 from core.jobs import schedule as job_schedule
 from core.jobs.meta import JobMeta
 from core.jobs.schedule import Schedule
@@ -63,8 +63,8 @@ def dispatcher() -> Dispatcher:
 
 # ---- reads ---------------------------------------------------------------------------
 
-def job(job_id: UUID) -> lifecycle.JobView:
-    return lifecycle.get_job(job_id, engine=engine())
+def job(job_id: UUID) -> views.JobView:
+    return views.get_job(job_id, engine=engine())
 
 
 def recent_jobs(statuses: Sequence[str], created_after: datetime | None,
@@ -98,7 +98,7 @@ def performance(job_id: UUID) -> reports.JobPerformance:
 
 def gallery(job_id: UUID, limit: int, offset: int) -> tuple[list[reports.GalleryItem], int]:
     return (reports.gallery_page(job_id, limit=limit, offset=offset, engine=engine()),
-            lifecycle.count_tasks(job_id, status="succeeded", engine=engine()))
+            views.count_tasks(job_id, status="succeeded", engine=engine()))
 
 
 def failures(job_id: UUID, error_code: str | None, limit: int, offset: int
@@ -113,10 +113,10 @@ def error_codes(job_id: UUID) -> list[tuple[str, int]]:
 
 
 def tasks(job_id: UUID, status: str | None, limit: int, offset: int
-          ) -> tuple[list[lifecycle.TaskView], int]:
-    return (lifecycle.list_tasks(job_id, status=status, limit=limit, offset=offset,
+          ) -> tuple[list[views.TaskView], int]:
+    return (views.list_tasks(job_id, status=status, limit=limit, offset=offset,
                             engine=engine()),
-            lifecycle.count_tasks(job_id, status=status, engine=engine()))
+            views.count_tasks(job_id, status=status, engine=engine()))
 
 
 def queue_depth() -> reports.QueueDepth:
@@ -238,7 +238,7 @@ def retry_failed(job_id: UUID, task_ids: Sequence[UUID] | None, *,
     return result
 
 
-def cancel(job_id: UUID) -> lifecycle.JobView:
+def cancel(job_id: UUID) -> views.JobView:
     if not settings().USE_CLOUD_TASKS:
         view = lifecycle.cancel_job(job_id, engine=engine())
     else:  # the job's Cloud Tasks in the window go too (core.dispatch.cloudtasks.window)

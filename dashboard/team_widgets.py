@@ -14,8 +14,8 @@ import streamlit as st
 
 from core.errors import AppError, InvalidInput
 from core.jobs import audit, edit, retention, search
-from core.jobs.lifecycle import JobView
 from core.jobs.meta import JobMeta, clean_meta
+from core.jobs.views import JobView
 from dashboard import auth, data, ui
 
 SEARCH_PAGE = 50

@@ -26,9 +26,11 @@ from core.db.queries import q
 from core.dispatch import Dispatcher, TaskRef, get_dispatcher
 from core.errors import Conflict, InvalidInput, NotFound
 from core.jobs import audit
-from core.jobs.lifecycle import GenerationOptions, JobView, _hand_over, _job, submit_batch
+from core.jobs.lifecycle import GenerationOptions, _hand_over, submit_batch
 from core.jobs.meta import JobMeta
 from core.jobs.validation import limits_from_settings, validate_batch
+from core.jobs.views import JobView
+from core.jobs.views import job_view as _job
 from core.status import JOB_TERMINAL, job_status_after
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,9 @@ from sqlalchemy import Engine, text
 from core.db import get_engine, transaction
 from core.db.queries import q
 from core.errors import InvalidInput
-from core.jobs.lifecycle import MAX_PAGE, JobView, _job
 from core.jobs.meta import MAX_SUBMITTER_CHARS, clean_tag
+from core.jobs.views import MAX_PAGE, JobView
+from core.jobs.views import job_view as _job
 from core.status import JOB_STATUSES
 
 log = logging.getLogger(__name__)

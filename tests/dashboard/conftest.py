@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from core import db
 from core.config import Settings
 from core.delivery.processing import DeliveryOutcome, TaskProcessor
-from core.jobs import lifecycle
+from core.jobs import lifecycle, views
 from core.jobs.validation import limits_from_settings, validate_batch
 from core.providers import get_provider
 from core.storage import get_storage
@@ -49,7 +49,7 @@ def open_page(page: str, **query: str) -> AppTest:
 
 
 def submit(settings: Settings, engine: Engine, prompts: Sequence[str], count: int = 1
-           ) -> lifecycle.JobView:
+           ) -> views.JobView:
     spec = validate_batch(list(prompts), "none", count, limits_from_settings(settings))
     return lifecycle.submit_batch(spec, engine=engine, settings=settings)
 
@@ -70,10 +70,10 @@ def deliver(settings: Settings, task_ids: Sequence[UUID]) -> list[DeliveryOutcom
     return asyncio.run(run())
 
 
-def seeded_job(settings: Settings, engine: Engine, prompts: Sequence[str]) -> lifecycle.JobView:
+def seeded_job(settings: Settings, engine: Engine, prompts: Sequence[str]) -> views.JobView:
     """A job whose every task was delivered once: markers fail, the rest succeed."""
     job = submit(settings, engine, prompts)
-    tasks = lifecycle.list_tasks(job.id, limit=1000, engine=engine)
+    tasks = views.list_tasks(job.id, limit=1000, engine=engine)
     outcomes = deliver(settings, [t.id for t in tasks])
     assert all(o.http_status == 200 for o in outcomes), outcomes
-    return lifecycle.get_job(job.id, engine=engine)
+    return views.get_job(job.id, engine=engine)

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 
 from core.config import Settings
 from core.dispatch import undeliverable
-from core.jobs import lifecycle
+from core.jobs import views
 from testing.openai_stub import OpenAIStub
 from tests.conftest import free_port
 from tests.dashboard.conftest import open_page, seeded_job, submit
@@ -21,7 +21,7 @@ from tests.dashboard.conftest import open_page, seeded_job, submit
 def test_queue_and_job_pages_show_undeliverable_deliveries(settings: Settings,
                                                           engine: Engine) -> None:
     job = submit(settings, engine, ["a tram"])
-    (task,) = lifecycle.list_tasks(job.id, limit=10, engine=engine)
+    (task,) = views.list_tasks(job.id, limit=10, engine=engine)
     url = "http://127.0.0.1:9/v2/api/admin/worker/process-task"
     cause = undeliverable.classify(url, status=404)
     assert cause is not None

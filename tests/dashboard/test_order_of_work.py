@@ -9,13 +9,13 @@ from decimal import Decimal
 from sqlalchemy import Engine, text
 
 from core.config import Settings
-from core.jobs import lifecycle
+from core.jobs import views
 from core.jobs.schedule import set_schedule
 from tests.dashboard.conftest import deliver, open_page, submit
 
 
-def _job(engine: Engine, job_id: object) -> lifecycle.JobView:
-    return lifecycle.get_job(job_id, engine=engine)  # type: ignore[arg-type]
+def _job(engine: Engine, job_id: object) -> views.JobView:
+    return views.get_job(job_id, engine=engine)  # type: ignore[arg-type]
 
 
 def test_submit_sets_priority_and_cap(settings: Settings, engine: Engine) -> None:
@@ -38,7 +38,7 @@ def test_queue_page_shows_the_order_of_work(settings: Settings, engine: Engine) 
     with engine.begin() as conn:  # the big job's images cost something: it is at its cap
         conn.execute(text("UPDATE generation_jobs SET spend_unit_usd = 0.05 WHERE id = :j"),
                      {"j": big.id})
-    first_small = lifecycle.list_tasks(small.id, limit=1, engine=engine)[0]
+    first_small = views.list_tasks(small.id, limit=1, engine=engine)[0]
     deliver(settings, [first_small.id])
     at = open_page("app_pages/queue.py")
     table = at.dataframe[0].value

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 
 from core.config import Settings
 from core.dispatch import get_dispatcher
-from core.jobs import lifecycle
+from core.jobs import views
 from dashboard import data
 from tests.dashboard.conftest import open_page, seeded_job, submit
 
@@ -60,7 +60,7 @@ def test_submit_creates_job_with_right_task_count(settings: Settings, engine: En
     assert not at.exception
     rows = _job_rows(engine)
     assert len(rows) == 1 and rows[0].total_tasks == 6
-    tasks = lifecycle.list_tasks(rows[0].id, limit=100, engine=engine)
+    tasks = views.list_tasks(rows[0].id, limit=100, engine=engine)
     assert len(tasks) == 6
     assert sorted({t.prompt for t in tasks}) == sorted({"a red chair", TRICKY})
     assert all(t.status == "queued" for t in tasks)  # handed to the local queue
@@ -82,7 +82,7 @@ def test_csv_upload_reads_the_prompt_column(settings: Settings, engine: Engine) 
     at.button(key="submit").click().run()
     rows = _job_rows(engine)
     assert len(rows) == 1 and rows[0].total_tasks == 3
-    prompts = [t.prompt for t in lifecycle.list_tasks(rows[0].id, engine=engine)]
+    prompts = [t.prompt for t in views.list_tasks(rows[0].id, engine=engine)]
     assert prompts == ["a kite, red", "a boat", "a tree"]
     at.switch_page("app_pages/submit.py").run()
     at.radio(key="source_kind").set_value("Upload a CSV or TXT file").run()
@@ -98,7 +98,7 @@ def test_csv_header_is_asked_and_never_billed(settings: Settings, engine: Engine
     assert [m.value for m in at.metric][:2] == ["1", "1"]
     at.button(key="submit").click().run()
     (row,) = _job_rows(engine)
-    assert [t.prompt for t in lifecycle.list_tasks(row.id, engine=engine)] == [
+    assert [t.prompt for t in views.list_tasks(row.id, engine=engine)] == [
         "a green teapot, studio light"]
 
 
@@ -120,7 +120,7 @@ def test_openai_options_and_cost_before_submitting(settings: Settings, engine: E
     # 2 images at $0.20 (gpt-image-1.5, 1024x1536, high) from core/billing/prices.py
     assert [m.value for m in at.metric] == ["2", "2", "$0.40"]
     at.button(key="submit").click().run()
-    job = lifecycle.list_jobs(engine=engine)[0]
+    job = views.list_jobs(engine=engine)[0]
     assert (job.provider, job.model, job.size, job.quality) == (
         "openai", "gpt-image-1.5", "1024x1536", "high")
     assert job.estimated_cost_usd == Decimal("0.4")
@@ -198,7 +198,7 @@ def test_retry_all_requeues_exactly_the_failed_tasks(settings: Settings,
     changed = {tid for tid in before if after[tid] != before[tid]}
     assert changed == failed
     assert all(after[tid] == ("queued", 0) for tid in failed)
-    assert lifecycle.get_job(job.id, engine=engine).status == "running"
+    assert views.get_job(job.id, engine=engine).status == "running"
     assert any("Requeued 2 failed task(s)" in s.value for s in at.success)
     # The progress line, the tab and the button agree on what is left.
     progress = [p for p in at.get("progress")]
@@ -219,7 +219,7 @@ def test_retry_selected_requeues_only_the_selected_task(settings: Settings,
     full = {short: next(t for t in after if t.startswith(short)) for short in shown["task"]}
     assert after[full[shown["task"][1]]] == ("queued", 0)
     assert after[full[shown["task"][0]]] == ("failed", 1)
-    assert lifecycle.get_job(job.id, engine=engine).failed_tasks == 1
+    assert views.get_job(job.id, engine=engine).failed_tasks == 1
 
 
 def test_cancel_cancels_the_job(settings: Settings, engine: Engine) -> None:
@@ -227,10 +227,10 @@ def test_cancel_cancels_the_job(settings: Settings, engine: Engine) -> None:
     at = open_page("app_pages/job.py", job_id=str(job.id))
     assert any("Updating every 2 s" in c.value for c in at.caption)  # live while it runs
     at.button(key="cancel").click().run()
-    assert lifecycle.get_job(job.id, engine=engine).status == "pending"  # asks first
+    assert views.get_job(job.id, engine=engine).status == "pending"  # asks first
     at.button(key="confirm_cancel_yes").click().run()
 
-    view = lifecycle.get_job(job.id, engine=engine)
+    view = views.get_job(job.id, engine=engine)
     assert (view.status, view.cancelled_tasks) == ("cancelled", 3)
     assert {s for s, _ in _task_states(engine, job.id).values()} == {"cancelled"}
     assert at.button(key="cancel").disabled

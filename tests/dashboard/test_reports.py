@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine
 
 from core.config import Settings
-from core.jobs import export, lifecycle, reports
+from core.jobs import export, reports, views
 from core.storage import get_storage
 from tests.dashboard.conftest import deliver, open_page, seeded_job, submit
 
@@ -24,17 +24,17 @@ MODERATED = "[[demo:moderation_blocked]] refused"
 
 
 @pytest.fixture
-def big_job(settings: Settings, engine: Engine) -> lifecycle.JobView:
+def big_job(settings: Settings, engine: Engine) -> views.JobView:
     prompts = [f"prompt number {i}" for i in range(BIG)]
     prompts[3] = MODERATED
     prompts[7] = "=HYPERLINK(\"http://evil.invalid\") " + MODERATED
     job = submit(settings, engine, prompts)
-    first = lifecycle.list_tasks(job.id, limit=DELIVERED, engine=engine)
+    first = views.list_tasks(job.id, limit=DELIVERED, engine=engine)
     deliver(settings, [t.id for t in first])
-    return lifecycle.get_job(job.id, engine=engine)
+    return views.get_job(job.id, engine=engine)
 
 
-def test_reports_on_a_10000_task_job(big_job: lifecycle.JobView, engine: Engine) -> None:
+def test_reports_on_a_10000_task_job(big_job: views.JobView, engine: Engine) -> None:
     job_id = big_job.id
     assert (big_job.total_tasks, big_job.completed_tasks, big_job.failed_tasks) == (
         BIG, DELIVERED - 2, 2)
@@ -71,7 +71,7 @@ def test_reports_on_a_10000_task_job(big_job: lifecycle.JobView, engine: Engine)
     assert reports.count_jobs(statuses=["running"], engine=engine) == 1
 
 
-def test_job_page_of_a_10000_task_job_renders_one_page(big_job: lifecycle.JobView) -> None:
+def test_job_page_of_a_10000_task_job_renders_one_page(big_job: views.JobView) -> None:
     started = time.perf_counter()
     at = open_page("app_pages/job.py", job_id=str(big_job.id))
     elapsed = time.perf_counter() - started
@@ -83,7 +83,7 @@ def test_job_page_of_a_10000_task_job_renders_one_page(big_job: lifecycle.JobVie
     assert any(f"{BIG} task(s) · page 1 of 100" in c.value for c in at.caption)
 
 
-def test_csv_export_streams_every_task(big_job: lifecycle.JobView, engine: Engine) -> None:
+def test_csv_export_streams_every_task(big_job: views.JobView, engine: Engine) -> None:
     out = io.StringIO()
     assert export.write_tasks_csv(big_job.id, out, engine=engine) == BIG
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import Engine
 
 from core.config import Settings
-from core.jobs import lifecycle
+from core.jobs import lifecycle, views
 from tests.dashboard.conftest import open_page, seeded_job
 
 REFUSED = "[[demo:moderation_blocked]] a forbidden thing"
@@ -30,14 +30,14 @@ def test_dry_run_counts_and_prices_without_changing_anything(
     assert (preview.requeued, preview.refusals_left, preview.dry_run) == (1, 2, True)
     assert preview.estimated_cost_usd is not None  # the demo model: $0, but known
     assert preview.message().startswith("Would requeue 1 failed task(s)")
-    assert lifecycle.get_job(job.id, engine=engine).failed_tasks == 3  # nothing changed
+    assert views.get_job(job.id, engine=engine).failed_tasks == 3  # nothing changed
     everything = lifecycle.retry_failed(job.id, dry_run=True, include_refusals=True,
                                    settings=settings, engine=engine)
     assert (everything.requeued, everything.refusals_left) == (3, 0)
 
     done = lifecycle.retry_failed(job.id, settings=settings, engine=engine)
     assert (done.requeued, done.refusals_left) == (1, 2)
-    left = {t.last_error_code for t in lifecycle.list_tasks(job.id, status="failed",
+    left = {t.last_error_code for t in views.list_tasks(job.id, status="failed",
                                                         engine=engine)}
     assert left == {"moderation_blocked", "invalid_request"}
     again = lifecycle.retry_failed(job.id, include_refusals=True, settings=settings,
@@ -60,6 +60,6 @@ def test_job_page_previews_and_retries_only_what_can_succeed(
     at.button(key="retry_all").click().run()
     assert not at.exception
     assert any("Requeued 1 failed task(s)" in s.value for s in at.success)
-    failed = lifecycle.list_tasks(job.id, status="failed", engine=engine)
+    failed = views.list_tasks(job.id, status="failed", engine=engine)
     assert [t.last_error_code for t in failed] == ["moderation_blocked"]
 

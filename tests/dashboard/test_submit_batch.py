@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine
 
 from core.config import Settings
-from core.jobs import lifecycle
+from core.jobs import lifecycle, views
 from tests.dashboard.conftest import open_page
 
 
@@ -49,7 +49,7 @@ def test_batch_mode_submit_shows_both_costs_and_records_the_options(
     table = at.table[0].value
     assert list(table["estimated cost"]) == ["$0.422", "$0.211"]
     at.button(key="submit").click().run()
-    job = lifecycle.list_jobs(engine=engine)[0]
+    job = views.list_jobs(engine=engine)[0]
     assert (job.mode, job.model, job.quality, job.output_format, job.output_compression,
             job.background) == ("batch", "gpt-image-2", "high", "webp", 80, "opaque")
     assert job.estimated_cost_usd == Decimal("0.211")
@@ -67,14 +67,14 @@ def test_auto_quality_and_a_high_estimate_ask_for_a_confirmation(
     assert any("auto" in w.value for w in at.warning)
     at.button(key="submit").click().run()
     assert any("Tick the confirmation" in e.value for e in at.error)
-    assert lifecycle.list_jobs(engine=engine) == []
+    assert views.list_jobs(engine=engine) == []
     at.selectbox(key="quality").set_value("high")
     at.number_input(key="count_per_prompt").set_value(1).run()
     # 300 x $0.211 = $63.30 > $50
     assert any("above $50.00" in w.value for w in at.warning)
     at.checkbox(key="confirm_cost").check().run()
     at.button(key="submit").click().run()
-    assert len(lifecycle.list_jobs(engine=engine)) == 1
+    assert len(views.list_jobs(engine=engine)) == 1
 
 
 @pytest.mark.usefixtures("openai_env")
@@ -88,7 +88,7 @@ def test_a_model_without_rates_needs_its_own_confirmation(settings: Settings,
     at.checkbox(key="confirm_unknown_price").check().run()
     at.checkbox(key="confirm_cost").check().run()  # no estimate either
     at.button(key="submit").click().run()
-    assert lifecycle.list_jobs(engine=engine)[0].model == "gpt-image-2.6-flare"
+    assert views.list_jobs(engine=engine)[0].model == "gpt-image-2.6-flare"
 
 
 def test_job_page_shows_each_batch_state_and_the_billed_cost(

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from core.config import Settings
-from core.jobs import audit, lifecycle
+from core.jobs import audit, lifecycle, views
 from core.jobs.meta import JobMeta
 from core.jobs.validation import limits_from_settings, validate_batch
 from dashboard import auth
@@ -55,7 +55,7 @@ def test_submit_records_name_tags_webhook_and_operator(settings: Settings,
 
 
 def _submit(settings: Settings, engine: Engine, prompts: list[str], **meta: Any
-            ) -> lifecycle.JobView:
+            ) -> views.JobView:
     spec = validate_batch(prompts, "none", 1, limits_from_settings(settings))
     return lifecycle.submit_batch(spec, engine=engine, settings=settings, meta=JobMeta(**meta))
 
@@ -94,9 +94,9 @@ def test_job_page_clone_resubmit_and_delete(settings: Settings, engine: Engine) 
     at.text_area(key=task_key).set_value("a permitted teapot").run()
     at.button(key="resubmit").click().run()
     assert not at.exception
-    after = lifecycle.get_job(job.id, engine=engine)
+    after = views.get_job(job.id, engine=engine)
     assert (after.total_tasks, after.status) == (3, "running")
-    prompts = {t.prompt: t.status for t in lifecycle.list_tasks(job.id, engine=engine)}
+    prompts = {t.prompt: t.status for t in views.list_tasks(job.id, engine=engine)}
     assert prompts["a permitted teapot"] == "queued"
 
     at.button(key="clone_job").click().run()

@@ -16,7 +16,7 @@ from core.batch import runner as batch_runner
 from core.batch.runner import BatchRunner
 from core.billing import charges, prices
 from core.config import Settings, get_settings
-from core.jobs import lifecycle
+from core.jobs import lifecycle, views
 from core.jobs.validation import BatchSpec
 from core.storage import get_storage
 from testing.openai_stub import OpenAIStub
@@ -59,17 +59,17 @@ def _runner(settings: Settings, engine: Engine) -> BatchRunner:
 
 
 def _submit(settings: Settings, engine: Engine, prompts: list[str], **options: str
-            ) -> lifecycle.JobView:
+            ) -> views.JobView:
     chosen = lifecycle.options_for(settings, model="gpt-image-2", size="1024x1024",
                               quality="medium", mode="batch", **options)
     return lifecycle.submit_batch(BatchSpec(prompts=prompts, style="none", count_per_prompt=1),
                              options=chosen, engine=engine, settings=settings)
 
 
-def _until_done(run: BatchRunner, job_id: UUID, rounds: int = 30) -> lifecycle.JobView:
+def _until_done(run: BatchRunner, job_id: UUID, rounds: int = 30) -> views.JobView:
     for _ in range(rounds):
         run.cycle()
-        job = lifecycle.get_job(job_id, engine=run.engine)
+        job = views.get_job(job_id, engine=run.engine)
         if job.is_finished:
             return job
     raise AssertionError(f"job not finished after {rounds} rounds: {job}")
@@ -197,7 +197,7 @@ def test_cancelling_the_job_cancels_its_open_batches(
         rows = conn.execute(text("SELECT state, openai_status FROM openai_batches "
                                  "WHERE job_id = :j"), {"j": job.id}).all()
     assert {tuple(r) for r in rows} == {("done", "cancelled")}
-    assert lifecycle.get_job(job.id, engine=engine).cancelled_tasks == 5
+    assert views.get_job(job.id, engine=engine).cancelled_tasks == 5
 
 
 def test_a_crash_after_create_adopts_the_batch_instead_of_making_a_second(

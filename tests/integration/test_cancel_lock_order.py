@@ -13,8 +13,8 @@ from sqlalchemy import Engine, text
 
 from core.config import Settings
 from core.jobs import lifecycle
-from core.jobs.lifecycle import JobView
 from core.jobs.validation import BatchSpec
+from core.jobs.views import JobView
 
 
 def _waiting_on_a_lock(engine: Engine, marker: str) -> bool:

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, text
 
 from core.config import Settings
 from core.errors import Conflict
-from core.jobs import lifecycle
+from core.jobs import lifecycle, views
 from core.jobs.edit import resubmit_task
 from core.status import job_status_after
 from tests.dashboard.conftest import deliver, submit
@@ -18,8 +18,8 @@ from tests.integration.test_end_to_end import assert_counters_match_rows
 REFUSED = "[[demo:moderation_blocked]] a forbidden thing"
 
 
-def _failed(engine: Engine, job_id: object) -> lifecycle.TaskView:
-    [task] = lifecycle.list_tasks(job_id, status="failed", engine=engine)  # type: ignore[arg-type]
+def _failed(engine: Engine, job_id: object) -> views.TaskView:
+    [task] = views.list_tasks(job_id, status="failed", engine=engine)  # type: ignore[arg-type]
     return task
 
 
@@ -32,8 +32,8 @@ def test_resubmitted_task_ends_the_job_by_the_same_rule(
     settings: Settings, engine: Engine, prompts: list[str], edit: str, ends: str,
 ) -> None:
     job = submit(settings, engine, prompts)
-    deliver(settings, [t.id for t in lifecycle.list_tasks(job.id, engine=engine)])
-    before = lifecycle.get_job(job.id, engine=engine)
+    deliver(settings, [t.id for t in views.list_tasks(job.id, engine=engine)])
+    before = views.get_job(job.id, engine=engine)
     assert before.is_finished
     done = resubmit_task(job.id, _failed(engine, job.id).id, edit, submitted_by="test",
                          engine=engine, settings=settings)
@@ -41,7 +41,7 @@ def test_resubmitted_task_ends_the_job_by_the_same_rule(
         "running", len(prompts) + 1, None)
     assert_counters_match_rows(engine, str(job.id))
     deliver(settings, [done.task_id])
-    after = lifecycle.get_job(job.id, engine=engine)
+    after = views.get_job(job.id, engine=engine)
     assert after.status == ends == job_status_after(
         "running", total=after.total_tasks, completed=after.completed_tasks,
         failed=after.failed_tasks, cancelled=after.cancelled_tasks)
@@ -57,7 +57,7 @@ def test_resubmitted_task_ends_the_job_by_the_same_rule(
 def test_resubmit_while_the_job_runs_and_refusals_of_the_rule(settings: Settings,
                                                                engine: Engine) -> None:
     job = submit(settings, engine, ["a chair", REFUSED, "a lamp"])
-    tasks = lifecycle.list_tasks(job.id, engine=engine)
+    tasks = views.list_tasks(job.id, engine=engine)
     deliver(settings, [tasks[1].id])  # only the refusal has run
     done = resubmit_task(job.id, tasks[1].id, "a permitted thing", submitted_by="t",
                          engine=engine, settings=settings)
@@ -66,12 +66,12 @@ def test_resubmit_while_the_job_runs_and_refusals_of_the_rule(settings: Settings
         resubmit_task(job.id, tasks[0].id, "x", submitted_by="t", engine=engine,
                       settings=settings)
     deliver(settings, [tasks[0].id, tasks[2].id, done.task_id])
-    final = lifecycle.get_job(job.id, engine=engine)
+    final = views.get_job(job.id, engine=engine)
     assert (final.status, final.completed_tasks, final.failed_tasks) == (
         "completed_with_errors", 3, 1)
     assert_counters_match_rows(engine, str(job.id))
     cancelled = submit(settings, engine, [REFUSED, "a cup"])
-    deliver(settings, [lifecycle.list_tasks(cancelled.id, engine=engine)[0].id])
+    deliver(settings, [views.list_tasks(cancelled.id, engine=engine)[0].id])
     lifecycle.cancel_job(cancelled.id, engine=engine)
     with pytest.raises(Conflict, match="cancelled"):
         resubmit_task(cancelled.id, _failed(engine, cancelled.id).id, "x", submitted_by="t",

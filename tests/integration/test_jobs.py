@@ -9,7 +9,7 @@ from sqlalchemy import Engine, text
 
 from core.config import Settings
 from core.errors import Conflict, NotFound
-from core.jobs import lifecycle
+from core.jobs import lifecycle, views
 from core.jobs.validation import BatchSpec
 
 
@@ -32,17 +32,17 @@ def test_submit_writes_job_and_every_task_and_queues_them(
     assert job.summary() == {"id": str(job.id), "status": "pending", "total_tasks": 6,
                              "completed_tasks": 0, "failed_tasks": 0}
     assert _statuses(engine, job.id) == {"queued": 6}
-    tasks = lifecycle.list_tasks(job.id, engine=engine)
+    tasks = views.list_tasks(job.id, engine=engine)
     assert [(t.prompt_index, t.image_index) for t in tasks] == [
         (0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
     assert {t.style for t in tasks} == {"watercolor"}
-    assert lifecycle.get_job(job.id, engine=engine).progress_percentage == 0.0
+    assert views.get_job(job.id, engine=engine).progress_percentage == 0.0
 
 
 def test_large_batch_is_one_transaction_of_bulk_rows(settings: Settings, engine: Engine) -> None:
     job = lifecycle.submit_batch(_spec(10_000), settings=settings, engine=engine)
     assert _statuses(engine, job.id) == {"queued": 10_000}
-    assert lifecycle.count_tasks(job.id, engine=engine) == 10_000
+    assert views.count_tasks(job.id, engine=engine) == 10_000
 
 
 def test_cancel_cancels_what_has_not_started(settings: Settings, engine: Engine) -> None:
@@ -54,7 +54,7 @@ def test_cancel_cancels_what_has_not_started(settings: Settings, engine: Engine)
     cancelled = lifecycle.cancel_job(job.id, engine=engine)
     assert cancelled.status == "cancelled"
     assert _statuses(engine, job.id) == {"running": 1, "cancelled": 3}
-    assert lifecycle.get_job(job.id, engine=engine).cancelled_tasks == 3
+    assert views.get_job(job.id, engine=engine).cancelled_tasks == 3
     assert lifecycle.cancel_job(job.id, engine=engine).cancelled_tasks == 3  # idempotent
 
 
@@ -67,7 +67,7 @@ def test_retry_failed_requeues_exactly_the_failed_tasks(settings: Settings, engi
             "WHERE job_id = :j"), {"j": job.id})
         conn.execute(text("UPDATE generation_jobs SET status='completed_with_errors', "
                           "completed_tasks=2, failed_tasks=2 WHERE id=:j"), {"j": job.id})
-    failed = lifecycle.list_tasks(job.id, status="failed", engine=engine)
+    failed = views.list_tasks(job.id, status="failed", engine=engine)
     only_first = lifecycle.retry_failed(job.id, [failed[0].id], settings=settings, engine=engine)
     assert only_first.requeued == 1
     assert only_first.job.status == "running" and only_first.job.failed_tasks == 1
@@ -83,7 +83,7 @@ def test_retry_failed_requeues_exactly_the_failed_tasks(settings: Settings, engi
 
 def test_unknown_and_conflicting_operations_are_refused(settings: Settings, engine: Engine) -> None:
     with pytest.raises(NotFound):
-        lifecycle.get_job(uuid.uuid4(), engine=engine)
+        views.get_job(uuid.uuid4(), engine=engine)
     with pytest.raises(NotFound):
         lifecycle.cancel_job(uuid.uuid4(), engine=engine)
     job = lifecycle.submit_batch(_spec(1), settings=settings, engine=engine)
@@ -102,5 +102,5 @@ def test_list_jobs_filters_by_status(settings: Settings, engine: Engine) -> None
     a = lifecycle.submit_batch(_spec(1), settings=settings, engine=engine)
     b = lifecycle.submit_batch(_spec(1), settings=settings, engine=engine)
     lifecycle.cancel_job(b.id, engine=engine)
-    assert [j.id for j in lifecycle.list_jobs(engine=engine)] == [b.id, a.id]
-    assert [j.id for j in lifecycle.list_jobs(status="cancelled", engine=engine)] == [b.id]
+    assert [j.id for j in views.list_jobs(engine=engine)] == [b.id, a.id]
+    assert [j.id for j in views.list_jobs(status="cancelled", engine=engine)] == [b.id]

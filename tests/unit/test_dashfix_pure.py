@@ -14,7 +14,8 @@ from pydantic import ValidationError
 
 from core.config import Settings
 from core.jobs import export_links
-from core.jobs.lifecycle import JobView, RetryResult
+from core.jobs.lifecycle import RetryResult
+from core.jobs.views import JobView
 from core.storage import png_text
 
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.billing import charges
 from core.errors import InvalidInput
-from core.jobs import lifecycle, search
+from core.jobs import lifecycle, search, views
 from core.jobs.meta import clean_meta
 from core.jobs.schedule import clean_schedule
 from core.jobs.schedule import set_schedule as set_job_schedule
@@ -119,12 +119,12 @@ def set_schedule(job_id: UUID, body: ScheduleRequest, settings: SettingsDep
 
 @router.get("/jobs/{job_id}/status", response_model=JobStatus, responses=_JOB)
 def job_status(job_id: UUID) -> dict[str, Any]:
-    return lifecycle.get_job(job_id).status_body()
+    return views.get_job(job_id).status_body()
 
 
 @router.get("/jobs/{job_id}", responses=_JOB)
 def job_detail(job_id: UUID) -> dict[str, Any]:
-    job = lifecycle.get_job(job_id)
+    job = views.get_job(job_id)
     # The billed cost (usage x rates) beside the estimate.
     return {**job.detail(), **charges.job_cost(job.id, job.model, job.provider).to_dict()}
 
@@ -132,7 +132,7 @@ def job_detail(job_id: UUID) -> dict[str, Any]:
 @router.get("/jobs")
 def list_jobs(
     status: Annotated[str | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=lifecycle.MAX_PAGE)] = 50,
+    limit: Annotated[int, Query(ge=1, le=views.MAX_PAGE)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
     q: Annotated[str | None, Query(max_length=200, description=(
         "Text in the job's name, a tag, or a prompt (at least 3 characters)"))] = None,
@@ -145,7 +145,7 @@ def list_jobs(
             offset=offset)
         return {"jobs": [j.detail() for j in hits.jobs], "limit": limit, "offset": offset,
                 "more": hits.more}
-    found = lifecycle.list_jobs(status=status, limit=limit, offset=offset)
+    found = views.list_jobs(status=status, limit=limit, offset=offset)
     return {"jobs": [j.detail() for j in found], "limit": limit, "offset": offset}
 
 
@@ -154,12 +154,12 @@ def list_tasks(
     job_id: UUID,
     status: Annotated[str | None, Query()] = None,
     error_code: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=lifecycle.MAX_PAGE)] = 100,
+    limit: Annotated[int, Query(ge=1, le=views.MAX_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    found = lifecycle.list_tasks(job_id, status=status, error_code=error_code, limit=limit,
+    found = views.list_tasks(job_id, status=status, error_code=error_code, limit=limit,
                             offset=offset)
-    total = lifecycle.count_tasks(job_id, status=status, error_code=error_code)
+    total = views.count_tasks(job_id, status=status, error_code=error_code)
     return {"tasks": [t.to_dict() for t in found], "total": total, "limit": limit,
             "offset": offset}
 

@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter
 
 from core.batch.views import job_batches
-from core.jobs import lifecycle
+from core.jobs import views
 from worker.deps import AdminDep
 from worker.responses import error_responses
 
@@ -18,6 +18,6 @@ router = APIRouter(prefix="/api/admin", dependencies=[AdminDep], tags=["admin"],
 
 @router.get("/jobs/{job_id}/batches")
 def list_job_batches(job_id: UUID) -> dict[str, Any]:
-    job = lifecycle.get_job(job_id)  # 404 for an unknown job
+    job = views.get_job(job_id)  # 404 for an unknown job
     return {"job_id": str(job.id), "mode": job.mode,
             "batches": [b.to_dict() for b in job_batches(job_id)]}

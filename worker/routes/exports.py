@@ -11,7 +11,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from core.jobs import export, export_links, lifecycle
+from core.jobs import export, export_links, views
 from core.storage import get_storage
 from worker.deps import SettingsDep, require_api_key
 from worker.responses import error_responses
@@ -33,7 +33,7 @@ async def images_zip(
     if expires is None or not export_links.link_ok(key, job_id, expires, sig):
         # Not a (valid) link: the admin key then, as for the rest of the admin API.
         await require_api_key(settings, request.headers.get("x-api-key"), None)
-    await asyncio.to_thread(lifecycle.get_job, job_id)  # a 404 before any byte is sent
+    await asyncio.to_thread(views.get_job, job_id)  # a 404 before any byte is sent
     # A sync generator: Starlette runs each step in its thread pool, so storage reads
     # and database pages never block the event loop.
     return StreamingResponse(
