@@ -173,11 +173,9 @@ def job_actions(job: JobView) -> None:
         st.error("This job is still running: cancel it first, then delete it.")
         st.session_state.pop("confirm_delete", None)
         return
-    st.warning(f"Delete this job, its {job.total_tasks} task(s) and every image in storage? "
-               "This cannot be undone; the audit log records who deleted it.")
-    y, n, _ = st.columns([1, 1, 4])
-    if y.button("Yes, delete it", key="confirm_delete_yes", type="primary"):
-        st.session_state.pop("confirm_delete", None)
+    if ui.confirm("confirm_delete", f"Delete this job, its {job.total_tasks} task(s) and every "
+                  "image in storage? This cannot be undone; the audit log records who "
+                  "deleted it.", yes="Yes, delete it", no="Keep it"):
         try:
             done = retention.delete_job(job.id, actor=auth.operator(), storage=data.storage(),
                                         engine=data.engine())
@@ -188,9 +186,6 @@ def job_actions(job: JobView) -> None:
         except AppError as exc:
             ui.flash(exc.message, "error")
             st.rerun()
-    if n.button("Keep it", key="confirm_delete_no"):
-        st.session_state.pop("confirm_delete", None)
-        st.rerun()
 
 
 def resubmit_section(job: JobView) -> None:

@@ -163,3 +163,18 @@ def counts_moved(shown: Any, now: Any) -> bool:
     """Whether a job's status or failure count changed since ``shown`` was drawn: the
     page's tabs and retry button carry those, so they must be drawn again."""
     return bool(shown.status != now.status or shown.failed_tasks != now.failed_tasks)
+
+
+def confirm(state_key: str, question: str, *, yes: str, no: str) -> bool:
+    """A destructive action asked about first: the question and two buttons (keys
+    ``{state_key}_yes`` / ``_no``). True when confirmed; either answer clears
+    ``st.session_state[state_key]``, which the action's first button set."""
+    st.warning(question)
+    y, n, _ = st.columns([1, 1, 4])
+    if y.button(yes, key=f"{state_key}_yes", type="primary"):
+        st.session_state.pop(state_key, None)
+        return True
+    if n.button(no, key=f"{state_key}_no"):
+        st.session_state.pop(state_key, None)
+        st.rerun()
+    return False

@@ -17,7 +17,8 @@ from sqlalchemy import Engine
 from core.db import transaction
 from core.db.queries import q
 from core.errors import InvalidInput
-from core.status import JOB_STATUSES, JOB_TERMINAL, progress_percentage
+from core.jobs.views import JobRow
+from core.status import JOB_STATUSES
 
 MAX_PAGE = 500
 # A chart needs no more points than a screen has room for; buckets grow to fit.
@@ -27,34 +28,11 @@ _NICE_BUCKETS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200
 
 
 @dataclass(frozen=True)
-class JobReport:
-    id: UUID
-    status: str
-    total_tasks: int
-    completed_tasks: int
-    failed_tasks: int
-    cancelled_tasks: int
-    style: str
-    count_per_prompt: int
-    provider: str
-    model: str
-    size: str
-    quality: str
-    estimated_cost_usd: Decimal | None
-    created_at: datetime
+class JobReport(JobRow):
     started_at: datetime | None
     finished_at: datetime | None
     duration_s: float
     cost_so_far_usd: Decimal | None
-
-    @property
-    def progress_percentage(self) -> float:
-        return progress_percentage(total=self.total_tasks, completed=self.completed_tasks,
-                                   failed=self.failed_tasks, cancelled=self.cancelled_tasks)
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in JOB_TERMINAL
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,10 @@ MAX_PAGE = 1000
 
 
 @dataclass(frozen=True)
-class JobView:
+class JobRow:
+    """The columns every reading of a job carries (the API's view, the dashboard's reports),
+    and what follows from its counters."""
+
     id: UUID
     status: str
     total_tasks: int
@@ -36,23 +39,6 @@ class JobView:
     quality: str
     estimated_cost_usd: Decimal | None
     created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    mode: str = "realtime"
-    batch_fallback: str = "batch"
-    output_format: str | None = None
-    output_compression: int | None = None
-    background: str | None = None
-    moderation: str | None = None
-    # version 7 (core.jobs.meta); the webhook URL is never part of a view (it may be secret)
-    name: str | None = None
-    tags: list[str] = field(default_factory=list)
-    submitted_by: str | None = None
-    # version 8 (core.jobs.schedule): priority and spend cap; spend as of the last check
-    priority: str = "normal"
-    max_cost_usd: Decimal | None = None
-    spent_usd: Decimal | None = None
 
     @property
     def progress_percentage(self) -> float:
@@ -62,6 +48,27 @@ class JobView:
     @property
     def is_finished(self) -> bool:
         return self.status in JOB_TERMINAL
+
+
+@dataclass(frozen=True)
+class JobView(JobRow):
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    mode: str = "realtime"
+    batch_fallback: str = "batch"
+    output_format: str | None = None
+    output_compression: int | None = None
+    background: str | None = None
+    moderation: str | None = None
+    # Who and what (core.jobs.meta); the webhook URL is never part of a view (it may be secret)
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    submitted_by: str | None = None
+    # Order of work (core.jobs.schedule): priority and spend cap; spend as of the last check
+    priority: str = "normal"
+    max_cost_usd: Decimal | None = None
+    spent_usd: Decimal | None = None
 
     def summary(self) -> dict[str, Any]:
         """The deployment guide's response shape."""

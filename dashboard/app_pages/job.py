@@ -153,19 +153,14 @@ else:
                        help="Built in the dashboard's memory; set WORKER_URL to have the "
                             "worker stream it instead")
 if st.session_state.get("confirm_cancel") == str(job.id) and not job.is_finished:
-    st.warning("Cancel this job? Tasks not yet started are cancelled; tasks already running "
-               "finish and keep their result.")
-    y, n, _ = st.columns([1, 1, 4])
-    if y.button("Yes, cancel the job", key="confirm_cancel_yes", type="primary"):
-        st.session_state.pop("confirm_cancel", None)
+    if ui.confirm("confirm_cancel", "Cancel this job? Tasks not yet started are cancelled; "
+                  "tasks already running finish and keep their result.",
+                  yes="Yes, cancel the job", no="Keep it running"):
         try:
             cancelled = data.cancel(job.id)
             ui.flash(f"Job cancelled: {cancelled.cancelled_tasks} task(s) will not run.")
         except AppError as exc:
             ui.flash(exc.message, "error")
-        st.rerun()
-    if n.button("Keep it running", key="confirm_cancel_no"):
-        st.session_state.pop("confirm_cancel", None)
         st.rerun()
 
 team_widgets.job_actions(job)
