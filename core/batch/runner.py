@@ -50,6 +50,11 @@ def _rejects_the_batch(exc: openai.APIStatusError) -> bool:
     return exc.status_code in (400, 404, 413, 422)
 
 
+# The state recorded before an OpenAI call that creates something (an input file, a
+# batch): after a crash there, the next step looks for what the call made before making
+# it again, unless this step itself entered the state.
+_ANNOUNCED = {"preparing": "uploading", "uploaded": "creating"}
+
 class Halted(Exception):
     """The poller is stopping; the batch row says where the next one resumes."""
 
@@ -201,9 +206,10 @@ class BatchRunner:
         if unsent and (row.cancel_requested or row.job_status == "cancelled"):
             store.execute(self.engine, "batch_finish", {"id": row.id})
             return True
-        if row.state == "preparing":
-            store.execute(self.engine, "batch_set_state", {"id": row.id, "state": "uploading"})
-            report.entered = "uploading"
+        if row.state in _ANNOUNCED:
+            entered = _ANNOUNCED[row.state]
+            store.execute(self.engine, "batch_set_state", {"id": row.id, "state": entered})
+            report.entered = entered
             return True
         if row.state == "uploading":
             found = None if report.entered == "uploading" else self._find_file(row.id)
@@ -211,10 +217,6 @@ class BatchRunner:
             store.execute(self.engine, "batch_record_file", {"id": row.id, "file_id": file_id})
             log.info("batch input uploaded", extra={"action": "batch_upload", **extra,
                                                     "file_id": file_id})
-            return True
-        if row.state == "uploaded":
-            store.execute(self.engine, "batch_set_state", {"id": row.id, "state": "creating"})
-            report.entered = "creating"
             return True
         if row.state == "creating":
             batch = None if report.entered == "creating" else self._find_batch(row.id)
