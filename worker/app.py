@@ -91,11 +91,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from core.dispatch.cloudtasks import checks
             from core.dispatch.cloudtasks.window import get_refiller
 
-            # issue 13: the window refill (core.dispatch.cloudtasks.window), after each finished task
+            # The Cloud Tasks window is refilled after each finished task
+            # (core.dispatch.cloudtasks.window).
             app.state.refiller = get_refiller(settings, db.get_engine(url))
 
             background.append(asyncio.create_task(checks.run(settings, engine, stop)))
-        # issue 10: does WORKER_URL reach this worker's task handler? (worker.self_check)
+        # Does WORKER_URL reach this worker's task handler? (worker.self_check)
         background.append(asyncio.create_task(self_check.run(app, settings, stop)))
         if settings.provider_name == "openai":
             # Batch mode (core/batch): the runner serves the Cloud Tasks poll route; locally

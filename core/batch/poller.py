@@ -30,6 +30,7 @@ from core.batch.runner import AdvanceReport, BatchRunner, make_client
 from core.config import Settings
 from core.dispatch import get_dispatcher
 from core.storage import Storage
+from core.worker_url import base_url
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +96,14 @@ def schedule(settings: Settings, body: dict[str, Any], *, round_no: int, delay_s
     client = client or dispatcher.make_client(settings)
     assert settings.GCP_PROJECT and settings.WORKER_URL
     parent = client.queue_path(settings.GCP_PROJECT, settings.GCP_LOCATION, settings.QUEUE_NAME)
-    worker_url = settings.WORKER_URL.rstrip("/")
-    if worker_url.endswith(dispatcher.TASK_PATH):  # WORKER_URL given as the task URL
-        worker_url = worker_url[: -len(dispatcher.TASK_PATH)]
+    service = base_url(settings.WORKER_URL)  # either form of WORKER_URL
     request = tasks_v2.HttpRequest(http_method=tasks_v2.HttpMethod.POST,
-                                   url=worker_url + POLL_PATH,
+                                   url=service + POLL_PATH,
                                    headers={"Content-Type": "application/json"},
                                    body=json.dumps({**body, "round": round_no}).encode())
     if settings.CLOUD_TASKS_SERVICE_ACCOUNT:
         request.oidc_token = tasks_v2.OidcToken(
-            service_account_email=settings.CLOUD_TASKS_SERVICE_ACCOUNT, audience=worker_url)
+            service_account_email=settings.CLOUD_TASKS_SERVICE_ACCOUNT, audience=service)
     when = timestamp_pb2.Timestamp()
     when.FromSeconds(int(time.time() + delay_s))
     key = str(body.get("batch_id") or body.get("job_id"))

@@ -17,7 +17,6 @@ from core.config import Settings
 from core.dispatch import TaskRef
 from core.dispatch.cloudtasks.dispatcher import (
     QUEUE_MAX_ATTEMPTS,
-    TASK_PATH,
     build_task,
     dispatch_deadline_s,
     queue_config,
@@ -25,6 +24,7 @@ from core.dispatch.cloudtasks.dispatcher import (
 )
 from core.errors import ConfigError
 from core.providers.openai_images import failure_from_sdk_error
+from core.worker_url import TASK_PATH
 
 QUEUE = "projects/p/locations/us-central1/queues/images"
 TASK_ID = uuid.UUID("6f1c2d3e-4b5a-4c6d-8e7f-8091a2b3c4d5")

@@ -40,7 +40,6 @@ from core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # Spelled once, in core/worker_url.py; the batch poller reads it here.
-TASK_PATH = worker_urls.TASK_PATH
 # 32-100 in flight is what Cloud Tasks' guidance allows for bulk creation.
 CREATE_CONCURRENCY = 50
 CREATE_TIMEOUT_S = 30.0
