@@ -317,7 +317,8 @@ def run() -> list[Figure]:
                goal="< 10 ms", check=lambda v: v < 10,
                note=f"p50 {statistics.median(status_ms):.1f} ms, {STATUS_REQUESTS} requests; "
                     f"data generated in {gen_s:.0f} s; {load_note()}"),
-        figure("job status in core (core.jobs.views.get_job, no HTTP), p99", _p(core_status_ms, 0.99),
+        figure("job status in core (core.jobs.views.get_job, no HTTP), p99",
+               _p(core_status_ms, 0.99),
                "ms", note=f"p50 {statistics.median(core_status_ms):.2f} ms"),
         figure("failures page of the 10,000-task job over HTTP, p99", _p(page_ms, 0.99), "ms",
                goal="< 50 ms", check=lambda v: v < 50,

@@ -1,5 +1,5 @@
--- Scheduling between jobs (issue 13): the Cloud Tasks window, spend limits, the order of
--- work shown on the dashboard. The local claim is dispatch_claim_due (queries.sql).
+-- Spend limits (core.billing.spend): what each job spent, the holds a budget sets, and the
+-- jobs at their cap. The claims (dispatch_claim_due, window_pick) start nothing a hold covers.
 
 -- name: spend_jobs
 

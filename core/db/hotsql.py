@@ -1,4 +1,4 @@
-"""The delivery hot path's statements on a psycopg async pool, not SQLAlchemy (issue 14).
+"""The delivery hot path's statements on a psycopg async pool, not SQLAlchemy.
 
 Claim, renew, complete, fail, release, the takeover and the dispatcher's claim and defer
 run here: each step is one autocommit statement, one round trip, on a connection from a

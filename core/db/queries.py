@@ -26,7 +26,8 @@ def _load() -> dict[str, str]:
         # parts = [preamble, name1, body1, name2, body2, ...]
         for name, body in zip(parts[1::2], parts[2::2], strict=True):
             if name in queries:
-                raise RuntimeError(f"query {name!r} defined twice (again in {path.relative_to(_SQL_DIR)})")
+                raise RuntimeError(f"query {name!r} defined twice "
+                                   f"(again in {path.relative_to(_SQL_DIR)})")
             queries[name] = body.strip().rstrip(";")
     return queries
 

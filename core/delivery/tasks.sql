@@ -1,4 +1,5 @@
--- Every hot query of AIWebImageService, by name. Binds are :named (SQLAlchemy text()).
+-- One delivery of one task (core.delivery.statements through core.db.hotsql): claim, renew,
+-- complete, fail, release, take over. Binds are :named (SQLAlchemy text()).
 -- Task status: pending -> queued -> running -> succeeded | failed | cancelled.
 
 -- name: claim_task

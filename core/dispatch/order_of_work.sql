@@ -1,9 +1,8 @@
--- Scheduling between jobs (issue 13): the Cloud Tasks window, spend limits, the order of
--- work shown on the dashboard. The local claim is dispatch_claim_due (queries.sql).
+-- The order of work the dashboard shows (core.dispatch.order_of_work).
 
 -- name: order_of_work
 
--- The dashboard's order of work (issue 13): per unfinished job its priority, cap, spend,
+-- The dashboard's order of work: per unfinished job its priority, cap, spend,
 -- deliveries in flight, tasks waiting, and its share of the deliveries that finished in
 -- the last :window_s seconds (generation_tasks_finished_idx, per job).
 WITH live AS (

@@ -1,4 +1,4 @@
--- Every hot query of AIWebImageService, by name. Binds are :named (SQLAlchemy text()).
+-- The queue as both modes see it: hand-over marks, the pending sweep, pause and depth.
 -- Task status: pending -> queued -> running -> succeeded | failed | cancelled.
 
 -- name: mark_tasks_queued

@@ -1,5 +1,5 @@
--- Every hot query of AIWebImageService, by name. Binds are :named (SQLAlchemy text()).
--- Task status: pending -> queued -> running -> succeeded | failed | cancelled.
+-- Jobs as operators see them (core.jobs.lifecycle, core.jobs.views): submit, read, list,
+-- cancel, reopen. Binds are :named (SQLAlchemy text()).
 
 -- name: insert_job
 

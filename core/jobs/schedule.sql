@@ -1,5 +1,4 @@
--- Scheduling between jobs (issue 13): the Cloud Tasks window, spend limits, the order of
--- work shown on the dashboard. The local claim is dispatch_claim_due (queries.sql).
+-- A job's place in the order of work (core.jobs.schedule): priority and spend cap.
 
 -- name: set_job_schedule
 

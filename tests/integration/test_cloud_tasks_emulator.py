@@ -88,8 +88,8 @@ def test_a_worker_answering_503_is_retried_until_it_succeeds(
 ) -> None:
     with OpenAIStub() as stub:
         # The provider is down for three tries: each becomes a new Cloud Task of the next
-        # generation, scheduled at the row's next attempt (core/dispatch/cloudtasks/handover.py; this
-        # emulator release keeps a task with a future schedule_time back until then).
+        # generation, scheduled at the row's next attempt (core/dispatch/cloudtasks/handover.py;
+        # this emulator release keeps a task with a future schedule_time back until then).
         stub.on_prompt("a storm", *[Reply.server_error(503)] * 3, Reply.ok())
         cloud_worker(IMAGE_PROVIDER="openai", OPENAI_BASE_URL=stub.base_url,
                      OPENAI_API_KEY=stub.api_key)

@@ -1,6 +1,6 @@
-"""What the worker says at start about the queue's retry config (core.dispatch.cloudtasks.queue_check,
-pure): Cloud Tasks' schedule, and the warnings for a queue that drops undelivered tasks
-too early or can keep one waiting too long."""
+"""What the worker says at start about the queue's retry config
+(core.dispatch.cloudtasks.queue_check, pure): Cloud Tasks' schedule, and the warnings for
+a queue that drops undelivered tasks too early or can keep one waiting too long."""
 
 from __future__ import annotations
 

@@ -20,9 +20,9 @@ UPDATE generation_tasks AS t
             AND t.cloud_task_name IS DISTINCT FROM v.name));
 
 -- name: stranded_candidates
--- Rows the queue may have lost (core.dispatch.cloudtasks.sweeper.sweep_stranded, rule in core.dispatch.cloudtasks.stranded): queued
--- and untouched for stale_s, or running with a lease that ran out stale_s ago, and not
--- checked in the last stale_s either (next_attempt_at, which Cloud Tasks mode does not
+-- Rows the queue may have lost (core.dispatch.cloudtasks.sweeper.sweep_stranded, rule in
+-- core.dispatch.cloudtasks.stranded): queued and untouched for stale_s, or running with a
+-- lease that ran out stale_s ago, and not checked in the last stale_s either (next_attempt_at, which Cloud Tasks mode does not
 -- otherwise use once a row is queued, records the last check). Oldest check first, so a
 -- long backlog is looked at a slice per sweep instead of the same rows every time.
 SELECT id, job_id, status, dispatch_generation, updated_at, lease_until, next_attempt_at,

@@ -42,7 +42,8 @@ from core.dispatch.cloudtasks.dispatcher import task_id_for
 
 log = logging.getLogger(__name__)
 
-# Outcomes of core.delivery.processing that leave the task unfinished: each becomes a new Cloud Task.
+# Outcomes of core.delivery.processing that leave the task unfinished: each becomes a new
+# Cloud Task.
 HANDOVER_OUTCOMES = frozenset({"retry", "busy", "not_due"})
 # A mark older than this, with no hand-over finished, was cut short (a delivery takes
 # well under this between its mark and its CreateTask answer).

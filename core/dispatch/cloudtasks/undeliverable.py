@@ -4,8 +4,8 @@ With a wrong WORKER_URL (404), a refused connection or mismatched auth (401/403)
 retries on its own schedule and our handler never runs, so nothing of ours sees it; the
 queue that ``aiwebimage queue create`` makes retries for about 7 hours before it drops the
 task (core.dispatch.undeliverable.on_dropped_by_queue, the old and slow bound). Here the
-worker's frequent checks (core.dispatch.cloudtasks.checks, every LEASE_CHECK_INTERVAL_S) ask the queue
-about a bounded slice of rows it was handed that no delivery has claimed, and read what
+worker's frequent checks (core.dispatch.cloudtasks.checks, every LEASE_CHECK_INTERVAL_S) ask
+the queue about a bounded slice of rows it was handed that no delivery has claimed, and read what
 the queue itself recorded: ``dispatch_count`` and ``last_attempt.response_status`` (a
 google.rpc.Status). GetTask's default BASIC view carries both; FULL would add only the
 request body and needs the extra cloudtasks.tasks.fullView permission, so it is not asked.

@@ -1,17 +1,18 @@
--- Scheduling between jobs (issue 13): the Cloud Tasks window, spend limits, the order of
--- work shown on the dashboard. The local claim is dispatch_claim_due (queries.sql).
+-- Cloud Tasks mode: the bounded window of tasks the queue holds
+-- (core.dispatch.cloudtasks.window).
+-- The local claim is dispatch_claim_due (core/dispatch/local/local.sql).
 
 -- name: window_pick
 
 -- Cloud Tasks mode: PostgreSQL decides what runs next and the queue holds a bounded window
--- (:window tasks over all jobs; core.dispatch.cloudtasks.window). Picks pending rows, as many as the
--- window has room for, in the order of dispatch_claim_due (a starved job's first, priority,
--- round-robin, fewer tasks left, older job; spend caps and budgets), and holds them for
--- :hold_s (lease_until
--- on the pending row) while their Cloud Tasks are created; refills take turns (window_lock),
--- so two never pick the same row; mark_tasks_queued_named ends the hold. A refill that died leaves the hold to run
--- out: the row is picked again (the outbox). In the window: queued rows (in the queue, or
--- a hand-over's next attempt), running rows with a lease, held pending rows.
+-- (:window tasks over all jobs; core.dispatch.cloudtasks.window). Picks pending rows, as
+-- many as the window has room for, in the order of dispatch_claim_due (a starved job's
+-- first, priority, round-robin, fewer tasks left, older job; spend caps and budgets), and
+-- holds them for :hold_s (lease_until on the pending row) while their Cloud Tasks are
+-- created; refills take turns (window_lock), so two never pick the same row;
+-- mark_tasks_queued_named ends the hold. A refill that died leaves the hold to run out:
+-- the row is picked again (the outbox). In the window: queued rows (in the queue, or a
+-- hand-over's next attempt), running rows with a lease, held pending rows.
 WITH jobs AS MATERIALIZED (
     SELECT j.id, j.created_at, j.max_cost_usd,
            CASE j.priority WHEN 'high' THEN 0 WHEN 'low' THEN 2 ELSE 1 END AS priority_rank,
@@ -88,7 +89,7 @@ UPDATE generation_tasks
 
 -- name: job_queued_cloud_tasks
 
--- The Cloud Tasks a job holds in the window (issue 13): deleted when it is cancelled, so no
+-- The Cloud Tasks a job holds in the window: deleted when it is cancelled, so no
 -- delivery of it starts afterwards. Few rows: the window is bounded.
 SELECT cloud_task_name FROM generation_tasks
  WHERE job_id = :job_id AND status = 'queued' AND cloud_task_name IS NOT NULL;

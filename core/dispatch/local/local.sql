@@ -1,5 +1,5 @@
--- Every hot query of AIWebImageService, by name. Binds are :named (SQLAlchemy text()).
--- Task status: pending -> queued -> running -> succeeded | failed | cancelled.
+-- The local queue: the dispatcher's claim of due tasks, its holds and its deferrals
+-- (core.dispatch.local.loop). Binds are :named (SQLAlchemy text()).
 
 -- name: free_dispatch_holds
 
@@ -12,7 +12,7 @@ UPDATE generation_tasks
 -- name: dispatch_claim_due
 
 -- The local dispatcher's claim: due queued tasks that no delivery holds, chosen by fair
--- share (issue 13, rule: core.dispatch.fair.order_key, checked against this by
+-- share (rule: core.dispatch.fair.order_key, checked against this by
 -- tests/integration/test_fair_share.py). Per running job its deliveries in flight (held or
 -- leased, generation_tasks_in_flight_idx) and its first due tasks are read; each candidate
 -- is the job's nth delivery in flight; the order is (1) a starved job's first delivery
