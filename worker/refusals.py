@@ -14,7 +14,6 @@ import logging
 import time
 from typing import Any
 
-from core.db.queries import q
 from core.dispatch import undeliverable
 from core.worker_url import TASK_PATH, task_url
 
@@ -66,7 +65,6 @@ class RefusedDeliveries:
         undeliverable.note(cause, url, max_tries=settings.UNDELIVERABLE_MAX_TRIES)
         try:
             async with engine.begin() as conn:
-                await conn.execute(q("note_delivery_problem"), {
-                    "cause": cause.code, "url": url, "detail": cause.detail})
+                await undeliverable.seen(conn, cause, url, 1)
         except Exception as exc:  # the log line above already says it
             log.debug("could not note a refused delivery: %s", type(exc).__name__)

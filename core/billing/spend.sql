@@ -65,15 +65,12 @@ SELECT date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS since;
 -- Unfinished jobs whose spend cap stops their dispatch (the claims' projection: spent plus
 -- one image per delivery in flight and one more), for /healthz and the pages.
 SELECT id, name, max_cost_usd, spent_usd
-  FROM (SELECT j.id, j.name, j.max_cost_usd,
-               COALESCE(j.spent_usd, 0) + GREATEST(j.completed_tasks - j.spent_tasks, 0)
-                   * COALESCE(j.spend_unit_usd, 0) AS spent_usd,
-               COALESCE(j.spend_unit_usd, 0) AS unit_usd,
+  FROM (SELECT s.id, j.name, s.max_cost_usd, s.spent_usd, s.unit_usd,
                (SELECT count(*) FROM generation_tasks a
-                 WHERE a.job_id = j.id AND a.lease_until IS NOT NULL
+                 WHERE a.job_id = s.id AND a.lease_until IS NOT NULL
                    AND a.status IN ('queued', 'running')) AS in_flight
-          FROM generation_jobs j
-         WHERE j.status IN ('pending', 'running') AND j.max_cost_usd IS NOT NULL) c
+          FROM job_shares s JOIN generation_jobs j ON j.id = s.id
+         WHERE s.status IN ('pending', 'running') AND s.max_cost_usd IS NOT NULL) c
  WHERE spent_usd + (in_flight + 1) * unit_usd > max_cost_usd
  ORDER BY id
  LIMIT :limit;

@@ -244,12 +244,8 @@ WITH gone AS (
       FROM gone
      WHERE t.id = gone.id
  RETURNING t.id, t.job_id, t.status, t.dispatch_generation, t.crashes, t.attempts
-), failed AS MATERIALIZED (
-    SELECT job_id, count(*)::int AS n FROM moved WHERE status = 'failed'
-     GROUP BY job_id ORDER BY job_id
 ), jobs AS MATERIALIZED (
-    SELECT job.id, job.status
-      FROM failed f CROSS JOIN LATERAL job_tasks_ended(f.job_id, 0, f.n) job
+    SELECT * FROM jobs_tasks_failed(ARRAY(SELECT job_id FROM moved WHERE status = 'failed'))
 )
 SELECT m.id, m.job_id, m.status, m.dispatch_generation, m.crashes, m.attempts,
        jobs.status AS job_status

@@ -176,11 +176,20 @@ def on_dropped_by_queue(conn: Any, rows: Sequence[Any], settings: Any) -> set[UU
                   f"Cloud Tasks gave up after its retries without reaching the handler at "
                   f"{url} (check WORKER_URL, the service's ingress and the run.invoker role)")
     found = conn.execute(q("record_dropped_by_queue"), {
-        "ids": [r.id for r in rows], "cause": cause.code, "url": url,
-        "detail": cause.detail, "max_tries": QUEUE_DROPS_BEFORE_FAILING}).all()
+        "ids": [r.id for r in rows], "detail": cause.detail,
+        "max_tries": QUEUE_DROPS_BEFORE_FAILING}).all()
     if found:
+        seen(conn, cause, url, len(found))
         note(cause, url, max_tries=QUEUE_DROPS_BEFORE_FAILING)
     return {r.id for r in found if r.status == "failed"}
+
+
+def seen(conn: Any, cause: Cause, url: str, times: int) -> Any:
+    """Count ``times`` more occurrences of ``cause`` in delivery_problems (what /healthz,
+    /metrics and the banner read), in the caller's transaction; a coroutine for an async
+    connection."""
+    return conn.execute(q("note_delivery_problem"), {
+        "cause": cause.code, "url": safe_url(url), "detail": cause.detail[:500], "n": times})
 
 
 def _params(task_id: UUID, marker: datetime | None, cause: Cause, url: str,

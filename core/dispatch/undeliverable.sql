@@ -20,8 +20,7 @@ WITH problem AS (
     UPDATE generation_tasks
        SET undeliverable_tries = undeliverable_tries + 1,
            last_error_code = 'undeliverable', last_error = :detail,
-           status = CASE WHEN undeliverable_tries + 1 >= :max_tries THEN 'failed'
-                         ELSE status END,
+           status = undeliverable_status(status, undeliverable_tries + 1, :max_tries),
            finished_at = CASE WHEN undeliverable_tries + 1 >= :max_tries THEN now()
                               ELSE finished_at END,
            -- A local dispatcher's hold (:marker) is dropped with the try; a running row's
@@ -44,9 +43,7 @@ WITH problem AS (
        AND (CAST(:marker AS timestamptz) IS NULL OR lease_until = :marker)
  RETURNING job_id, status, undeliverable_tries
 ), job AS MATERIALIZED (
-    SELECT job.id, job.status
-      FROM task CROSS JOIN LATERAL job_tasks_ended(task.job_id, 0, 1) job
-     WHERE task.status = 'failed'
+    SELECT * FROM jobs_tasks_failed(ARRAY(SELECT job_id FROM task WHERE status = 'failed'))
 )
 SELECT task.status, task.undeliverable_tries, job.status AS job_status
   FROM task LEFT JOIN job ON job.id = task.job_id;
@@ -64,46 +61,34 @@ SELECT cause, url, detail, occurrences,
 -- each hand-over the queue dropped is one undeliverable try; at :max_tries the task fails
 -- as `undeliverable` instead of being handed over again every STRANDED_AFTER_S, forever.
 -- The rows were just moved back to pending by requeue_stranded_tasks. The jobs of failed
--- tasks move as in fail_tasks (job_tasks_ended, in job id order); job_status as in
--- record_undeliverable.
+-- tasks move as in fail_tasks (jobs_tasks_failed); job_status as in record_undeliverable.
+-- The caller adds a row's worth of occurrences to the cause (note_delivery_problem).
 WITH task AS (
     UPDATE generation_tasks
        SET undeliverable_tries = undeliverable_tries + 1,
-           last_error_code = 'undeliverable', last_error = :detail,
-           status = CASE WHEN undeliverable_tries + 1 >= :max_tries THEN 'failed'
-                         ELSE status END,
+           status = undeliverable_status(status, undeliverable_tries + 1, :max_tries),
+           last_error_code = 'undeliverable', last_error = :detail, updated_at = now(),
            finished_at = CASE WHEN undeliverable_tries + 1 >= :max_tries THEN now()
-                              ELSE finished_at END,
-           updated_at = now()
+                              ELSE finished_at END
      WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'pending' AND attempts = 0
  RETURNING id, job_id, status
-), problem AS (
-    INSERT INTO delivery_problems (cause, url, detail, occurrences, first_seen, last_seen)
-    SELECT :cause, :url, :detail, count(*), now(), now() FROM task HAVING count(*) > 0
-    ON CONFLICT (cause) DO UPDATE
-       SET url = EXCLUDED.url, detail = EXCLUDED.detail,
-           occurrences = LEAST(delivery_problems.occurrences, 2000000000)
-                         + EXCLUDED.occurrences,
-           last_seen = now()
-    RETURNING cause
-), failed AS MATERIALIZED (
-    SELECT job_id, count(*)::int AS n FROM task WHERE status = 'failed'
-     GROUP BY job_id ORDER BY job_id
 ), job AS MATERIALIZED (
-    SELECT job.id, job.status
-      FROM failed f CROSS JOIN LATERAL job_tasks_ended(f.job_id, 0, f.n) job
+    SELECT * FROM jobs_tasks_failed(ARRAY(SELECT job_id FROM task WHERE status = 'failed'))
 )
 SELECT task.id, task.status, job.status AS job_status
   FROM task LEFT JOIN job ON job.id = task.job_id;
 
 -- name: note_delivery_problem
--- A cause seen without a task row to charge (worker.refusals: this worker answered a
--- Cloud Tasks delivery 401/403).
-INSERT INTO delivery_problems (cause, url, detail, occurrences, first_seen, last_seen)
-VALUES (:cause, :url, :detail, 1, now(), now())
+-- :n more occurrences of a cause (worker.refusals: this worker answered a Cloud Tasks
+-- delivery 401/403; the Cloud Tasks checks, after record_dropped_by_queue and
+-- record_undeliverable_seen, in their transaction). The count stops short of the column's
+-- limit. record_undeliverable upserts the same way in its own statement (the local
+-- dispatcher's, one round trip).
+INSERT INTO delivery_problems AS p (cause, url, detail, occurrences, first_seen, last_seen)
+VALUES (:cause, :url, :detail, :n, now(), now())
 ON CONFLICT (cause) DO UPDATE
-   SET url = EXCLUDED.url, detail = EXCLUDED.detail,
-       occurrences = LEAST(delivery_problems.occurrences, 2000000000) + 1, last_seen = now();
+   SET url = EXCLUDED.url, detail = EXCLUDED.detail, last_seen = now(),
+       occurrences = LEAST(p.occurrences, 2000000000) + EXCLUDED.occurrences;
 
 -- name: undelivered_candidates
 -- Cloud Tasks mode (core.dispatch.cloudtasks.undeliverable): rows handed to the queue that no
@@ -144,7 +129,8 @@ UPDATE generation_tasks
 -- as `undeliverable` with the job's counters and status moved as in fail_task (once: only
 -- a queued row of :generation moves), when :may_fail (an unreachable target's tries must
 -- also span a minute; a later look with the same count may then end it). job_status as in
--- record_undeliverable.
+-- record_undeliverable; new_tries: the occurrences the caller adds to the cause
+-- (note_delivery_problem).
 WITH before AS (
     SELECT id, undeliverable_tries AS old_tries
       FROM generation_tasks
@@ -166,20 +152,9 @@ WITH before AS (
       FROM before b
      WHERE t.id = b.id AND t.status = 'queued'
  RETURNING t.id, t.job_id, t.status, t.undeliverable_tries, b.old_tries
-), problem AS (
-    INSERT INTO delivery_problems (cause, url, detail, occurrences, first_seen, last_seen)
-    SELECT :cause, :url, :detail, CAST(:tries AS integer) - task.old_tries, now(), now()
-      FROM task WHERE CAST(:tries AS integer) > task.old_tries
-    ON CONFLICT (cause) DO UPDATE
-       SET url = EXCLUDED.url, detail = EXCLUDED.detail,
-           occurrences = LEAST(delivery_problems.occurrences, 2000000000)
-                         + EXCLUDED.occurrences,
-           last_seen = now()
-    RETURNING cause
 ), job AS MATERIALIZED (
-    SELECT job.id, job.status
-      FROM task CROSS JOIN LATERAL job_tasks_ended(task.job_id, 0, 1) job
-     WHERE task.status = 'failed'
+    SELECT * FROM jobs_tasks_failed(ARRAY(SELECT job_id FROM task WHERE status = 'failed'))
 )
-SELECT task.status, task.undeliverable_tries, job.status AS job_status
+SELECT task.status, task.undeliverable_tries, job.status AS job_status,
+       GREATEST(task.undeliverable_tries - task.old_tries, 0) AS new_tries
   FROM task LEFT JOIN job ON job.id = task.job_id;

@@ -53,22 +53,12 @@ UPDATE generation_jobs
 
 -- name: job_by_id
 
-SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, style,
-       count_per_prompt, provider, model, size, quality, estimated_cost_usd,
-       created_at, updated_at, started_at, finished_at,
-       mode, batch_fallback, output_format, output_compression, background, moderation,
-       name, tags, submitted_by, priority, max_cost_usd, spent_usd
-  FROM generation_jobs
+SELECT * FROM job_views
  WHERE id = :job_id;
 
 -- name: list_jobs
 
-SELECT id, status, total_tasks, completed_tasks, failed_tasks, cancelled_tasks, style,
-       count_per_prompt, provider, model, size, quality, estimated_cost_usd,
-       created_at, updated_at, started_at, finished_at,
-       mode, batch_fallback, output_format, output_compression, background, moderation,
-       name, tags, submitted_by, priority, max_cost_usd, spent_usd
-  FROM generation_jobs
+SELECT * FROM job_views
  WHERE (CAST(:status AS text) IS NULL OR status = :status)
    AND (CAST(:created_after AS timestamptz) IS NULL OR created_at >= :created_after)
    AND (CAST(:created_before AS timestamptz) IS NULL OR created_at < :created_before)

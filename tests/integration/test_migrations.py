@@ -228,8 +228,10 @@ def test_runners_started_together_take_turns(
         results = list(pool.map(run, range(runners)))
     first = ("sql/init_db.sql",) if made_by == "nothing" else tuple(
         m.name for m in migrations())
-    # One runner did the work; the others waited for the lock and found nothing to do.
-    assert sorted(r.applied for r in results) == [()] * (runners - 1) + [first]
+    # Each step was done once, by whichever runner held the lock for it (a migration is a
+    # transaction of its own, so two runners may share the work); the rest found it done.
+    done = [step for r in results for step in r.applied]
+    assert sorted(done) == sorted(first), done
     assert {r.after for r in results} == {latest_version()}
     with psycopg.connect(_libpq(url)) as conn:
         recorded = [v for (v,) in conn.execute("SELECT version FROM schema_migrations "

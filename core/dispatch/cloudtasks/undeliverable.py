@@ -260,8 +260,10 @@ async def _record(engine: AsyncEngine, row: Any, cause: Cause, url: str, tries: 
     async with engine.begin() as conn:
         out = (await conn.execute(q("record_undeliverable_seen"), {
             "task_id": row.id, "generation": row.dispatch_generation, "tries": tries,
-            "max_tries": max_tries, "may_fail": fail_at_bound, "cause": cause.code, "url": url,
+            "max_tries": max_tries, "may_fail": fail_at_bound,
             "detail": cause.detail[:500]})).first()
+        if out is not None and out.new_tries:
+            await undeliverable.seen(conn, cause, url, out.new_tries)
     if out is None:
         return None  # nothing new since the last look, or the row moved on
     undeliverable.note(cause, url, max_tries=max_tries)

@@ -14,22 +14,15 @@
 -- the row is picked again (the outbox). In the window: queued rows (in the queue, or a
 -- hand-over's next attempt), running rows with a lease, held pending rows.
 WITH jobs AS MATERIALIZED (
-    SELECT j.id, j.created_at, j.max_cost_usd,
-           CASE j.priority WHEN 'high' THEN 0 WHEN 'low' THEN 2 ELSE 1 END AS priority_rank,
-           f.in_flight,
+    SELECT j.id, j.created_at, j.max_cost_usd, j.priority_rank, j.tasks_left, j.spent_usd,
+           j.unit_usd, f.in_flight,
            job_starved(j.id, j.created_at, f.in_flight, :starvation_s) AS starved,
-           j.total_tasks - j.completed_tasks - j.failed_tasks - j.cancelled_tasks
-               AS tasks_left,
-           COALESCE(j.spent_usd, 0)
-               + GREATEST(j.completed_tasks - j.spent_tasks, 0) * COALESCE(j.spend_unit_usd, 0)
-               AS spent_usd,
-           COALESCE(j.spend_unit_usd, 0) AS unit_usd,
            (j.submitted_by IS NOT NULL AND EXISTS (
                 SELECT 1 FROM spend_holds h
                  WHERE h.held AND h.scope = 'key:' || j.submitted_by))
            OR EXISTS (SELECT 1 FROM spend_holds h WHERE h.held AND h.scope = 'daily')
                AS budget_held
-      FROM generation_jobs j
+      FROM job_shares j
      CROSS JOIN LATERAL (
            SELECT (SELECT count(*) FROM generation_tasks a
                     WHERE a.job_id = j.id AND a.status = 'queued')

@@ -30,17 +30,10 @@ UPDATE generation_tasks
 -- nothing: checked in the same statement (a one-time filter), which saves the dispatcher a
 -- round trip per claim.
 WITH jobs AS MATERIALIZED (
-    SELECT j.id, j.created_at, j.max_cost_usd,
-           CASE j.priority WHEN 'high' THEN 0 WHEN 'low' THEN 2 ELSE 1 END AS priority_rank,
-           f.in_flight,
-           job_starved(j.id, j.created_at, f.in_flight, :starvation_s) AS starved,
-           j.total_tasks - j.completed_tasks - j.failed_tasks - j.cancelled_tasks
-               AS tasks_left,
-           COALESCE(j.spent_usd, 0)
-               + GREATEST(j.completed_tasks - j.spent_tasks, 0) * COALESCE(j.spend_unit_usd, 0)
-               AS spent_usd,
-           COALESCE(j.spend_unit_usd, 0) AS unit_usd
-      FROM generation_jobs j
+    SELECT j.id, j.created_at, j.max_cost_usd, j.priority_rank, j.tasks_left, j.spent_usd,
+           j.unit_usd, f.in_flight,
+           job_starved(j.id, j.created_at, f.in_flight, :starvation_s) AS starved
+      FROM job_shares j
      CROSS JOIN LATERAL (SELECT count(*) AS in_flight FROM generation_tasks a
                           WHERE a.job_id = j.id AND a.lease_until IS NOT NULL
                             AND a.status IN ('queued', 'running')) f
