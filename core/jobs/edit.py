@@ -29,7 +29,7 @@ from core.jobs import audit
 from core.jobs.lifecycle import GenerationOptions, _hand_over, submit_batch
 from core.jobs.meta import JobMeta
 from core.jobs.validation import limits_from_settings, validate_batch
-from core.jobs.views import JobView
+from core.jobs.views import FailedTask, JobView
 from core.jobs.views import job_view as _job
 from core.status import JOB_TERMINAL, job_status_after
 
@@ -121,24 +121,10 @@ def resubmit_task(job_id: UUID, task_id: UUID, prompt: str, *, submitted_by: str
     return Resubmitted(task_id=new_id, job=view)
 
 
-@dataclass(frozen=True)
-class EditableTask:
-    id: UUID
-    prompt_index: int
-    image_index: int
-    prompt: str
-    last_error_code: str | None
-    last_error: str | None
-
-    @property
-    def refused(self) -> bool:
-        return self.last_error_code in MODERATION_CODES
-
-
 def editable_tasks(job_id: UUID, *, limit: int = 200, engine: Engine | None = None
-                   ) -> list[EditableTask]:
+                   ) -> list[FailedTask]:
     """Failed tasks not yet edited and resubmitted, moderation refusals first."""
     with transaction(engine) as conn:
         rows = conn.execute(q("failed_not_resubmitted"), {
             "job_id": job_id, "limit": limit, "refusal_codes": sorted(MODERATION_CODES)})
-        return [EditableTask(**dict(r._mapping)) for r in rows]
+        return [FailedTask(**dict(r._mapping)) for r in rows]

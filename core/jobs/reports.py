@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from core.db import transaction
 from core.db.queries import q
 from core.errors import InvalidInput
-from core.jobs.views import JobRow
+from core.jobs.views import FailedTask, JobRow
 from core.status import JOB_STATUSES
 
 MAX_PAGE = 500
@@ -72,13 +72,7 @@ class GalleryItem:
 
 
 @dataclass(frozen=True)
-class FailureRow:
-    id: UUID
-    prompt_index: int
-    image_index: int
-    prompt: str
-    last_error_code: str | None
-    last_error: str | None
+class FailureRow(FailedTask):
     attempts: int
     last_attempt_at: datetime | None
 

@@ -12,6 +12,7 @@ from uuid import UUID
 
 from sqlalchemy import Engine
 
+from core.classify import MODERATION_CODES
 from core.db import get_engine, transaction
 from core.db.queries import q
 from core.errors import InvalidInput, NotFound
@@ -128,6 +129,24 @@ class TaskView:
         for key in ("created_at", "updated_at", "started_at", "finished_at"):
             body[key] = body[key].isoformat() if body[key] else None
         return body
+
+
+@dataclass(frozen=True)
+class FailedTask:
+    """A failed task as the pages that act on failures read it (the failures table, the
+    edit-and-resubmit list)."""
+
+    id: UUID
+    prompt_index: int
+    image_index: int
+    prompt: str
+    last_error_code: str | None
+    last_error: str | None
+
+    @property
+    def refused(self) -> bool:
+        """A moderation refusal: the same prompt would be refused again."""
+        return self.last_error_code in MODERATION_CODES
 
 
 @lru_cache(maxsize=8)
