@@ -27,6 +27,7 @@ from core.dispatch.cloudtasks.sweeper import sweep_pending, sweep_stranded
 from core.dispatch.local.loop import LocalDispatchLoop
 from core.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from core.providers import close_providers, get_provider
+from core.stopping import stopped_within
 from core.storage import get_storage, thumbnails
 from worker import body_limit, self_check
 from worker.background import notify_forever, retention_forever, spend_forever
@@ -226,11 +227,7 @@ def _oidc_verifier(settings: Settings) -> Any:
 
 async def _sweep_forever(settings: Settings, stop: asyncio.Event) -> None:
     dispatcher = get_dispatcher(settings)
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=settings.SWEEP_INTERVAL_S)
-        if stop.is_set():
-            return
+    while not await stopped_within(stop, settings.SWEEP_INTERVAL_S):
         try:
             await asyncio.to_thread(sweep_pending, dispatcher)
             if settings.USE_CLOUD_TASKS:

@@ -5,7 +5,6 @@ serves deliveries never waits on a webhook receiver or a storage delete."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import httpx
@@ -14,23 +13,17 @@ from core import db
 from core.billing import spend
 from core.config import Settings
 from core.jobs import notify, retention
+from core.stopping import stopped_within
 from core.storage import Storage
 
 log = logging.getLogger(__name__)
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> bool:
-    """Wait ``seconds`` or until stopped; True when stopped."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    return stop.is_set()
 
 
 async def notify_forever(settings: Settings, stop: asyncio.Event) -> None:
     engine = db.get_engine(db.resolve_database_url(settings))
     # No redirects: a receiver must not bounce the message (and its secret URL's body) on.
     with httpx.Client(timeout=settings.WEBHOOK_TIMEOUT_S, follow_redirects=False) as client:
-        while not await _sleep(stop, settings.WEBHOOK_POLL_S):
+        while not await stopped_within(stop, settings.WEBHOOK_POLL_S):
             try:
                 await asyncio.to_thread(notify.send_due, settings, engine, client)
             except Exception as exc:
@@ -49,7 +42,7 @@ async def retention_forever(settings: Settings, storage: Storage, stop: asyncio.
         except Exception as exc:
             log.warning("retention sweep failed: %s", type(exc).__name__,
                         extra={"action": "retention_error"})
-        if await _sleep(stop, settings.RETENTION_SWEEP_INTERVAL_S):
+        if await stopped_within(stop, settings.RETENTION_SWEEP_INTERVAL_S):
             return
 
 
@@ -57,7 +50,7 @@ async def spend_forever(settings: Settings, stop: asyncio.Event) -> None:
     """Spend per job and budgets, every SPEND_CHECK_S (core.billing.spend); in Cloud
     Tasks mode a refill follows, so a raised cap or budget resumes at once."""
     engine = db.get_engine(db.resolve_database_url(settings))
-    while not await _sleep(stop, settings.SPEND_CHECK_S):
+    while not await stopped_within(stop, settings.SPEND_CHECK_S):
         try:
             await asyncio.to_thread(spend.check, settings, engine)
             if settings.USE_CLOUD_TASKS:

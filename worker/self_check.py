@@ -9,7 +9,6 @@ not arrive: said at ERROR with the URL, and shown by /healthz until the next sta
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import httpx
@@ -18,6 +17,7 @@ from fastapi import FastAPI
 from core import worker_url
 from core.config import Settings
 from core.dispatch import undeliverable
+from core.stopping import stopped_within
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,7 @@ async def run(app: FastAPI, settings: Settings, stop: asyncio.Event) -> None:
     async with httpx.AsyncClient(timeout=2.0) as client:
         for _ in range(TRIES):
             # The first try may come before uvicorn listens: wait a little each time.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=TRY_INTERVAL_S)
-            if stop.is_set():
+            if await stopped_within(stop, TRY_INTERVAL_S):
                 return
             try:
                 response = await client.get(url)

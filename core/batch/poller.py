@@ -29,6 +29,7 @@ from core.batch import memory
 from core.batch.runner import AdvanceReport, BatchRunner, make_client
 from core.config import Settings
 from core.dispatch import get_dispatcher
+from core.stopping import stopped_within
 from core.storage import Storage
 from core.worker_url import base_url
 
@@ -73,8 +74,7 @@ async def _loop(runner: BatchRunner, stop: asyncio.Event, interval_s: float,
             log.warning("batch poll failed: %s: %s", type(exc).__name__, str(exc)[:300],
                         extra={"action": "batch_poll_error"})
         stopper.cancel()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        await stopped_within(stop, interval_s)
 
 
 # -- Cloud Tasks ----------------------------------------------------------------------

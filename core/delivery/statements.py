@@ -203,28 +203,28 @@ async def complete(
     output_tokens: int | None = None,
 ) -> bool:
     """Mark the task succeeded; False if this delivery no longer owns it."""
-    hot = await hotsql.get(engine)
-    # Completions that arrive together share one statement (complete_tasks).
-    job = await hot.grouped("complete_tasks", {}, {
+    return await _end(engine, "complete_tasks", {
         "task_id": task.id, "token": task.token, "image_path": image_path,
         "thumbnail_path": thumbnail_path, "latency_ms": latency_ms,
         "input_tokens": input_tokens, "output_tokens": output_tokens,
     })
-    if job is None:
-        return False
-    await _follow_counters(hot, job)
-    return True
 
 
 async def fail(
     engine: AsyncEngine, task: ClaimedTask, *, code: str, message: str, latency_ms: int | None
 ) -> bool:
     """Mark the task failed for good; False if this delivery no longer owns it."""
-    hot = await hotsql.get(engine)
-    job = await hot.grouped("fail_tasks", {}, {
+    return await _end(engine, "fail_tasks", {
         "task_id": task.id, "token": task.token, "error_code": code,
         "error_message": message, "latency_ms": latency_ms,
     })
+
+
+async def _end(engine: AsyncEngine, statement: str, row: dict[str, Any]) -> bool:
+    # Task ends that arrive together share one statement (core.db.group_commit); the job's
+    # status follows from the counters it returns.
+    hot = await hotsql.get(engine)
+    job = await hot.grouped(statement, {}, row)
     if job is None:
         return False
     await _follow_counters(hot, job)

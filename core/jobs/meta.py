@@ -27,16 +27,23 @@ class JobMeta:
     webhook_url: str | None = None
 
 
+def _optional_text(value: object, field: str, max_chars: int) -> str | None:
+    """``value`` stripped, or None when absent or blank; InvalidInput naming ``field`` for
+    anything but a string, or one over ``max_chars`` (its length named, never its text)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(field, "must be a string")
+    text = value.strip()
+    if len(text) > max_chars:
+        raise InvalidInput(field, f"at most {max_chars} characters (got {len(text)})")
+    return text or None
+
+
 def clean_name(name: object) -> str | None:
-    if name is None:
+    text = _optional_text(name, "name", MAX_NAME_CHARS)
+    if text is None:
         return None
-    if not isinstance(name, str):
-        raise InvalidInput("name", "must be a string")
-    text = name.strip()
-    if not text:
-        return None
-    if len(text) > MAX_NAME_CHARS:
-        raise InvalidInput("name", f"at most {MAX_NAME_CHARS} characters (got {len(text)})")
     if _CONTROL.search(text):
         raise InvalidInput("name", "must not contain control characters (tabs, newlines)")
     return text
@@ -75,15 +82,9 @@ def clean_tags(tags: object) -> tuple[str, ...]:
 
 
 def clean_webhook_url(url: object, *, require_https: bool) -> str | None:
-    if url is None:
+    text = _optional_text(url, "webhook_url", MAX_WEBHOOK_CHARS)
+    if text is None:
         return None
-    if not isinstance(url, str):
-        raise InvalidInput("webhook_url", "must be a string")
-    text = url.strip()
-    if not text:
-        return None
-    if len(text) > MAX_WEBHOOK_CHARS:
-        raise InvalidInput("webhook_url", f"at most {MAX_WEBHOOK_CHARS} characters")
     try:
         parts = urlsplit(text)
         host = parts.hostname

@@ -33,6 +33,8 @@ import re
 import time
 from collections.abc import Callable, Mapping
 
+from core.classify import parse_retry_after
+
 # Pace once fewer than this fraction of the per-minute limit remains.
 TIGHT_FRACTION = 0.1
 # Without any header, a 429 blocks for this long.
@@ -59,22 +61,12 @@ def parse_reset(value: str | None) -> float | None:
     return sum(float(n) * scale[u] for n, u in parts)
 
 
-def _number(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value.strip())
-    except ValueError:
-        return None
-    return number if number >= 0 else None
-
-
 def retry_after_s(headers: Mapping[str, str]) -> float | None:
     """retry-after-ms (precise) first, then retry-after in seconds."""
-    ms = _number(headers.get("retry-after-ms"))
+    ms = parse_retry_after(headers.get("retry-after-ms"))
     if ms is not None:
         return ms / 1000.0
-    return _number(headers.get("retry-after"))
+    return parse_retry_after(headers.get("retry-after"))
 
 
 class ProviderPacer:
@@ -147,8 +139,8 @@ class ProviderPacer:
         """(limit, remaining, reset_s) of the tighter family: images, else requests."""
         best: tuple[float | None, float | None, float | None] = (None, None, None)
         for family in ("images", "requests"):
-            limit = _number(h.get(f"x-ratelimit-limit-{family}"))
-            remaining = _number(h.get(f"x-ratelimit-remaining-{family}"))
+            limit = parse_retry_after(h.get(f"x-ratelimit-limit-{family}"))
+            remaining = parse_retry_after(h.get(f"x-ratelimit-remaining-{family}"))
             reset = parse_reset(h.get(f"x-ratelimit-reset-{family}"))
             if limit is None and remaining is None:
                 continue

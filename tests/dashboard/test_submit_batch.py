@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine
 
+from core import db
 from core.config import Settings
 from core.jobs import lifecycle, views
 from tests.dashboard.conftest import open_page
@@ -112,7 +113,7 @@ def test_job_page_shows_each_batch_state_and_the_billed_cost(
         job = lifecycle.submit_batch(BatchSpec(prompts=["a", "b", "c"], style="none",
                                           count_per_prompt=1), options=options,
                                 settings=settings)
-        runner = BatchRunner(settings, lifecycle.get_engine(), make_client(settings),
+        runner = BatchRunner(settings, db.get_engine(), make_client(settings),
                              get_storage(settings))
         stub.batches.steps_per_status = 100
         runner.cycle()  # two batches, both validating

@@ -25,7 +25,7 @@ from core.config import Settings
 from testing.cloudtasks_fake import ADMIN, CloudTasksFake, TestIdentity
 from testing.openai_stub import OpenAIStub, Reply
 from tests.conftest import WorkerProcess, wait_for
-from tests.support.cloud_tasks import worker_on_port
+from tests.support.cloud_tasks import answered, worker_on_port
 from tests.support.worker_api import submit
 
 TASK_PATH = "/api/admin/worker/process-task"
@@ -77,15 +77,6 @@ def _wait_done(engine: Engine, job_id: str, timeout_s: float = 60) -> Any:
                     and r, timeout_s=timeout_s, interval_s=0.1, message="the task to finish")
 
 
-def _answered(fake: CloudTasksFake, task_name: str, timeout_s: float = 10) -> Any:
-    """The fake's deliveries of ``task_name`` once the last was answered 200. The worker
-    writes the row before it answers, and the fake records a delivery when its answer
-    arrives, so a row that reads done can be ahead of the fake's record."""
-    return wait_for(lambda: (ds := fake.deliveries_for(task_name)) and ds[-1].status == 200
-                    and ds, timeout_s=timeout_s, interval_s=0.05,
-                    message=f"the fake to record the answer to {task_name}")
-
-
 def test_a_rate_limited_attempt_is_a_new_task_scheduled_at_the_retry_after(
     worker: WorkerProcess, fake: CloudTasksFake, stub: OpenAIStub, engine: Engine,
 ) -> None:
@@ -96,7 +87,7 @@ def test_a_rate_limited_attempt_is_a_new_task_scheduled_at_the_retry_after(
     assert (row.status, row.attempts, row.dispatch_generation) == ("succeeded", 2, 1)
     assert row.cloud_task_name != first_name and row.handover_generation is None
     (first,) = fake.deliveries_for(first_name)
-    (second,) = _answered(fake, row.cloud_task_name)
+    (second,) = answered(fake, row.cloud_task_name)
     # The first delivery was answered 2xx once the next Cloud Task existed: the queue never
     # retried it; the next one was due at the provider's Retry-After, not the queue's backoff.
     assert first.status == 200 and second.status == 200
@@ -150,7 +141,7 @@ def test_a_failed_createtask_is_answered_503_and_the_queue_retries_the_delivery(
     assert cli(["queue", "resume"]) == 0
     row = _wait_done(engine, job_id)
     assert (row.status, row.dispatch_generation) == ("succeeded", 1)
-    statuses = [d.status for d in _answered(fake, first_name)]
+    statuses = [d.status for d in answered(fake, first_name)]
     assert statuses[0] == 503 and statuses[-1] == 200
     # Either the queue's retry of the first delivery ran the task (when it came after the
     # Retry-After), or the next generation, created by the retry or by the worker's check
@@ -303,5 +294,5 @@ def test_a_handover_cut_short_by_a_crash_is_finished_by_the_worker_check(
     assert (row.status, row.dispatch_generation, row.handover_generation) == (
         "succeeded", 1, None)
     assert fake.deliveries_for(first_name) == []
-    assert [d.status for d in _answered(fake, row.cloud_task_name)] == [200]
+    assert [d.status for d in answered(fake, row.cloud_task_name)] == [200]
     assert '"handover_recovered"' in logs

@@ -24,7 +24,7 @@ from core.config import get_settings
 from core.dispatch.cloudtasks.dispatcher import CloudTasksDispatcher
 from testing.cloudtasks_fake import ADMIN, CloudTasksFake, TestIdentity, gcloud_queue
 from tests.conftest import WorkerProcess, free_port, wait_for
-from tests.support.cloud_tasks import create_queue, production_env, worker_on_port
+from tests.support.cloud_tasks import answered, create_queue, production_env, worker_on_port
 from tests.support.worker_api import submit
 
 TASK_PATH = "/api/admin/worker/process-task"
@@ -77,7 +77,7 @@ def test_the_guides_full_task_url_completes_through_cloud_tasks(
                 "SELECT cloud_task_name FROM generation_tasks WHERE job_id = :j"),
                 {"j": job_id})]
         for name in names:
-            (delivery,) = fake.deliveries_for(name)
+            (delivery,) = answered(fake, name)
             assert delivery.status == 200  # the OIDC token verified on the worker
             assert delivery.url == worker.url + TASK_PATH  # not doubled
 

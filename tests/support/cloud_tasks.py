@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.cloud import tasks_v2
@@ -24,7 +25,7 @@ from cli.main import main as cli
 from core.config import Settings
 from core.dispatch.cloudtasks.dispatcher import CloudTasksDispatcher
 from testing.cloudtasks_fake import CloudTasksFake, TestIdentity, production_worker_env
-from tests.conftest import REPO_ROOT, WorkerProcess, free_port, need, stop_process
+from tests.conftest import REPO_ROOT, WorkerProcess, free_port, need, stop_process, wait_for
 
 EMULATOR_PYTHON = REPO_ROOT / ".venv-emulator" / "bin" / "python"
 # Binds the emulator to loopback only (its CLI would bind every interface).
@@ -135,3 +136,12 @@ def cloud_env(env: dict[str, str], emulator: str) -> dict[str, str]:
     port = free_port()
     env.update(emulator_values(emulator, port), PORT=str(port), MAX_ATTEMPTS="6")
     return env
+
+
+def answered(fake: CloudTasksFake, task_name: str, timeout_s: float = 10) -> Any:
+    """The fake's deliveries of ``task_name`` once the last was answered 200. The worker
+    writes the row before it answers, and the fake records a delivery when its answer
+    arrives, so a row that reads done can be ahead of the fake's record."""
+    return wait_for(lambda: (ds := fake.deliveries_for(task_name)) and ds[-1].status == 200
+                    and ds, timeout_s=timeout_s, interval_s=0.05,
+                    message=f"the fake to record the answer to {task_name}")

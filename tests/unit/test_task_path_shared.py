@@ -241,7 +241,9 @@ def test_both_paths_use_one_auth_check_one_encoder_and_one_task_path() -> None:
     assert fast_task.DeliveryAnswer is responses.DeliveryAnswer
     assert tasks.DeliveryAnswer is responses.DeliveryAnswer
     assert fast_task.TASK_PATH is worker_url.TASK_PATH
-    assert dispatcher.TASK_PATH is worker_url.TASK_PATH
+    # The Cloud Tasks dispatcher builds its URL with core.worker_url, keeping no copy.
+    assert not hasattr(dispatcher, "TASK_PATH")
+    assert dispatcher.worker_urls is worker_url
     assert [getattr(r, "path", None) for r in tasks.router.routes] == [worker_url.TASK_PATH]
     assert "_equal" not in vars(fast_task) and "_is_loopback" not in vars(fast_task)
 

@@ -35,6 +35,7 @@ from core.dispatch.cloudtasks import undeliverable
 from core.dispatch.cloudtasks.handover import Handover
 from core.dispatch.cloudtasks.queue_check import log_queue_config
 from core.dispatch.cloudtasks.sweeper import sweep_pending
+from core.stopping import stopped_within
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,7 @@ async def run(settings: Settings, engine: AsyncEngine, stop: asyncio.Event) -> N
     with contextlib.suppress(Exception):
         await asyncio.to_thread(log_queue_config, settings, dispatcher)
     handover = Handover(dispatcher, engine)  # type: ignore[arg-type]
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=settings.LEASE_CHECK_INTERVAL_S)
-        if stop.is_set():
-            return
+    while not await stopped_within(stop, settings.LEASE_CHECK_INTERVAL_S):
         try:
             await take_over_expired(settings, engine, handover)
             await handover.finish_unfinished()

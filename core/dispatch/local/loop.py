@@ -35,6 +35,7 @@ from core.delivery.retry import compute_backoff, policy_from_settings
 from core.dispatch import undeliverable
 from core.dispatch.local.http1 import Answer, KeepAliveClient, plain_http_target
 from core.dispatch.local.limits import ConcurrencyLimit, limit_from_settings
+from core.stopping import stopped_within
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class LocalDispatchLoop:
                     log.warning("dispatcher cannot reach the database: %s", type(exc).__name__,
                                 extra={"action": "dispatcher_db_error"})
                     claimed = 0
-                    await _sleep_or(stop, 1.0)
+                    await stopped_within(stop, 1.0)
                 if claimed == 0 or len(self._in_flight) >= self.limit.current:
                     await self._wait(stop)
             # Stopped claiming first; the handlers finish or release within the grace.
@@ -300,10 +301,3 @@ def _outcome(response: Answer) -> str | None:
     except ValueError:
         return None
     return body.get("outcome") if isinstance(body, dict) else None
-
-
-async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
