@@ -7,7 +7,7 @@ runs in autocommit: one statement is atomic, and a row lock (the job's counters)
 held for the statement and its commit only. They run on psycopg directly (core.db.hotsql:
 one round trip per step, prepared), not SQLAlchemy; the sync takeover (the sweeper's
 thread) stays on SQLAlchemy. Claims, completions and failures that arrive together on
-one event loop share one statement over arrays (claim_tasks, complete_tasks, fail_tasks;
+one event loop share one statement over arrays (claim_tasks, end_tasks;
 core.db.group_commit): row by row the same guards, each caller answered after the commit,
 each job's counter moved once per statement by its number of rows. The job's
 status follows its counters in the same statement (the SQL function job_tasks_ended in
@@ -203,28 +203,33 @@ async def complete(
     output_tokens: int | None = None,
 ) -> bool:
     """Mark the task succeeded; False if this delivery no longer owns it."""
-    return await _end(engine, "complete_tasks", {
-        "task_id": task.id, "token": task.token, "image_path": image_path,
-        "thumbnail_path": thumbnail_path, "latency_ms": latency_ms,
-        "input_tokens": input_tokens, "output_tokens": output_tokens,
-    })
+    return await _end(engine, task, "succeeded", latency_ms, image_path=image_path,
+                      thumbnail_path=thumbnail_path, input_tokens=input_tokens,
+                      output_tokens=output_tokens)
 
 
 async def fail(
     engine: AsyncEngine, task: ClaimedTask, *, code: str, message: str, latency_ms: int | None
 ) -> bool:
     """Mark the task failed for good; False if this delivery no longer owns it."""
-    return await _end(engine, "fail_tasks", {
-        "task_id": task.id, "token": task.token, "error_code": code,
-        "error_message": message, "latency_ms": latency_ms,
-    })
+    return await _end(engine, task, "failed", latency_ms, error_code=code,
+                      error_message=message)
 
 
-async def _end(engine: AsyncEngine, statement: str, row: dict[str, Any]) -> bool:
-    # Task ends that arrive together share one statement (core.db.group_commit); the job's
-    # status follows from the counters it returns.
+# What end_tasks takes of each row beside its task, token, status and latency: every row of
+# a group statement carries every column, NULL where it has nothing to say.
+_END_VALUES = dict.fromkeys(("image_path", "thumbnail_path", "input_tokens", "output_tokens",
+                             "error_code", "error_message"))
+
+
+async def _end(engine: AsyncEngine, task: ClaimedTask, status: str, latency_ms: int | None,
+               **values: Any) -> bool:
+    # Successes and failures that arrive together share one statement (end_tasks,
+    # core.db.group_commit); the job's status follows from the counters it returns.
     hot = await hotsql.get(engine)
-    job = await hot.grouped(statement, {}, row)
+    job = await hot.grouped("end_tasks", {}, {
+        "task_id": task.id, "token": task.token, "status": status, "latency_ms": latency_ms,
+        **_END_VALUES, **values})
     if job is None:
         return False
     await _follow_counters(hot, job)

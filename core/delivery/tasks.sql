@@ -64,7 +64,9 @@ UPDATE generation_tasks
 -- sql/init_db.sql; the caller checks the status against core/status.py): one autocommit
 -- statement holds the job row's lock for the statement and its commit only, not for a
 -- client round trip, so many deliveries of one job do not queue behind each other on that
--- row. Returns the job's id, status and counters after it.
+-- row. Returns the job's id, status and counters after it. The worker ends tasks with
+-- end_tasks, this statement over arrays; the single form is what the benchmarks' SQL
+-- ceiling (pgbench) and the pooler bench run, one completion per statement.
 WITH done AS (
     UPDATE generation_tasks
        SET status = 'succeeded', image_path = :image_path, thumbnail_path = :thumbnail_path,
@@ -75,20 +77,6 @@ WITH done AS (
  RETURNING job_id
 )
 SELECT job.* FROM done CROSS JOIN LATERAL job_tasks_ended(done.job_id, 1, 0) job;
-
--- name: fail_task
-
--- Permanent failure, or the last allowed attempt failed. Token-guarded; the job's counters
--- and status in the same statement, as complete_task.
-WITH done AS (
-    UPDATE generation_tasks
-       SET status = 'failed', last_error_code = :error_code, last_error = :error_message,
-           latency_ms = :latency_ms, lease_until = NULL,
-           finished_at = now(), updated_at = now()
-     WHERE id = :task_id AND status = 'running' AND claim_token = :token
- RETURNING job_id
-)
-SELECT job.* FROM done CROSS JOIN LATERAL job_tasks_ended(done.job_id, 0, 1) job;
 
 -- name: claim_tasks
 
@@ -130,61 +118,47 @@ SELECT c.id, c.job_id, c.prompt, c.style, c.attempts, c.free_attempts, c.prompt_
        j.quality, j.output_format, j.output_compression, j.background, j.moderation
   FROM claimed c JOIN generation_jobs j ON j.id = c.job_id;
 
--- name: complete_tasks
+-- name: end_tasks
 
--- complete_task for many deliveries at once (core.db.group_commit). Each task row is guarded
--- by its own claim token as in complete_task; each job's counters move once per statement
--- by the number of its tasks that succeeded here (job_tasks_ended, called in job id order:
--- two statements over the same jobs lock their rows in the same order, so they cannot
--- deadlock). One result row per task that this statement completed, with its job's
--- counters after the statement; a task not returned was not this delivery's any more.
+-- Tasks that ended, succeeded or failed for good, for many deliveries at once
+-- (core.db.group_commit: the ends that arrive while the previous statement is on its way go
+-- as one). Row by row as complete_task: guarded by the row's own claim token, so a delivery
+-- whose lease expired and whose task was claimed again (or retried after failing) cannot
+-- end it. A success brings its image, thumbnail and tokens, a failure its error code and
+-- message; what a row does not bring (NULL) stays as it was. Each job's counters and status
+-- move once per statement by its tasks that ended here (job_tasks_ended), the job rows in
+-- id order, so two statements over the same jobs cannot deadlock. One result row per task
+-- this statement ended, with its job's counters after it; a task not returned was not this
+-- delivery's any more.
 WITH input AS (
     SELECT * FROM unnest(CAST(:task_id AS uuid[]), CAST(:token AS uuid[]),
-                         CAST(:image_path AS text[]), CAST(:thumbnail_path AS text[]),
-                         CAST(:latency_ms AS int[]), CAST(:input_tokens AS int[]),
-                         CAST(:output_tokens AS int[]))
-                  AS i(task_id, token, image_path, thumbnail_path, latency_ms, input_tokens,
-                       output_tokens)
+                         CAST(:status AS text[]), CAST(:image_path AS text[]),
+                         CAST(:thumbnail_path AS text[]), CAST(:input_tokens AS int[]),
+                         CAST(:output_tokens AS int[]), CAST(:error_code AS text[]),
+                         CAST(:error_message AS text[]), CAST(:latency_ms AS int[]))
+                  AS i(task_id, token, status, image_path, thumbnail_path, input_tokens,
+                       output_tokens, error_code, error_message, latency_ms)
 ), done AS (
     UPDATE generation_tasks t
-       SET status = 'succeeded', image_path = i.image_path,
-           thumbnail_path = i.thumbnail_path, latency_ms = i.latency_ms,
-           input_tokens = i.input_tokens, output_tokens = i.output_tokens,
+       SET status = i.status, latency_ms = i.latency_ms,
+           image_path = COALESCE(i.image_path, t.image_path),
+           thumbnail_path = COALESCE(i.thumbnail_path, t.thumbnail_path),
+           input_tokens = COALESCE(i.input_tokens, t.input_tokens),
+           output_tokens = COALESCE(i.output_tokens, t.output_tokens),
+           last_error_code = COALESCE(i.error_code, t.last_error_code),
+           last_error = COALESCE(i.error_message, t.last_error),
            lease_until = NULL, finished_at = now(), updated_at = now()
       FROM input i
      WHERE t.id = i.task_id AND t.status = 'running' AND t.claim_token = i.token
- RETURNING t.id, t.job_id
+       AND i.status IN ('succeeded', 'failed')
+ RETURNING t.id, t.job_id, t.status
 ), counted AS MATERIALIZED (
-    SELECT job_id, count(*)::int AS n FROM done GROUP BY job_id ORDER BY job_id
+    SELECT job_id, count(*) FILTER (WHERE status = 'succeeded')::int AS succeeded,
+           count(*) FILTER (WHERE status = 'failed')::int AS failed
+      FROM done GROUP BY job_id ORDER BY job_id
 ), jobs AS MATERIALIZED (
-    SELECT job.* FROM counted c CROSS JOIN LATERAL job_tasks_ended(c.job_id, c.n, 0) job
-)
-SELECT d.id AS task_id, jobs.id, jobs.status, jobs.total_tasks, jobs.completed_tasks,
-       jobs.failed_tasks, jobs.cancelled_tasks
-  FROM done d JOIN jobs ON jobs.id = d.job_id;
-
--- name: fail_tasks
-
--- fail_task for many deliveries at once (core.db.group_commit), as complete_tasks is
--- complete_task's: token-guarded rows, each job's counters once by n (job_tasks_ended, in
--- job id order).
-WITH input AS (
-    SELECT * FROM unnest(CAST(:task_id AS uuid[]), CAST(:token AS uuid[]),
-                         CAST(:error_code AS text[]), CAST(:error_message AS text[]),
-                         CAST(:latency_ms AS int[]))
-                  AS i(task_id, token, error_code, error_message, latency_ms)
-), done AS (
-    UPDATE generation_tasks t
-       SET status = 'failed', last_error_code = i.error_code,
-           last_error = i.error_message, latency_ms = i.latency_ms, lease_until = NULL,
-           finished_at = now(), updated_at = now()
-      FROM input i
-     WHERE t.id = i.task_id AND t.status = 'running' AND t.claim_token = i.token
- RETURNING t.id, t.job_id
-), counted AS MATERIALIZED (
-    SELECT job_id, count(*)::int AS n FROM done GROUP BY job_id ORDER BY job_id
-), jobs AS MATERIALIZED (
-    SELECT job.* FROM counted c CROSS JOIN LATERAL job_tasks_ended(c.job_id, 0, c.n) job
+    SELECT job.* FROM counted c
+     CROSS JOIN LATERAL job_tasks_ended(c.job_id, c.succeeded, c.failed) job
 )
 SELECT d.id AS task_id, jobs.id, jobs.status, jobs.total_tasks, jobs.completed_tasks,
        jobs.failed_tasks, jobs.cancelled_tasks

@@ -3,7 +3,7 @@
 -- name: record_undeliverable
 -- One statement: the cause is upserted into delivery_problems, the task counts one more
 -- undeliverable try (last_error says what and where, never a secret), and at :max_tries
--- it fails as `undeliverable` with the job's counters and status moved as in fail_task
+-- it fails as `undeliverable` with the job's counters and status moved as in end_tasks
 -- (job_tasks_ended). job_status: that job's status after it (NULL while the task lives on);
 -- reading it is also what runs job_tasks_ended, as a SELECT in WITH runs only as far as the
 -- main query reads it.
@@ -61,7 +61,7 @@ SELECT cause, url, detail, occurrences,
 -- each hand-over the queue dropped is one undeliverable try; at :max_tries the task fails
 -- as `undeliverable` instead of being handed over again every STRANDED_AFTER_S, forever.
 -- The rows were just moved back to pending by requeue_stranded_tasks. The jobs of failed
--- tasks move as in fail_tasks (jobs_tasks_failed); job_status as in record_undeliverable.
+-- tasks move as in end_tasks (jobs_tasks_failed); job_status as in record_undeliverable.
 -- The caller adds a row's worth of occurrences to the cause (note_delivery_problem).
 WITH task AS (
     UPDATE generation_tasks
@@ -126,7 +126,7 @@ UPDATE generation_tasks
 -- and last attempt) says its deliveries do not reach the handler. Tries are the queue's
 -- dispatch count, not one per look: a second look at the same count changes nothing, and
 -- the problem's occurrences grow by the new dispatches only. At :max_tries the task fails
--- as `undeliverable` with the job's counters and status moved as in fail_task (once: only
+-- as `undeliverable` with the job's counters and status moved as in end_tasks (once: only
 -- a queued row of :generation moves), when :may_fail (an unreachable target's tries must
 -- also span a minute; a later look with the same count may then end it). job_status as in
 -- record_undeliverable; new_tries: the occurrences the caller adds to the cause

@@ -51,7 +51,7 @@ def test_concurrent_claims_and_completions_share_statements_and_count_once(
         row = _row(engine, c.id)
         assert (row.status, row.claim_token, row.image_path) == (
             "succeeded", c.token, f"{c.id}.png")
-    assert stats["claim_tasks"] == (1, 40) and stats["complete_tasks"] == (1, 40)
+    assert stats["claim_tasks"] == (1, 40) and stats["end_tasks"] == (1, 40)
     assert tuple(_job_counts(engine, tasks[0])) == ("completed", 40, 0, True)
 
 

@@ -62,6 +62,16 @@ def test_a_job_that_is_gone_moves_nothing(settings: Settings, engine: Engine) ->
                             {"id": uuid.uuid4()}).all() == []
 
 
+def _ends(task_ids: list[uuid.UUID], tokens: list[uuid.UUID], status: str,
+          **columns: list[str]) -> dict[str, object]:
+    """end_tasks' binds for these tasks, all ending as ``status``: every column an array."""
+    names = ("image_path", "thumbnail_path", "input_tokens", "output_tokens", "error_code",
+             "error_message")
+    return {"task_id": task_ids, "token": tokens, "status": [status] * len(task_ids),
+            "latency_ms": [1] * len(task_ids),
+            **{n: columns.get(n, [None] * len(task_ids)) for n in names}}
+
+
 def _job(conn: object, job_id: uuid.UUID) -> None:
     conn.execute(text(  # type: ignore[attr-defined]
         "INSERT INTO generation_jobs (id, status, total_tasks, style, count_per_prompt, "
@@ -95,10 +105,9 @@ def test_statements_that_end_tasks_of_several_jobs_move_them_in_id_order(
                  "lease_s": 60 if n < 3 else -60})
     order = text("SELECT job_id FROM moved_jobs ORDER BY n")
     with engine.begin() as conn:
-        done = conn.execute(q("complete_tasks"), {
-            "task_id": tasks[:2], "token": tokens[:2], "image_path": ["a", "b"],
-            "thumbnail_path": ["a", "b"], "latency_ms": [1, 1], "input_tokens": [None, None],
-            "output_tokens": [None, None]}).all()
+        done = conn.execute(q("end_tasks"), _ends(
+            tasks[:2], tokens[:2], "succeeded", image_path=["a", "b"],
+            thumbnail_path=["a", "b"])).all()
         assert {r.task_id for r in done} == set(tasks[:2])
         assert conn.execute(order).scalars().all() == [jobs[0], jobs[1]]
     with engine.begin() as conn:
@@ -110,9 +119,8 @@ def test_statements_that_end_tasks_of_several_jobs_move_them_in_id_order(
         assert conn.execute(order).scalars().all() == jobs
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE moved_jobs"))
-        conn.execute(q("fail_tasks"), {
-            "task_id": [tasks[2]], "token": [tokens[2]], "error_code": ["x"],
-            "error_message": ["x"], "latency_ms": [1]}).all()
+        conn.execute(q("end_tasks"), _ends(
+            [tasks[2]], [tokens[2]], "failed", error_code=["x"], error_message=["x"])).all()
         assert conn.execute(order).scalars().all() == [jobs[2]]
         final = conn.execute(text("SELECT id, status, completed_tasks, failed_tasks "
                                   "FROM generation_jobs ORDER BY id")).all()

@@ -9,9 +9,9 @@ import pytest
 from core.db import hotsql
 from core.db.queries import q
 
-HOT = ["claim_task", "task_state", "renew_lease", "complete_task", "fail_task",
+HOT = ["claim_task", "task_state", "renew_lease", "complete_task",
        "release_task", "take_over_abandoned", "free_dispatch_holds", "set_job_status",
-       "dispatch_claim_due", "dispatch_defer", "claim_tasks", "complete_tasks", "fail_tasks"]
+       "dispatch_claim_due", "dispatch_defer", "claim_tasks", "end_tasks"]
 
 
 @pytest.mark.parametrize("name", HOT)
