@@ -36,6 +36,14 @@ from core.status import JOB_TERMINAL, job_status_after
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Resubmitted:
+    """What resubmitting an edited failed task made: the new task, in its job."""
+
+    task_id: UUID
+    job: JobView
+
+
 def clone_job(job_id: UUID, *, submitted_by: str | None, engine: Engine | None = None,
               dispatcher: Dispatcher | None = None, settings: Settings | None = None
               ) -> JobView:
@@ -60,12 +68,6 @@ def clone_job(job_id: UUID, *, submitted_by: str | None, engine: Engine | None =
                      job_id=job_id, detail={"new_job": str(view.id),
                                             "tasks": view.total_tasks})
     return view
-
-
-@dataclass(frozen=True)
-class Resubmitted:
-    task_id: UUID
-    job: JobView
 
 
 def resubmit_task(job_id: UUID, task_id: UUID, prompt: str, *, submitted_by: str | None,

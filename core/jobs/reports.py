@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from core.db import transaction
 from core.db.queries import q
 from core.errors import InvalidInput
-from core.jobs.views import FailedTask, JobRow
+from core.jobs.views import FailedTask, JobRow, check_page
 from core.status import JOB_STATUSES
 
 MAX_PAGE = 500
@@ -98,13 +98,6 @@ class ThroughputPoint:
     failed: int
 
 
-def _check_page(limit: int, offset: int) -> None:
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput("limit", f"must be between 1 and {MAX_PAGE}")
-    if offset < 0:
-        raise InvalidInput("offset", "must be >= 0")
-
-
 def _statuses(statuses: Sequence[str] | None) -> list[str] | None:
     if not statuses:
         return None
@@ -135,7 +128,7 @@ def recent_jobs(
     engine: Engine | None = None,
 ) -> list[JobReport]:
     """Jobs newest first, with duration and cost so far."""
-    _check_page(limit, offset)
+    check_page(limit, offset, MAX_PAGE)
     rows = _rows(engine, "report_recent_jobs", {
         "statuses": _statuses(statuses), "created_after": created_after,
         "created_before": created_before, "limit": limit, "offset": offset})
@@ -246,7 +239,7 @@ def job_performance(job_id: UUID, *, window_s: float = 300.0, engine: Engine | N
 
 def gallery_page(job_id: UUID, *, limit: int = 24, offset: int = 0,
                  engine: Engine | None = None) -> list[GalleryItem]:
-    _check_page(limit, offset)
+    check_page(limit, offset, MAX_PAGE)
     rows = _rows(engine, "report_gallery_page",
                  {"job_id": job_id, "limit": limit, "offset": offset})
     return [GalleryItem(**dict(r._mapping)) for r in rows]
@@ -254,7 +247,7 @@ def gallery_page(job_id: UUID, *, limit: int = 24, offset: int = 0,
 
 def failures_page(job_id: UUID, *, error_code: str | None = None, limit: int = 50,
                   offset: int = 0, engine: Engine | None = None) -> list[FailureRow]:
-    _check_page(limit, offset)
+    check_page(limit, offset, MAX_PAGE)
     rows = _rows(engine, "report_failures_page", {
         "job_id": job_id, "error_code": error_code, "limit": limit, "offset": offset})
     return [FailureRow(**dict(r._mapping)) for r in rows]

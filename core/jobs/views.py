@@ -182,18 +182,11 @@ def get_job(job_id: UUID, *, engine: Engine | None = None) -> JobView:
     return job_view(row)
 
 
-def list_jobs(
-    *,
-    status: str | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    limit: int = 50,
-    offset: int = 0,
-    engine: Engine | None = None,
-) -> list[JobView]:
-    if status is not None and status not in JOB_STATUSES:
-        raise InvalidInput("status", f"must be one of {', '.join(JOB_STATUSES)}")
-    _check_page(limit, offset)
+def list_jobs(*, status: str | None = None, created_after: datetime | None = None,
+              created_before: datetime | None = None, limit: int = 50, offset: int = 0,
+              engine: Engine | None = None) -> list[JobView]:
+    _check_status(status, JOB_STATUSES)
+    check_page(limit, offset, MAX_PAGE)
     with transaction(engine) as conn:
         rows = conn.execute(q("list_jobs"), {
             "status": status, "created_after": created_after, "created_before": created_before,
@@ -202,18 +195,11 @@ def list_jobs(
     return [job_view(r) for r in rows]
 
 
-def list_tasks(
-    job_id: UUID,
-    *,
-    status: str | None = None,
-    error_code: str | None = None,
-    limit: int = 100,
-    offset: int = 0,
-    engine: Engine | None = None,
-) -> list[TaskView]:
-    if status is not None and status not in TASK_STATUSES:
-        raise InvalidInput("status", f"must be one of {', '.join(TASK_STATUSES)}")
-    _check_page(limit, offset)
+def list_tasks(job_id: UUID, *, status: str | None = None, error_code: str | None = None,
+               limit: int = 100, offset: int = 0, engine: Engine | None = None
+               ) -> list[TaskView]:
+    _check_status(status, TASK_STATUSES)
+    check_page(limit, offset, MAX_PAGE)
     with transaction(_reader(engine)) as conn:
         if conn.execute(q("job_by_id"), {"job_id": job_id}).first() is None:
             raise NotFound(f"job {job_id} not found")
@@ -240,8 +226,14 @@ def task_counts(job_id: UUID, *, engine: Engine | None = None) -> dict[str, int]
     return {r.status: int(r.n) for r in rows}
 
 
-def _check_page(limit: int, offset: int) -> None:
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput("limit", f"must be between 1 and {MAX_PAGE}")
+def _check_status(status: str | None, statuses: tuple[str, ...]) -> None:
+    if status is not None and status not in statuses:
+        raise InvalidInput("status", f"must be one of {', '.join(statuses)}")
+
+
+def check_page(limit: int, offset: int, max_page: int) -> None:
+    """InvalidInput naming ``limit`` or ``offset`` for a page a list does not serve."""
+    if not 1 <= limit <= max_page:
+        raise InvalidInput("limit", f"must be between 1 and {max_page}")
     if offset < 0:
         raise InvalidInput("offset", "must be >= 0")

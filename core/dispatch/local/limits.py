@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -37,19 +38,15 @@ class ConcurrencyLimit(Protocol):
     ) -> None: ...
 
 
+@dataclass(frozen=True)
 class FixedLimit:
     """A constant limit with plain per-task backoff: ignores overload signals."""
 
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-
-    @property
-    def current(self) -> int:
-        return self._limit
+    current: int
 
     @property
     def ceiling(self) -> int:
-        return self._limit
+        return self.current
 
     def on_result(
         self, *, ok: bool, overloaded: bool, retry_after_s: float | None = None
