@@ -297,7 +297,7 @@ def run() -> list[Figure]:
             images = tmp / "images"
             (images / "bench").mkdir(parents=True)
             from core.storage import make_thumbnail
-            from testing.openai_stub import png_bytes
+            from testing.png import png_bytes
 
             (images / THUMB_KEY).write_bytes(make_thumbnail(png_bytes(64)))
             env = {**base_env(url, tmp), "RUN_DISPATCHER": "false"}

@@ -39,6 +39,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
+from testing.png import png_bytes
+
 PROGRESSION = ("validating", "in_progress", "finalizing", "completed")
 _ids = itertools.count(1)
 
@@ -270,8 +272,6 @@ class BatchAPI:
 
     def _default_png(self) -> bytes:
         if self._png is None:
-            from testing.openai_stub import png_bytes
-
             self._png = png_bytes(8, 3)
         return self._png
 

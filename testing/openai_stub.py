@@ -48,15 +48,14 @@ import base64
 import collections
 import dataclasses
 import json
-import struct
 import threading
 import time
-import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from testing.openai_batch_stub import BatchAPI
+from testing.png import png_bytes
 
 WINDOW_S = 60.0
 DEFAULT_API_KEY = "sk-test-stub"
@@ -120,20 +119,6 @@ class Call:
     status: int  # 0 for a hang the client gave up on
     at_s: float  # time.monotonic() at arrival
     authorization: str | None = field(default=None, repr=False)
-
-
-def png_bytes(px: int = 8, seed: int = 0) -> bytes:
-    """A valid RGB PNG of px x px, coloured from ``seed`` (no Pillow needed)."""
-    r, g, b = (seed * 67) % 256, (seed * 131 + 64) % 256, (seed * 29 + 128) % 256
-    raw = b"".join(b"\x00" + bytes((r, g, b)) * px for _ in range(px))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        body = tag + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", px, px, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 class OpenAIStub:
