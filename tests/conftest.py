@@ -49,9 +49,19 @@ def pytest_configure(config: pytest.Config) -> None:
         embedded_pg.start()
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The embedded server this run started stops with the run, so no server the tests
+    started outlives `make test`; one that was running before (`make demo`, a developer's
+    earlier run) is left as it was. A process of the tests still holding it is named."""
+    if not hasattr(config, "workerinput") and not os.environ.get("DATABASE_URL"):
+        said = embedded_pg.release()
+        if "in use by" in said:
+            print(f"\n{said}", file=sys.stderr)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """No PostgreSQL a test started in pytest's temporary folder outlives the run (the
-    embedded server in .pgdata/ is meant to: the next run reuses it). One left running is
+    embedded server in .pgdata/ is pytest_unconfigure's). One left running is
     stopped, and fails the run naming it. Under pytest-xdist the controller checks, after
     every worker is done: its temporary folder holds theirs."""
     if hasattr(session.config, "workerinput"):
