@@ -3,6 +3,7 @@ built once in a template database, and a fresh database per test cloned from it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
@@ -60,10 +61,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """No PostgreSQL a test started in pytest's temporary folder outlives the run (the
-    embedded server in .pgdata/ is pytest_unconfigure's). One left running is
-    stopped, and fails the run naming it. Under pytest-xdist the controller checks, after
-    every worker is done: its temporary folder holds theirs."""
+    """Nothing the tests started outlives the run: no PostgreSQL in pytest's temporary
+    folder (the embedded server in .pgdata/ is pytest_unconfigure's) and no other process
+    of the tests (a worker, a dashboard, an emulator: anything started since the run began
+    with pytest in its environment). Each one left running is stopped, and fails the run
+    naming it. Under pytest-xdist the controller checks, after every worker is done."""
     if hasattr(session.config, "workerinput"):
         return
     try:
@@ -73,18 +75,39 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     # pytest's own factory: the public one is a fixture, out of a hook's reach.
     factory = session.config._tmp_path_factory  # type: ignore[attr-defined]
     basetemp = factory.getbasetemp().resolve()
-    leftover: list[Path] = []
-    for proc in psutil.process_iter(["name", "cmdline"]):
+    ours = {p.pid for p in psutil.Process().parents()} | {os.getpid()}
+    leftover: list[str] = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline", "create_time"]):
         args = proc.info["cmdline"] or []
         if proc.info["name"] == "postgres" and "-D" in args[:-1]:
             pgdata = Path(args[args.index("-D") + 1]).resolve()
             if pgdata.is_relative_to(basetemp):
-                leftover.append(pgdata)
+                leftover.append(str(pgdata))
                 embedded_pg.stop(pgdata)
+        elif (proc.info["name"] != "postgres" and proc.info["pid"] not in ours
+              and proc.info["create_time"] >= _RUN_STARTED and _started_by_tests(proc, args)):
+            leftover.append(" ".join(args)[:120])
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
     if leftover:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        print("\nPostgreSQL left running by the tests (now stopped): "
-              + ", ".join(map(str, leftover)), file=sys.stderr)
+        print("\nleft running by the tests (now stopped): " + "; ".join(leftover),
+              file=sys.stderr)
+
+
+_RUN_STARTED = time.time()
+
+
+def _started_by_tests(proc: Any, args: list[str]) -> bool:
+    """A process a test started: pytest in its environment, and not pytest itself or one
+    of pytest-xdist's workers (those end on their own when the run does)."""
+    line = " ".join(args)
+    if not args or "pytest" in line or "execnet" in line or "exec(eval(" in line:
+        return False
+    try:
+        return "PYTEST_VERSION" in proc.environ()
+    except Exception:  # gone meanwhile, or not ours to read
+        return False
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -250,6 +273,9 @@ class WorkerProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        # Not left running behind the error: a caller that never got the worker back
+        # cannot stop it.
+        stop_process(self.proc)
         raise RuntimeError(f"worker did not become healthy:\n{self.logs()[-3000:]}")
 
     def kill(self) -> None:
