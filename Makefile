@@ -9,10 +9,13 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 .PHONY: install demo worker dashboard dispatcher test test-deps lint typecheck screenshots \
 	bench stop clean
 
+# pip -qq: errors only. Its warnings here (a machine's index settings, setuptools' notes on
+# editable installs) are nothing a user of the project can act on.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	@echo "installing the project and its dev dependencies into $(VENV)"
+	$(PY) -m pip install -qq --upgrade pip
+	$(PY) -m pip install -qq -e ".[dev]"
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 

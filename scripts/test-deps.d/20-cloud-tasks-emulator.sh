@@ -27,6 +27,6 @@ if [ -z "$PYTHON" ]; then
     fi
 fi
 "$PYTHON" -m venv "$EMULATOR_VENV"
-"$EMULATOR_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+"$EMULATOR_VENV/bin/python" -m pip install -qq --disable-pip-version-check \
     "gcloud-tasks-emulator==$VERSION"
 test -x "$BIN"
